@@ -1,0 +1,195 @@
+"""One exception hierarchy for cosfs, and the one table from exception to errno.
+
+Every layer raises these; the FUSE adapter applies `errno_for` at its boundary and the CLI
+prints `str(exc)`. Messages never contain secrets: credentials are not passed to constructors.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+
+class CosfsError(Exception):
+    """Base of every error cosfs raises on purpose."""
+
+    log_level = logging.WARNING
+
+
+class ConfigError(CosfsError):
+    """Bad option, bad command line, unusable file: the user must change something."""
+
+
+class CredentialsError(ConfigError):
+    """No usable credentials, or a credentials file that cannot be trusted."""
+
+
+class NotFound(CosfsError):
+    log_level = logging.DEBUG
+
+
+class AccessDenied(CosfsError):
+    pass
+
+
+class Stale(CosfsError):
+    """The object changed under us (412 on If-Match): the version being read is gone."""
+
+
+class NotEmpty(CosfsError):
+    pass
+
+
+class IsADirectory(CosfsError):
+    pass
+
+
+class NotADirectory(CosfsError):
+    pass
+
+
+class AlreadyExists(CosfsError):
+    pass
+
+
+class NameTooLong(CosfsError):
+    pass
+
+
+class InvalidName(CosfsError):
+    pass
+
+
+class Unsupported(CosfsError):
+    pass
+
+
+class ReadOnly(CosfsError):
+    pass
+
+
+class CacheFull(CosfsError):
+    pass
+
+
+class TooLarge(CosfsError):
+    pass
+
+
+class TransientError(CosfsError):
+    """A failure worth retrying (5xx, SlowDown, reset, timeout, truncated body)."""
+
+
+class IntegrityError(CosfsError):
+    """Bytes did not match their MD5 or CRC64: never silently accepted."""
+
+    log_level = logging.ERROR
+
+
+class ProtocolError(CosfsError):
+    """The server answered something that is not valid COS (bad XML, missing fields)."""
+
+
+class CosError(CosfsError):
+    """An error the COS service reported, with its XML body's fields kept for the operator."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str = "",
+        request_id: str = "",
+        resource: str = "",
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.resource = resource
+        text = f"COS {status} {code}"
+        if message:
+            text += f": {message}"
+        if resource:
+            text += f" ({resource})"
+        if request_id:
+            text += f" [RequestId {request_id}]"
+        super().__init__(text)
+
+
+class CosNotFound(CosError, NotFound):
+    pass
+
+
+class CosAccessDenied(CosError, AccessDenied):
+    pass
+
+
+class CosPreconditionFailed(CosError, Stale):
+    pass
+
+
+class CosTransient(CosError, TransientError):
+    pass
+
+
+class CosConflict(CosError, AlreadyExists):
+    pass
+
+
+class CosUnsupported(CosError, Unsupported):
+    pass
+
+
+class CosTooLarge(CosError, TooLarge):
+    pass
+
+
+def cos_error(status: int, code: str, message: str = "", request_id: str = "", resource: str = "") -> CosError:
+    """The typed exception for a COS error response."""
+    if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"):
+        cls: type[CosError] = CosTransient
+    elif status == 404:
+        cls = CosNotFound
+    elif status == 403 or status == 401:
+        cls = CosAccessDenied
+    elif status == 412:
+        cls = CosPreconditionFailed
+    elif status == 409:
+        cls = CosConflict
+    elif status in (405, 501):
+        cls = CosUnsupported
+    elif code == "EntityTooLarge":
+        cls = CosTooLarge
+    else:
+        cls = CosError
+    return cls(status, code, message, request_id, resource)
+
+
+ERRNO_FOR: dict[type[BaseException], int] = {
+    NotFound: errno.ENOENT,
+    AccessDenied: errno.EACCES,
+    Stale: errno.ESTALE,
+    NotEmpty: errno.ENOTEMPTY,
+    IsADirectory: errno.EISDIR,
+    NotADirectory: errno.ENOTDIR,
+    AlreadyExists: errno.EEXIST,
+    NameTooLong: errno.ENAMETOOLONG,
+    InvalidName: errno.EINVAL,
+    Unsupported: errno.ENOTSUP,
+    ReadOnly: errno.EROFS,
+    CacheFull: errno.ENOSPC,
+    TooLarge: errno.EFBIG,
+    TransientError: errno.EIO,
+    IntegrityError: errno.EIO,
+    ProtocolError: errno.EIO,
+    ConfigError: errno.EINVAL,
+}
+
+
+def errno_for(exc: BaseException) -> int:
+    """The errno for an exception, walking the MRO so subclasses inherit; unknown -> EIO."""
+    for cls in type(exc).__mro__:
+        found = ERRNO_FOR.get(cls)
+        if found is not None:
+            return found
+    return errno.EIO
