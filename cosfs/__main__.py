@@ -1,0 +1,3 @@
+from cosfs.cli import main
+
+raise SystemExit(main())

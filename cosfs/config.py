@@ -1,0 +1,56 @@
+"""Typed, frozen configuration. Units are in the field names (`_s`, `_bytes`).
+
+This module (with `credentials.py`, which it feeds) is the only reader of `os.environ`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from cosfs.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class CosConfig:
+    """How to reach one bucket."""
+
+    bucket: str  # "name-appid"
+    endpoint_url: str  # "https://cos.ap-guangzhou.myqcloud.com" or "http://127.0.0.1:9000"
+    region: str = ""  # used by SigV4; derived from the endpoint when empty
+    path_style: bool | None = None  # None: virtual-hosted for myqcloud/tencentcos hosts, path-style otherwise
+    signature: str = "cos"  # "cos" (q-sign, HMAC-SHA1) or "sigv4"
+    max_connections: int = 32
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    # Completing a big multipart upload can take minutes on COS (whitespace keep-alives).
+    complete_timeout_s: float = 1200.0
+    retries: int = 5
+    retry_base_delay_s: float = 0.2
+    retry_max_delay_s: float = 10.0
+    verify_tls: bool = True
+    user_agent: str = "cosfs"
+    storage_class: str | None = None
+    server_side_encryption: str | None = None
+    content_md5: bool = True
+
+    def __post_init__(self) -> None:
+        if self.signature not in ("cos", "sigv4"):
+            raise ConfigError(f"signature must be 'cos' or 'sigv4', not {self.signature!r}")
+        if not self.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(f"endpoint URL must start with http:// or https://: {self.endpoint_url!r}")
+        if not self.bucket:
+            raise ConfigError("no bucket given")
+
+
+def region_endpoint(region: str) -> str:
+    """`region=ap-guangzhou` means https://cos.ap-guangzhou.myqcloud.com."""
+    return f"https://cos.{region}.myqcloud.com"
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, read here only, so other modules take it as a parameter."""
+    return os.environ

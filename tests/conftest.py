@@ -1,0 +1,123 @@
+"""Shared fixtures: a real `cosfs serve` process on loopback, stopped by PID even on failure."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+DEFAULT_BUCKET = "examplebucket-1250000000"
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    """A running `cosfs serve`: where it listens and the keys it accepts."""
+
+    process: subprocess.Popen
+    endpoint: str
+    root: Path
+    buckets: list[str]
+    secret_id: str
+    secret_key: str = dataclasses.field(repr=False)
+    access_log: Path | None
+
+    @property
+    def bucket(self) -> str:
+        return self.buckets[0]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def access_lines(self) -> list[str]:
+        if self.access_log is None or not self.access_log.exists():
+            return []
+        return self.access_log.read_text().splitlines()
+
+
+def start_server(
+    root: Path,
+    *extra_args: str,
+    buckets: tuple[str, ...] = (DEFAULT_BUCKET,),
+    access_log: Path | None = None,
+    timeout_s: float = 20.0,
+) -> ServerProcess:
+    """Start `python -m cosfs serve` on a free loopback port and wait for its 'ready' line."""
+    secret_id = "AKIDtest" + secrets.token_hex(8)
+    secret_key = secrets.token_hex(16)
+    args = [sys.executable, "-m", "cosfs", "serve", "--root", str(root), "--address", "127.0.0.1:0",
+            "--secret-id", secret_id, "--secret-key", secret_key]
+    for bucket in buckets:
+        args += ["--bucket", bucket]
+    if access_log is not None:
+        args += ["--access-log", str(access_log)]
+    args += list(extra_args)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    endpoint = None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            seen.append(line.rstrip())
+            if line.startswith("endpoint:"):
+                endpoint = line.split(":", 1)[1].strip()
+            if line.strip() == "ready" and endpoint:
+                break
+        else:
+            raise TimeoutError("cosfs serve did not become ready")
+        if endpoint is None:
+            raise RuntimeError("cosfs serve exited before it was ready:\n" + "\n".join(seen))
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    # Keep draining stdout so the server never blocks on a full pipe.
+    import threading
+
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    return ServerProcess(process, endpoint, root, list(buckets), secret_id, secret_key, access_log)
+
+
+@pytest.fixture
+def cos_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A fresh `cosfs serve` with one bucket and an access log."""
+    server = start_server(tmp_path / "server-root", access_log=tmp_path / "access.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Start servers with extra arguments (faults, buckets); all are stopped at teardown."""
+    started: list[ServerProcess] = []
+
+    def factory(*extra_args: str, **kwargs) -> ServerProcess:
+        root = tmp_path / f"server-root-{len(started)}"
+        kwargs.setdefault("access_log", tmp_path / f"access-{len(started)}.log")
+        server = start_server(root, *extra_args, **kwargs)
+        started.append(server)
+        return server
+
+    try:
+        yield factory
+    finally:
+        for server in started:
+            server.stop()
