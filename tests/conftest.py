@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import subprocess
+import threading
 import sys
 import time
 from collections.abc import Iterator
@@ -88,7 +89,6 @@ def start_server(
         process.wait()
         raise
     # Keep draining stdout so the server never blocks on a full pipe.
-    import threading
 
     threading.Thread(target=process.stdout.read, daemon=True).start()
     return ServerProcess(process, endpoint, root, list(buckets), secret_id, secret_key, access_log)
