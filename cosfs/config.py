@@ -54,3 +54,34 @@ def region_endpoint(region: str) -> str:
 def environment() -> Mapping[str, str]:
     """The process environment, read here only, so other modules take it as a parameter."""
     return os.environ
+
+
+@dataclasses.dataclass(frozen=True)
+class FsConfig:
+    """How the mount presents the bucket, and how long it trusts what it has seen."""
+
+    prefix: str = ""  # "" for the whole bucket, else "sub/path/"
+    read_only: bool = False
+    uid: int = 0
+    gid: int = 0
+    umask: int | None = None  # when set, every entry shows 0777 & ~umask (stored modes ignored)
+    mp_umask: int = 0o022  # the mount point's own permissions: 0777 & ~mp_umask
+    default_file_mode: int = 0o644  # objects without x-cos-meta-mode
+    default_dir_mode: int = 0o755
+    stat_ttl_s: float = 60.0  # positive stat and listing cache
+    negative_ttl_s: float = 10.0
+    max_stat_entries: int = 100_000
+    max_listed_dirs: int = 1_000
+    block_size_bytes: int = 1 * MiB
+    cache_dir: str = ""
+    cache_size_bytes: int = 2 * 1024 * MiB
+    max_readahead_bytes: int = 64 * MiB
+    fetch_size_bytes: int = 8 * MiB  # one ranged GET fetches up to this many bytes
+    parallel_fetches: int = 8
+    memory_budget_bytes: int = 128 * MiB
+
+    def __post_init__(self) -> None:
+        if self.block_size_bytes < 64 * 1024 or self.block_size_bytes & (self.block_size_bytes - 1):
+            raise ConfigError("block size must be a power of two of at least 64 KiB")
+        if self.prefix and not self.prefix.endswith("/"):
+            raise ConfigError("prefix must end with '/'")

@@ -1,0 +1,62 @@
+"""Open file and directory handles."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Generic, TypeVar
+
+from cosfs.blocks import ObjectRef
+from cosfs.errors import NotFound
+from cosfs.namespace import DirEntry
+from cosfs.prefetch import ReadAhead
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class FileHandle:
+    """An open file: the object version it reads (pinned at open) and its read-ahead state."""
+
+    ino: int
+    ref: ObjectRef
+    readahead: ReadAhead
+
+
+@dataclasses.dataclass
+class DirHandle:
+    """An open directory: a snapshot of its entries, taken at the first readdir (offset 0),
+    so offsets stay stable while the directory changes."""
+
+    ino: int
+    entries: list[DirEntry] | None = None
+
+
+class HandleTable(Generic[T]):
+    """Owner of handle numbers; numbers are never reused while the mount lives."""
+
+    def __init__(self) -> None:
+        self._next = 1
+        self._open: dict[int, T] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, handle: T) -> int:
+        fh = self._next
+        self._next += 1
+        self._open[fh] = handle
+        return fh
+
+    def get(self, fh: int) -> T:
+        try:
+            return self._open[fh]
+        except KeyError:
+            raise NotFound(f"no open handle {fh}") from None
+
+    def pop(self, fh: int) -> T:
+        handle = self.get(fh)
+        del self._open[fh]
+        return handle
+
+    def values(self) -> list[T]:
+        return list(self._open.values())

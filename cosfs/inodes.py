@@ -1,0 +1,180 @@
+"""The inode table: inode numbers <-> names in the bucket, their attributes and lookup counts.
+
+Everything here is synchronous, so each method is an atomic section under trio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import stat
+
+from cosfs.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+ROOT_INO = 1
+
+
+class Kind(enum.Enum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attr:
+    """What stat() shows; built by the namespace from LIST, HEAD or the mount's defaults."""
+
+    ino: int
+    mode: int
+    size_bytes: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    nlink: int = 1
+
+    @property
+    def kind(self) -> Kind:
+        if stat.S_ISDIR(self.mode):
+            return Kind.DIR
+        if stat.S_ISLNK(self.mode):
+            return Kind.SYMLINK
+        return Kind.FILE
+
+
+@dataclasses.dataclass
+class Inode:
+    """One name in the tree. `key` is the object key of a file or symlink, and the prefix
+    (ending in '/', or '' for the bucket root) of a directory."""
+
+    ino: int
+    parent: int
+    name: str
+    key: str
+    attr: Attr
+    etag: str | None = None
+    expires_at_s: float = 0.0
+    # True once a HEAD gave the object's x-cos-meta-* (LIST results do not carry them).
+    meta_complete: bool = False
+    lookup_count: int = 0
+    open_count: int = 0
+    # The ETag whose bytes the kernel may hold in its page cache for this inode.
+    page_cache_etag: str | None = None
+
+    @property
+    def kind(self) -> Kind:
+        return self.attr.kind
+
+
+class InodeTable:
+    """Owner of every live inode.
+
+    Invariants:
+    - `_by_ino[ino].ino == ino`; the root (ROOT_INO) is always present and never freed.
+    - `_by_name[(parent, name)]` names an inode whose `parent`/`name` are those values; an
+      inode whose name was removed (unlink, rename over) stays in `_by_ino` until the kernel
+      forgets it and no handle has it open.
+    - `lookup_count` equals the kernel's count: +1 per lookup/create/accepted readdirplus
+      entry, -n per forget; never negative. An inode is freed only at lookup_count == 0 with
+      no open handle.
+    """
+
+    def __init__(self, root_key: str, root_attr_factory) -> None:
+        self._next_ino = ROOT_INO + 1
+        root = Inode(ROOT_INO, ROOT_INO, "", root_key, root_attr_factory(ROOT_INO), expires_at_s=float("inf"))
+        root.meta_complete = True
+        self._by_ino: dict[int, Inode] = {ROOT_INO: root}
+        self._by_name: dict[tuple[int, str], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_ino)
+
+    def get(self, ino: int) -> Inode:
+        try:
+            return self._by_ino[ino]
+        except KeyError:
+            raise NotFound(f"inode {ino} is not known") from None
+
+    def child(self, parent: int, name: str) -> Inode | None:
+        ino = self._by_name.get((parent, name))
+        return None if ino is None else self._by_ino[ino]
+
+    def new_ino(self) -> int:
+        ino = self._next_ino
+        self._next_ino += 1
+        return ino
+
+    def upsert(self, parent: int, name: str, key: str, attr_without_ino: Attr, *, etag: str | None,
+               expires_at_s: float, meta_complete: bool) -> Inode:
+        """The inode for (parent, name) with fresh attributes, reusing its number while the
+        kind and key stay the same (so the kernel's view stays stable), else a new number."""
+        existing = self.child(parent, name)
+        if existing is not None and existing.kind == attr_without_ino.kind and existing.key == key:
+            existing.attr = dataclasses.replace(attr_without_ino, ino=existing.ino)
+            existing.etag = etag
+            existing.expires_at_s = expires_at_s
+            # Keep metadata learned from HEAD while the object is the same version.
+            existing.meta_complete = meta_complete or (existing.meta_complete and existing.etag == etag)
+            return existing
+        if existing is not None:
+            self.unlink_name(parent, name)
+        ino = self.new_ino()
+        inode = Inode(ino, parent, name, key, dataclasses.replace(attr_without_ino, ino=ino), etag=etag,
+                      expires_at_s=expires_at_s, meta_complete=meta_complete)
+        self._by_ino[ino] = inode
+        self._by_name[(parent, name)] = ino
+        return inode
+
+    def unlink_name(self, parent: int, name: str) -> None:
+        """Remove a name; the inode lives on until forgotten and closed."""
+        ino = self._by_name.pop((parent, name), None)
+        if ino is not None:
+            self._maybe_free(self._by_ino[ino])
+
+    def remember(self, ino: int, n: int = 1) -> None:
+        self._by_ino[ino].lookup_count += n
+
+    def forget(self, ino: int, n: int) -> None:
+        """Never raises: the kernel may forget what we already dropped."""
+        inode = self._by_ino.get(ino)
+        if inode is None:
+            return
+        if n > inode.lookup_count:
+            log.warning("forget(%d, %d) exceeds lookup count %d", ino, n, inode.lookup_count)
+            n = inode.lookup_count
+        inode.lookup_count -= n
+        self._maybe_free(inode)
+
+    def drop_if_unused(self, ino: int) -> None:
+        """Free an inode made for a reply the kernel did not take (readdirplus stopped)."""
+        inode = self._by_ino.get(ino)
+        if inode is not None:
+            self._maybe_free(inode)
+
+    def opened(self, ino: int) -> None:
+        self._by_ino[ino].open_count += 1
+
+    def closed(self, ino: int) -> None:
+        inode = self._by_ino.get(ino)
+        if inode is not None:
+            inode.open_count -= 1
+            self._maybe_free(inode)
+
+    def _maybe_free(self, inode: Inode) -> None:
+        if inode.ino == ROOT_INO or inode.lookup_count > 0 or inode.open_count > 0:
+            return
+        if self._by_name.get((inode.parent, inode.name)) == inode.ino:
+            del self._by_name[(inode.parent, inode.name)]
+        del self._by_ino[inode.ino]
+
+    def check_invariants(self) -> None:
+        for ino, inode in self._by_ino.items():
+            assert inode.ino == ino
+            assert inode.lookup_count >= 0 and inode.open_count >= 0
+            if ino != ROOT_INO:
+                assert inode.lookup_count > 0 or inode.open_count > 0, f"inode {ino} should have been freed"
+        for (parent, name), ino in self._by_name.items():
+            inode = self._by_ino[ino]
+            assert (inode.parent, inode.name) == (parent, name)

@@ -1,0 +1,307 @@
+"""The tree as the mount shows it, derived from object keys, LIST pages and HEAD replies.
+
+Rules (also in docs/semantics.md):
+- A key `a/b/c` is the file `c` in the directory `a/b`. A directory exists when a zero-byte
+  marker `a/b/` exists (explicit, as COSFS writes) or when any key starts with `a/b/` (implicit).
+- A directory shadows a file of the same name: if both `a/b` and `a/b/...` exist, `b` is a
+  directory and the object `a/b` is not reachable through the mount.
+- Keys whose segments cannot be file names (empty from `//`, `.`, `..`, over 255 bytes, NUL)
+  are skipped with one warning per key.
+- readdir answers from LIST alone: size and mtime (LastModified) come from the listing and
+  the mode from the mount's defaults. x-cos-meta-mode/uid/gid/mtime are read by the HEAD of a
+  lookup or an open, so `ls -l` of N cold entries costs ceil(N/1000) LISTs and no HEAD.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import logging
+import stat
+import time
+from collections.abc import Callable
+
+import trio
+from cachetools import LRUCache, TTLCache
+
+from cosfs.config import FsConfig
+from cosfs.cos.store import ListEntry, ObjectMeta, ObjectStore
+from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotFound
+from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_BYTES = 255
+LEGACY_DIR_SUFFIX = "_$folder$"
+
+
+@dataclasses.dataclass(frozen=True)
+class DirEntry:
+    """One name in a directory listing."""
+
+    name: str
+    kind: Kind
+    key: str
+    size_bytes: int = 0
+    etag: str | None = None
+    mtime_s: float = 0.0
+
+
+def usable_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "\0" not in name and len(name.encode()) <= MAX_NAME_BYTES
+
+
+def check_name(name: str) -> None:
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise NameTooLong(f"name of {len(name.encode())} bytes")
+    if not usable_name(name) or "/" in name:
+        raise InvalidName(f"invalid name {name!r}")
+
+
+class Namespace:
+    """Owner of the stat, negative and listing caches; turns COS answers into inodes.
+
+    Invariants: a cached listing for prefix P holds every name under P as LIST returned it
+    (after shadowing and skipping), sorted by name; the negative cache holds (prefix, name)
+    pairs for which both HEAD and LIST found nothing, and is cleared for a name as soon as
+    this mount creates it.
+    """
+
+    def __init__(self, store: ObjectStore, inodes: InodeTable, config: FsConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._inodes = inodes
+        self._config = config
+        self._clock = clock
+        self._listings: TTLCache[str, list[DirEntry]] = TTLCache(
+            maxsize=config.max_listed_dirs, ttl=config.stat_ttl_s, timer=clock)
+        self._negative: TTLCache[tuple[str, str], bool] = TTLCache(
+            maxsize=config.max_stat_entries, ttl=config.negative_ttl_s, timer=clock)
+        self._warned: LRUCache[str, bool] = LRUCache(maxsize=10_000)
+        self._listing_in_flight: dict[str, trio.Event] = {}
+
+    # --- attributes ----------------------------------------------------------------------
+
+    def _mode(self, kind: Kind, stored_mode: int | None) -> int:
+        type_bits = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}[kind]
+        if kind == Kind.SYMLINK:
+            return type_bits | 0o777
+        if self._config.umask is not None:
+            return type_bits | (0o777 & ~self._config.umask)
+        if stored_mode is not None:
+            return type_bits | stat.S_IMODE(stored_mode)
+        default = self._config.default_dir_mode if kind == Kind.DIR else self._config.default_file_mode
+        return type_bits | default
+
+    def root_attr(self, ino: int) -> Attr:
+        mode = stat.S_IFDIR | (0o777 & ~self._config.mp_umask)
+        return Attr(ino, mode, 0, self._config.uid, self._config.gid, time.time_ns(), nlink=2)
+
+    def attr_from_meta(self, kind: Kind, meta: ObjectMeta) -> Attr:
+        user = meta.user_meta
+        stored_mode = _int_or_none(user.get("mode")) or _int_or_none(user.get("permissions"))
+        uid = _int_or_none(user.get("uid"))
+        gid = _int_or_none(user.get("gid"))
+        mtime = _float_or_none(user.get("mtime"))
+        return Attr(
+            0,
+            self._mode(kind, stored_mode),
+            0 if kind == Kind.DIR else meta.size_bytes,
+            self._config.uid if uid is None else uid,
+            self._config.gid if gid is None else gid,
+            int((meta.last_modified_s if mtime is None else mtime) * 1e9),
+            nlink=2 if kind == Kind.DIR else 1,
+        )
+
+    def attr_from_entry(self, entry: DirEntry) -> Attr:
+        return Attr(
+            0,
+            self._mode(entry.kind, None),
+            entry.size_bytes if entry.kind == Kind.FILE else 0,
+            self._config.uid,
+            self._config.gid,
+            int(entry.mtime_s * 1e9),
+            nlink=2 if entry.kind == Kind.DIR else 1,
+        )
+
+    def now(self) -> float:
+        return self._clock()
+
+    def _expiry(self) -> float:
+        return self._clock() + self._config.stat_ttl_s
+
+    # --- listing -------------------------------------------------------------------------
+
+    async def list_dir(self, directory: Inode) -> list[DirEntry]:
+        """The directory's entries, from the listing cache or from LIST (all pages).
+        Concurrent callers for one prefix share one listing."""
+        if directory.kind != Kind.DIR:
+            raise NotADirectory(directory.key)
+        prefix = directory.key
+        while True:
+            cached = self._listings.get(prefix)
+            if cached is not None:
+                return cached
+            pending = self._listing_in_flight.get(prefix)
+            if pending is None:
+                break
+            await pending.wait()
+        done = trio.Event()
+        self._listing_in_flight[prefix] = done
+        try:
+            entries = await self._fetch_listing(prefix)
+            self._listings[prefix] = entries
+            return entries
+        finally:
+            del self._listing_in_flight[prefix]
+            done.set()
+
+    async def _fetch_listing(self, prefix: str) -> list[DirEntry]:
+        files: dict[str, DirEntry] = {}
+        dirs: dict[str, DirEntry] = {}
+        async for page in self._store.list_all(prefix, delimiter="/"):
+            for common in page.common_prefixes:
+                name = common[len(prefix):-1]
+                if self._accept(name, common):
+                    dirs[name] = DirEntry(name, Kind.DIR, common)
+            for item in page.entries:
+                self._add_listed_object(prefix, item, files, dirs)
+        for name in dirs:
+            files.pop(name, None)  # a directory shadows a file of the same name
+        merged = list(files.values()) + list(dirs.values())
+        merged.sort(key=lambda e: e.name)
+        return merged
+
+    def _add_listed_object(self, prefix: str, item: ListEntry, files: dict[str, DirEntry],
+                           dirs: dict[str, DirEntry]) -> None:
+        name = item.key[len(prefix):]
+        if not name:
+            return  # the directory's own marker
+        if name.endswith(LEGACY_DIR_SUFFIX) and "/" not in name:
+            base = name[: -len(LEGACY_DIR_SUFFIX)]
+            if self._accept(base, item.key):
+                dirs.setdefault(base, DirEntry(base, Kind.DIR, prefix + base + "/"))
+            return
+        if self._accept(name, item.key):
+            files[name] = DirEntry(name, Kind.FILE, item.key, item.size_bytes, item.etag, item.last_modified_s)
+
+    def _accept(self, name: str, key: str) -> bool:
+        if usable_name(name) and "/" not in name:
+            return True
+        if key not in self._warned:
+            self._warned[key] = True
+            log.warning("skipping key %r: %r cannot be a file name", key, name)
+        return False
+
+    def invalidate_listing(self, prefix: str) -> None:
+        self._listings.pop(prefix, None)
+
+    def forget_negative(self, prefix: str, name: str) -> None:
+        self._negative.pop((prefix, name), None)
+
+    # --- lookup --------------------------------------------------------------------------
+
+    def _upsert_entry(self, parent: Inode, entry: DirEntry) -> Inode:
+        return self._inodes.upsert(parent.ino, entry.name, entry.key, self.attr_from_entry(entry),
+                                   etag=entry.etag, expires_at_s=self._expiry(), meta_complete=entry.kind == Kind.DIR)
+
+    def inode_for_entry(self, parent: Inode, entry: DirEntry) -> Inode:
+        """The inode for a listed entry (readdirplus), keeping fresher HEAD data if any."""
+        existing = self._inodes.child(parent.ino, entry.name)
+        if (existing is not None and existing.expires_at_s > self._clock() and existing.key == entry.key
+                and existing.etag == entry.etag and existing.kind == entry.kind):
+            return existing
+        return self._upsert_entry(parent, entry)
+
+    async def lookup(self, parent: Inode, name: str) -> Inode:
+        """The child `name` of `parent`, from caches when fresh, else from HEAD + LIST."""
+        if parent.kind != Kind.DIR:
+            raise NotADirectory(parent.key)
+        check_name(name)
+        existing = self._inodes.child(parent.ino, name)
+        if existing is not None and existing.expires_at_s > self._clock():
+            return existing
+        listing = self._listings.get(parent.key)
+        if listing is not None:
+            entry = _find(listing, name)
+            if entry is None:
+                raise NotFound(parent.key + name)
+            return self.inode_for_entry(parent, entry)
+        if (parent.key, name) in self._negative:
+            raise NotFound(parent.key + name)
+        return await self._lookup_remote(parent, name)
+
+    async def _lookup_remote(self, parent: Inode, name: str) -> Inode:
+        key = parent.key + name
+        head: ObjectMeta | None = None
+        has_children = False
+
+        async def do_head() -> None:
+            nonlocal head
+            try:
+                head = await self._store.head_object(key)
+            except NotFound:
+                pass
+
+        async def do_list() -> None:
+            nonlocal has_children
+            page = await self._store.list_objects(key + "/", max_keys=1)
+            has_children = bool(page.entries or page.common_prefixes)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(do_head)
+            nursery.start_soon(do_list)
+        if has_children:
+            attr = self.attr_from_entry(DirEntry(name, Kind.DIR, key + "/"))
+            return self._inodes.upsert(parent.ino, name, key + "/", attr, etag=None,
+                                       expires_at_s=self._expiry(), meta_complete=True)
+        if head is not None:
+            return self.inode_from_head(parent, name, head)
+        self._negative[(parent.key, name)] = True
+        raise NotFound(key)
+
+    def inode_from_head(self, parent: Inode, name: str, head: ObjectMeta) -> Inode:
+        kind = Kind.FILE
+        mode = _int_or_none(head.user_meta.get("mode"))
+        if mode is not None and stat.S_ISLNK(mode):
+            kind = Kind.SYMLINK
+        return self._inodes.upsert(parent.ino, name, head.key, self.attr_from_meta(kind, head),
+                                   etag=head.etag, expires_at_s=self._expiry(), meta_complete=True)
+
+    async def refresh(self, inode: Inode) -> Inode:
+        """Fresh attributes for a file from HEAD (after its TTL ran out, or at open)."""
+        if inode.kind == Kind.DIR or inode.ino == ROOT_INO:
+            inode.expires_at_s = self._expiry()
+            return inode
+        head = await self._store.head_object(inode.key)
+        parent = self._inodes.get(inode.parent)
+        return self.inode_from_head(parent, inode.name, head)
+
+    async def readlink(self, inode: Inode) -> str:
+        _, body = await self._store.get_object(inode.key)
+        return body.decode("utf-8", "surrogateescape")
+
+
+def _find(entries: list[DirEntry], name: str) -> DirEntry | None:
+    index = bisect.bisect_left(entries, name, key=lambda e: e.name)
+    if index < len(entries) and entries[index].name == name:
+        return entries[index]
+    return None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip(), 10)
+    except ValueError:
+        return None
+
+
+def _float_or_none(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None

@@ -1,0 +1,652 @@
+"""File-backed buckets for `cosfs serve`: atomic objects, multipart staging, safe key mapping.
+
+Layout under ``--root``::
+
+    ROOT/<bucket>/objects/<h0h1>/<h2h3>/<sha256(key) hex>   one file per object
+    ROOT/<bucket>/uploads/<upload id>/upload.json           a multipart upload's final headers
+    ROOT/<bucket>/uploads/<upload id>/<part number>         one file per uploaded part
+    ROOT/<bucket>/tmp/                                      files being written (wiped at startup)
+
+**Key mapping.** A key never becomes a path: the object file is named by the SHA-256 of the
+key's UTF-8 bytes, two fan-out directories deep. Any legal key (``..``, ``//``, a trailing
+``/``, unicode, control characters, 850 bytes) maps to a fixed-length name inside the
+bucket's ``objects/`` directory, so nothing escapes the root and names never exceed 255 bytes.
+The key itself is stored inside the file, and every read compares it, so even a SHA-256
+collision could not serve one key's data for another (it would read as missing).
+
+**One file per version.** An object file holds the body followed by its metadata::
+
+    body bytes | metadata JSON (UTF-8) | 8-byte big-endian JSON length | magic b"COSFSOB1"
+
+Data and metadata are written together into a temp file under ``tmp/``, fsynced, and then
+renamed over the object path. A rename is atomic, so a reader (who opens the file once and
+reads both body and metadata through that one descriptor) always sees a complete, matching
+version; a kill -9 at any point leaves either the old file or the new one, plus perhaps a
+temp file that the next start removes. Uploaded parts use the same format.
+
+**Index.** Each bucket keeps an in-memory dict key -> `ObjectRecord` and a sorted key list
+(sorted by code point, which equals UTF-8 byte order), rebuilt at startup by reading the
+trailers. Renames and index updates happen together on the trio thread with no await in
+between, so the index always names the file that is on disk. Blocking work (writing, hashing,
+fsync, copying) runs in `trio.to_thread.run_sync`.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import dataclasses
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import struct
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+
+import trio
+
+from cosfs.cos import crc64
+
+MAGIC = b"COSFSOB1"
+TRAILER = struct.Struct(">Q8s")
+COPY_CHUNK = 64 * 1024 * 1024
+WRITE_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class StorageError(Exception):
+    """A request the storage refuses: carries the COS error code for the HTTP layer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectRecord:
+    """Everything stored about one object version (or one uploaded part)."""
+
+    key: str
+    size: int
+    etag: str  # without quotes: md5 hex, or "<hex>-N" for multipart
+    crc64: int
+    last_modified: float
+    content_type: str = "application/octet-stream"
+    # stored standard headers (cache-control, content-disposition, ...) and x-cos-meta-*,
+    # names lower-cased
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    storage_class: str = "STANDARD"
+    appendable: bool = False
+    parts: int = 0
+
+    def to_json(self) -> bytes:
+        doc = dataclasses.asdict(self)
+        doc["headers"] = dict(self.headers)
+        return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "ObjectRecord":
+        doc = json.loads(data)
+        return cls(**doc)
+
+
+@dataclasses.dataclass
+class Upload:
+    """A multipart upload in progress: the final object's headers and its parts so far."""
+
+    upload_id: str
+    key: str
+    initiated: float
+    content_type: str
+    headers: dict[str, str]
+    storage_class: str
+    parts: dict[int, ObjectRecord] = dataclasses.field(default_factory=dict)
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def object_relpath(key: str) -> str:
+    """The path of a key's object file relative to the bucket's objects/ directory."""
+    digest = key_digest(key)
+    return f"{digest[0:2]}/{digest[2:4]}/{digest}"
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix` (None: no bound)."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:
+                nxt = 0xE000
+            return prefix[:-1] + chr(nxt)
+        prefix = prefix[:-1]
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ListResult:
+    keys: list[str]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_marker: str | None
+
+
+def list_keys(sorted_keys: list[str], prefix: str, delimiter: str, marker: str, max_keys: int) -> ListResult:
+    """GET Bucket semantics over a sorted key list (pure).
+
+    Keys strictly after `marker` that start with `prefix`; with a delimiter, keys whose rest
+    (after the prefix) contains it are rolled up into a common prefix, which counts once
+    toward `max_keys`. A common prefix not greater than the marker was already returned on an
+    earlier page and is skipped with all its keys.
+    """
+    keys: list[str] = []
+    prefixes: list[str] = []
+    if max_keys <= 0:
+        return ListResult(keys, prefixes, False, None)
+    start = bisect.bisect_right(sorted_keys, marker) if marker else 0
+    if prefix:
+        start = max(start, bisect.bisect_left(sorted_keys, prefix))
+    end_bound = prefix_end(prefix) if prefix else None
+    stop = bisect.bisect_left(sorted_keys, end_bound) if end_bound is not None else len(sorted_keys)
+    i = start
+    last: str | None = None
+    count = 0
+    while i < stop:
+        key = sorted_keys[i]
+        if delimiter:
+            pos = key.find(delimiter, len(prefix))
+            if pos >= 0:
+                common = key[: pos + len(delimiter)]
+                after = prefix_end(common)
+                skip_to = bisect.bisect_left(sorted_keys, after, i) if after is not None else stop
+                if marker and common <= marker:
+                    i = max(skip_to, i + 1)
+                    continue
+                if count == max_keys:
+                    return ListResult(keys, prefixes, True, last)
+                prefixes.append(common)
+                last = common
+                count += 1
+                i = max(skip_to, i + 1)
+                continue
+        if count == max_keys:
+            return ListResult(keys, prefixes, True, last)
+        keys.append(key)
+        last = key
+        count += 1
+        i += 1
+    return ListResult(keys, prefixes, False, None)
+
+
+def _write_all(fd: int, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def read_record(fd: int, file_size: int | None = None) -> ObjectRecord:
+    """The metadata trailer of an object or part file open at `fd`."""
+    if file_size is None:
+        file_size = os.fstat(fd).st_size
+    if file_size < TRAILER.size:
+        raise ValueError("file too short for a trailer")
+    meta_len, magic = TRAILER.unpack(os.pread(fd, TRAILER.size, file_size - TRAILER.size))
+    if magic != MAGIC or meta_len > file_size - TRAILER.size:
+        raise ValueError("bad trailer")
+    meta = os.pread(fd, meta_len, file_size - TRAILER.size - meta_len)
+    record = ObjectRecord.from_json(meta)
+    if record.size != file_size - TRAILER.size - meta_len:
+        raise ValueError("size does not match the trailer")
+    return record
+
+
+def _trailer(record: ObjectRecord) -> bytes:
+    meta = record.to_json()
+    return meta + TRAILER.pack(len(meta), MAGIC)
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
+    """Append `length` bytes of src at `offset` to dst (kernel copy when possible)."""
+    while length > 0:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, min(length, COPY_CHUNK), offset)
+        except OSError:
+            n = 0
+        if n <= 0:
+            data = os.pread(src_fd, min(length, COPY_CHUNK), offset)
+            if not data:
+                raise OSError("source shorter than expected")
+            _write_all(dst_fd, [data])
+            n = len(data)
+        offset += n
+        length -= n
+
+
+def _crc_of_range(fd: int, offset: int, length: int) -> tuple[int, str]:
+    crc = 0
+    md5 = hashlib.md5()
+    while length > 0:
+        data = os.pread(fd, min(length, 8 * 1024 * 1024), offset)
+        if not data:
+            raise OSError("source shorter than expected")
+        crc = crc64.update(crc, data)
+        md5.update(data)
+        offset += len(data)
+        length -= len(data)
+    return crc, md5.hexdigest()
+
+
+class TempFile:
+    """A file being written in a bucket's tmp/ area, hashed (MD5, CRC64) as it grows."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self.path = tmp_dir / f"{time.time_ns():x}-{secrets.token_hex(8)}"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.md5 = hashlib.md5()
+        self.crc = 0
+        self.size = 0
+        self.sha256: "hashlib._Hash | None" = None
+        self._closed = False
+
+    def absorb(self, chunks: list[bytes]) -> None:
+        """Hash and write chunks (blocking: call in a thread)."""
+        for chunk in chunks:
+            self.md5.update(chunk)
+            self.crc = crc64.update(self.crc, chunk)
+            if self.sha256 is not None:
+                self.sha256.update(chunk)
+            self.size += len(chunk)
+        _write_all(self.fd, chunks)
+
+    def append_from(self, src_fd: int, offset: int, length: int, crc: int | None = None) -> None:
+        """Copy a range of another file (blocking). The MD5 is not maintained by this path."""
+        _copy_range(src_fd, self.fd, offset, length)
+        if crc is None:
+            crc, _ = _crc_of_range(src_fd, offset, length)
+        self.crc = crc64.combine(self.crc, crc, length) if self.size else crc
+        self.size += length
+
+    def finish(self, record: ObjectRecord) -> None:
+        """Append the trailer and make the file durable (blocking)."""
+        _write_all(self.fd, [_trailer(record)])
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self._closed = True
+
+    def discard(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+async def absorb_stream(temp: TempFile, chunks: AsyncIterator[bytes], limit: int | None) -> None:
+    """Write an async stream of chunks to `temp`, receiving while the previous batch is written."""
+    send, receive = trio.open_memory_channel[list[bytes]](2)
+
+    async def writer() -> None:
+        async with receive:
+            async for batch in receive:
+                await trio.to_thread.run_sync(temp.absorb, batch)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer, name="put-writer")
+        async with send:
+            batch: list[bytes] = []
+            batch_bytes = 0
+            total = 0
+            async for chunk in chunks:
+                total += len(chunk)
+                if limit is not None and total > limit:
+                    raise StorageError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed object size.")
+                batch.append(chunk)
+                batch_bytes += len(chunk)
+                if batch_bytes >= WRITE_BATCH_BYTES:
+                    await send.send(batch)
+                    batch, batch_bytes = [], 0
+            if batch:
+                await send.send(batch)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Bucket:
+    """One bucket directory and its in-memory index.
+
+    Invariants: `records` and `sorted_keys` hold the same keys; each record describes the file
+    at `object_path(key)` (they change together, without an await between, in `_install`).
+    """
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self.objects_dir = path / "objects"
+        self.uploads_dir = path / "uploads"
+        self.tmp_dir = path / "tmp"
+        self.records: dict[str, ObjectRecord] = {}
+        self.sorted_keys: list[str] = []
+        self.uploads: dict[str, Upload] = {}
+        self.created = time.time()
+
+    # --- startup --------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Create the directories, wipe temp files, rebuild the index from disk (blocking)."""
+        for directory in (self.objects_dir, self.uploads_dir, self.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp_dir.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        try:
+            self.created = self.path.stat().st_mtime
+        except OSError:
+            pass
+        for dirpath, _dirnames, filenames in os.walk(self.objects_dir):
+            for filename in filenames:
+                file_path = Path(dirpath) / filename
+                try:
+                    fd = os.open(file_path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        record = read_record(fd)
+                    finally:
+                        os.close(fd)
+                except (OSError, ValueError, TypeError, KeyError):
+                    continue
+                if self.object_path(record.key) == file_path:
+                    self.records[record.key] = record
+        self.sorted_keys = sorted(self.records)
+        for upload_dir in self.uploads_dir.iterdir():
+            try:
+                doc = json.loads((upload_dir / "upload.json").read_bytes())
+                upload = Upload(
+                    upload_id=upload_dir.name,
+                    key=doc["key"],
+                    initiated=doc["initiated"],
+                    content_type=doc["content_type"],
+                    headers=doc["headers"],
+                    storage_class=doc["storage_class"],
+                )
+            except (OSError, ValueError, KeyError):
+                shutil.rmtree(upload_dir, ignore_errors=True)
+                continue
+            for part_file in upload_dir.iterdir():
+                if not part_file.name.isdigit():
+                    continue
+                try:
+                    fd = os.open(part_file, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        upload.parts[int(part_file.name)] = read_record(fd)
+                    finally:
+                        os.close(fd)
+                except (OSError, ValueError, TypeError, KeyError):
+                    continue
+            self.uploads[upload.upload_id] = upload
+
+    # --- objects --------------------------------------------------------------------
+
+    def object_path(self, key: str) -> Path:
+        return self.objects_dir / object_relpath(key)
+
+    def head(self, key: str) -> ObjectRecord | None:
+        return self.records.get(key)
+
+    def open_object(self, key: str) -> tuple[int, ObjectRecord] | None:
+        """An open descriptor and the record of exactly that version (caller closes fd)."""
+        try:
+            fd = os.open(self.object_path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            record = read_record(fd)
+        except (OSError, ValueError, TypeError, KeyError):
+            os.close(fd)
+            return None
+        if record.key != key:
+            os.close(fd)
+            return None
+        return fd, record
+
+    def new_temp(self) -> TempFile:
+        return TempFile(self.tmp_dir)
+
+    async def commit(self, temp: TempFile, record: ObjectRecord) -> ObjectRecord:
+        """Seal `temp` with `record` and make it the current version of record.key."""
+        try:
+            await trio.to_thread.run_sync(temp.finish, record)
+            target = self.object_path(record.key)
+            if not target.parent.exists():
+                await trio.to_thread.run_sync(lambda: target.parent.mkdir(parents=True, exist_ok=True))
+        except BaseException:
+            temp.discard()
+            raise
+        self._install(temp.path, target, record)
+        await trio.to_thread.run_sync(_fsync_dir, target.parent)
+        return record
+
+    def _install(self, source: Path, target: Path, record: ObjectRecord) -> None:
+        # no await here: the file on disk and the index change together
+        os.rename(source, target)
+        if record.key not in self.records:
+            bisect.insort(self.sorted_keys, record.key)
+        self.records[record.key] = record
+
+    def delete(self, key: str) -> bool:
+        # no await here: the file and the index entry go together
+        try:
+            os.unlink(self.object_path(key))
+        except FileNotFoundError:
+            pass
+        if key in self.records:
+            del self.records[key]
+            index = bisect.bisect_left(self.sorted_keys, key)
+            if index < len(self.sorted_keys) and self.sorted_keys[index] == key:
+                del self.sorted_keys[index]
+            return True
+        return False
+
+    def list(self, prefix: str, delimiter: str, marker: str, max_keys: int) -> ListResult:
+        return list_keys(self.sorted_keys, prefix, delimiter, marker, max_keys)
+
+    async def copy_object(
+        self, source: "Bucket", source_key: str, record_for: "RecordFactory"
+    ) -> ObjectRecord:
+        """Copy source's current version into a new version built by record_for(source_record)."""
+        opened = source.open_object(source_key)
+        if opened is None:
+            raise StorageError("NoSuchKey", "The specified key does not exist.")
+        fd, src = opened
+        temp = self.new_temp()
+        try:
+            record = record_for(src)
+            await trio.to_thread.run_sync(temp.append_from, fd, 0, src.size, src.crc64)
+        except BaseException:
+            temp.discard()
+            raise
+        finally:
+            os.close(fd)
+        return await self.commit(temp, record)
+
+    async def append(self, key: str, position: int, body: AsyncIterator[bytes], make_record) -> ObjectRecord:
+        """APPEND Object: a new version = old data + body (the old one stays until the rename)."""
+        opened = self.open_object(key)
+        temp = self.new_temp()
+        try:
+            if opened is None:
+                if position != 0:
+                    raise StorageError("AppendPositionErr", "Position does not match the object length.")
+                base = None
+            else:
+                fd, base = opened
+                try:
+                    if not base.appendable:
+                        raise StorageError("ObjectNotAppendable", "The object is not appendable.")
+                    if position != base.size:
+                        raise StorageError("AppendPositionErr", "Position does not match the object length.")
+                    await trio.to_thread.run_sync(temp.append_from, fd, 0, base.size, base.crc64)
+                finally:
+                    os.close(fd)
+            await absorb_stream(temp, body, 5 * 1024**3)
+            # the old data did not go through md5: compute the ETag from the whole file
+            record = make_record(base, temp)
+        except BaseException:
+            temp.discard()
+            raise
+        current = self.records.get(key)
+        if (base is None and current is not None) or (base is not None and (current is None or current.etag != base.etag or current.size != base.size)):
+            temp.discard()
+            raise StorageError("AppendPositionErr", "The object changed during the append.")
+        return await self.commit(temp, record)
+
+    # --- multipart ------------------------------------------------------------------
+
+    async def create_upload(self, key: str, content_type: str, headers: dict[str, str], storage_class: str) -> Upload:
+        upload_id = f"{int(time.time() * 1000):x}{secrets.token_hex(12)}"
+        upload = Upload(upload_id, key, time.time(), content_type, headers, storage_class)
+        doc = json.dumps(
+            {"key": key, "initiated": upload.initiated, "content_type": content_type, "headers": headers,
+             "storage_class": storage_class}
+        ).encode()
+
+        def write() -> None:
+            staging = self.tmp_dir / f"upload-{upload_id}"
+            staging.mkdir()
+            with open(staging / "upload.json", "wb") as f:
+                f.write(doc)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(staging, self.uploads_dir / upload_id)
+
+        await trio.to_thread.run_sync(write)
+        self.uploads[upload_id] = upload
+        return upload
+
+    def get_upload(self, upload_id: str, key: str) -> Upload:
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload.key != key:
+            raise StorageError("NoSuchUpload", "The specified upload does not exist.")
+        return upload
+
+    async def commit_part(self, upload: Upload, number: int, temp: TempFile, record: ObjectRecord) -> ObjectRecord:
+        try:
+            await trio.to_thread.run_sync(temp.finish, record)
+        except BaseException:
+            temp.discard()
+            raise
+        if self.uploads.get(upload.upload_id) is not upload:
+            temp.discard()
+            raise StorageError("NoSuchUpload", "The specified upload does not exist.")
+        # no await: part file and the in-memory part table change together
+        os.rename(temp.path, self.uploads_dir / upload.upload_id / str(number))
+        upload.parts[number] = record
+        return record
+
+    async def abort_upload(self, upload: Upload) -> None:
+        self.uploads.pop(upload.upload_id, None)
+        target = self.uploads_dir / upload.upload_id
+        doomed = self.tmp_dir / f"aborted-{upload.upload_id}"
+        try:
+            os.rename(target, doomed)
+        except OSError:
+            return
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(doomed, ignore_errors=True))
+
+    async def complete_upload(self, upload: Upload, numbers: list[int], record: ObjectRecord) -> ObjectRecord:
+        """Concatenate the chosen parts (kernel copies, CRCs combined) into the final object."""
+        temp = self.new_temp()
+        part_dir = self.uploads_dir / upload.upload_id
+
+        def assemble() -> None:
+            for number in numbers:
+                part = upload.parts[number]
+                fd = os.open(part_dir / str(number), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    temp.append_from(fd, 0, part.size, part.crc64)
+                finally:
+                    os.close(fd)
+
+        try:
+            await trio.to_thread.run_sync(assemble)
+        except BaseException:
+            temp.discard()
+            raise
+        if self.uploads.get(upload.upload_id) is not upload:
+            temp.discard()
+            raise StorageError("NoSuchUpload", "The specified upload does not exist.")
+        del self.uploads[upload.upload_id]
+        result = await self.commit(temp, record)
+        doomed = self.tmp_dir / f"done-{upload.upload_id}"
+        try:
+            os.rename(part_dir, doomed)
+        except OSError:
+            return result
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(doomed, ignore_errors=True))
+        return result
+
+
+RecordFactory = "Callable[[ObjectRecord], ObjectRecord]"
+
+
+class Storage:
+    """All buckets under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.buckets: dict[str, Bucket] = {}
+
+    def load(self, bucket_pattern) -> None:
+        """Open every bucket directory under the root (blocking; at startup)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_dir() and bucket_pattern.fullmatch(entry.name):
+                bucket = Bucket(entry.name, entry)
+                bucket.load()
+                self.buckets[entry.name] = bucket
+
+    def create_bucket(self, name: str) -> tuple[Bucket, bool]:
+        """The bucket, and whether it was created now."""
+        existing = self.buckets.get(name)
+        if existing is not None:
+            return existing, False
+        bucket = Bucket(name, self.root / name)
+        bucket.load()
+        self.buckets[name] = bucket
+        return bucket, True
+
+    def get(self, name: str) -> Bucket | None:
+        return self.buckets.get(name)
+
+
+def md5_base64_matches(header_value: str, hex_digest: str) -> bool | None:
+    """True/False for a Content-MD5 header against a digest; None if the header is malformed."""
+    try:
+        raw = base64.b64decode(header_value.strip(), validate=True)
+    except (ValueError, TypeError):
+        return None
+    if len(raw) != 16:
+        return None
+    return raw.hex() == hex_digest
