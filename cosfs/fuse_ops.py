@@ -1,0 +1,187 @@
+"""The pyfuse3 adapter: the only module (with `mount`) where pyfuse3 types appear.
+
+Every handler passes through `fuse_boundary`, which turns cosfs errors into errnos through the
+one table in `cosfs.errors`, logs unexpected exceptions with a traceback as EIO, and lets
+trio's cancellation pass.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+
+import pyfuse3
+
+from cosfs.errors import CosfsError, InvalidName, errno_for
+from cosfs.filesystem import CosFilesystem
+from cosfs.inodes import Attr
+
+log = logging.getLogger(__name__)
+
+BLKSIZE = 128 * 1024
+
+
+def fuse_boundary(op):
+    @functools.wraps(op)
+    async def wrapper(self, *args):
+        try:
+            return await op(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except CosfsError as exc:
+            code = errno_for(exc)
+            log.log(exc.log_level, "%s failed (%s): %s", op.__name__, errno.errorcode.get(code, code), exc)
+            raise pyfuse3.FUSEError(code) from None
+        except OSError as exc:
+            log.warning("%s failed on local disk: %s", op.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s crashed", op.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def decode_name(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidName("file names must be UTF-8 to become object keys") from None
+
+
+class CosOperations(pyfuse3.Operations):
+    """Translates kernel requests to CosFilesystem calls."""
+
+    def __init__(self, fs: CosFilesystem, timeout_s: float) -> None:
+        super().__init__()
+        self.fs = fs
+        self.timeout_s = timeout_s
+
+    def entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = attr.ino
+        entry.generation = 0
+        entry.entry_timeout = self.timeout_s
+        entry.attr_timeout = self.timeout_s
+        entry.st_mode = attr.mode
+        entry.st_nlink = attr.nlink
+        entry.st_uid = attr.uid
+        entry.st_gid = attr.gid
+        entry.st_rdev = 0
+        entry.st_size = attr.size_bytes
+        entry.st_blksize = BLKSIZE
+        entry.st_blocks = (attr.size_bytes + 511) // 512
+        entry.st_atime_ns = attr.mtime_ns
+        entry.st_mtime_ns = attr.mtime_ns
+        entry.st_ctime_ns = attr.mtime_ns
+        return entry
+
+    @fuse_boundary
+    async def lookup(self, parent_inode, name, ctx=None):
+        return self.entry(await self.fs.lookup(parent_inode, decode_name(name)))
+
+    async def forget(self, inode_list):
+        try:
+            self.fs.forget(list(inode_list))
+        except Exception:
+            log.exception("forget crashed")
+
+    @fuse_boundary
+    async def getattr(self, inode, ctx=None):
+        return self.entry(await self.fs.getattr(inode))
+
+    @fuse_boundary
+    async def readlink(self, inode, ctx):
+        return os.fsencode(await self.fs.readlink(inode))
+
+    @fuse_boundary
+    async def opendir(self, inode, ctx):
+        return self.fs.opendir(inode)
+
+    @fuse_boundary
+    async def readdir(self, fh, start_id, token):
+        def reply(name: str, attr: Attr, next_id: int) -> bool:
+            return pyfuse3.readdir_reply(token, name.encode("utf-8"), self.entry(attr), next_id)
+
+        await self.fs.readdir(fh, start_id, reply)
+
+    @fuse_boundary
+    async def releasedir(self, fh):
+        self.fs.releasedir(fh)
+
+    @fuse_boundary
+    async def open(self, inode, flags, ctx):
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        result = await self.fs.open(inode, write)
+        return pyfuse3.FileInfo(fh=result.fh, keep_cache=result.keep_cache)
+
+    @fuse_boundary
+    async def read(self, fh, off, size):
+        return await self.fs.read(fh, off, size)
+
+    @fuse_boundary
+    async def release(self, fh):
+        self.fs.release(fh)
+
+    @fuse_boundary
+    async def flush(self, fh):
+        return None
+
+    @fuse_boundary
+    async def statfs(self, ctx):
+        stats = self.fs.statfs()
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = stats.block_size_bytes
+        data.f_frsize = stats.block_size_bytes
+        data.f_blocks = stats.total_blocks
+        data.f_bfree = stats.free_blocks
+        data.f_bavail = stats.free_blocks
+        data.f_files = stats.total_inodes
+        data.f_ffree = stats.free_inodes
+        data.f_favail = stats.free_inodes
+        data.f_namemax = stats.max_name_bytes
+        return data
+
+    # Changes: refused with EROFS until the write path lands.
+
+    @fuse_boundary
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        self.fs.refuse_change("setattr")
+
+    @fuse_boundary
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        self.fs.refuse_change("create")
+
+    @fuse_boundary
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        self.fs.refuse_change("mkdir")
+
+    @fuse_boundary
+    async def unlink(self, parent_inode, name, ctx):
+        self.fs.refuse_change("unlink")
+
+    @fuse_boundary
+    async def rmdir(self, parent_inode, name, ctx):
+        self.fs.refuse_change("rmdir")
+
+    @fuse_boundary
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        self.fs.refuse_change("rename")
+
+    @fuse_boundary
+    async def symlink(self, parent_inode, name, target, ctx):
+        self.fs.refuse_change("symlink")
+
+    @fuse_boundary
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        self.fs.refuse_change("link")
+
+    @fuse_boundary
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        self.fs.refuse_change("mknod")
+
+    @fuse_boundary
+    async def write(self, fh, off, buf):
+        self.fs.refuse_change("write")
