@@ -76,3 +76,264 @@ def _fill(parent: ET.Element, children: Iterable[tuple[str, Child]]) -> None:
             element.text = "true" if value else "false"
         else:
             element.text = str(value)
+
+
+# --- COS response bodies ------------------------------------------------------------------
+# Appended parse/build functions for the client (and anyone else): each takes the raw bytes of
+# a response, refuses anything that is not the expected document with ProtocolError, and
+# returns the frozen value types of `cosfs.cos.store`.
+
+import calendar as _calendar
+import dataclasses as _dataclasses
+import re as _re
+from collections.abc import Sequence as _Sequence
+from urllib.parse import unquote as _unquote
+
+from cosfs.cos import store as _store
+
+_ISO_TIME = _re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
+
+
+@_dataclasses.dataclass(frozen=True)
+class ErrorBody:
+    """The fields of a COS `<Error>` document."""
+
+    code: str
+    message: str = ""
+    request_id: str = ""
+    resource: str = ""
+    trace_id: str = ""
+
+
+def parse_iso_time(value: str) -> float:
+    """Unix seconds from `2020-12-10T03:37:30.000Z` (or an offset); 0.0 when empty/unreadable."""
+    match = _ISO_TIME.match(value.strip())
+    if not match:
+        return 0.0
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    result = float(_calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
+    if match.group(7):
+        result += float(match.group(7))
+    zone = match.group(8)
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        result -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    return result
+
+
+def _root(body: bytes, *expected: str) -> ET.Element:
+    # COS may prefix a long-running Complete reply with whitespace keep-alives.
+    root = parse(body.lstrip())
+    if expected and root.tag not in expected:
+        raise ProtocolError(f"expected <{expected[0]}>, got <{root.tag}>")
+    return root
+
+
+def _int(element: ET.Element, path: str, default: int | None = None) -> int | None:
+    raw = text(element, path)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ProtocolError(f"<{path}> is not an integer: {raw[:40]!r}") from None
+
+
+def _bool(element: ET.Element, path: str) -> bool:
+    return text(element, path).lower() == "true"
+
+
+def _etag(value: str) -> str:
+    return value.strip().strip('"')
+
+
+def _crc(value: str) -> int | None:
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if 0 <= number < 1 << 64 else None
+
+
+def _url_encoded(root: ET.Element) -> bool:
+    return child_text(root, "EncodingType", "Encoding-Type", "Encoding-type").lower() == "url"
+
+
+def parse_error(body: bytes) -> ErrorBody | None:
+    """The `<Error>` in a body, or None when the body is empty or another document.
+    Unreadable XML also gives None: the caller falls back to the HTTP status."""
+    if not body.strip():
+        return None
+    try:
+        root = _root(body)
+    except ProtocolError:
+        return None
+    if root.tag != "Error":
+        return None
+    return ErrorBody(
+        code=text(root, "Code"),
+        message=text(root, "Message"),
+        request_id=text(root, "RequestId"),
+        resource=text(root, "Resource"),
+        trace_id=text(root, "TraceId"),
+    )
+
+
+def error_in_body(body: bytes) -> ErrorBody | None:
+    """An `<Error>` document where a success document was expected (200 on Copy/Complete)."""
+    if body.lstrip()[:200].find(b"<Error") < 0:
+        return None
+    return parse_error(body)
+
+
+def parse_list_bucket(body: bytes) -> _store.ListPage:
+    """A GET Bucket `<ListBucketResult>`, url-decoded when `EncodingType` is `url`."""
+    root = _root(body, "ListBucketResult")
+    decode = _unquote if _url_encoded(root) else (lambda s: s)
+    entries = []
+    for item in root.findall("Contents"):
+        key = text(item, "Key")
+        if not key:
+            raise ProtocolError("a <Contents> entry has no <Key>")
+        entries.append(
+            _store.ListEntry(
+                key=decode(key),
+                size_bytes=_int(item, "Size", 0) or 0,
+                etag=_etag(text(item, "ETag")),
+                last_modified_s=parse_iso_time(text(item, "LastModified")),
+                storage_class=text(item, "StorageClass") or "STANDARD",
+            )
+        )
+    prefixes = tuple(decode(text(cp, "Prefix")) for cp in root.findall("CommonPrefixes") if text(cp, "Prefix"))
+    next_marker = text(root, "NextMarker")
+    return _store.ListPage(
+        entries=tuple(entries),
+        common_prefixes=prefixes,
+        is_truncated=_bool(root, "IsTruncated"),
+        next_marker=decode(next_marker) if next_marker else None,
+    )
+
+
+def parse_copy_result(body: bytes) -> _store.CopyResult:
+    """`<CopyObjectResult>` (or `<CopyPartResult>`); ETag is required."""
+    root = _root(body, "CopyObjectResult", "CopyPartResult")
+    etag = _etag(text(root, "ETag"))
+    if not etag:
+        raise ProtocolError(f"<{root.tag}> without <ETag>")
+    return _store.CopyResult(
+        etag=etag,
+        crc64=_crc(text(root, "CRC64")),
+        last_modified_s=parse_iso_time(text(root, "LastModified")),
+    )
+
+
+@_dataclasses.dataclass(frozen=True)
+class CompleteResult:
+    etag: str
+    location: str = ""
+    key: str = ""
+    crc64: int | None = None
+
+
+def parse_complete_result(body: bytes) -> CompleteResult:
+    """`<CompleteMultipartUploadResult>`; an answer without ETag is a failure."""
+    root = _root(body, "CompleteMultipartUploadResult")
+    etag = _etag(text(root, "ETag"))
+    if not etag:
+        raise ProtocolError("<CompleteMultipartUploadResult> without <ETag>")
+    return CompleteResult(etag=etag, location=text(root, "Location"), key=text(root, "Key"),
+                          crc64=_crc(text(root, "CRC64")))
+
+
+def parse_initiate_result(body: bytes) -> str:
+    """The UploadId of an `<InitiateMultipartUploadResult>`."""
+    root = _root(body, "InitiateMultipartUploadResult")
+    upload_id = child_text(root, "UploadId", "UploadID")
+    if not upload_id:
+        raise ProtocolError("<InitiateMultipartUploadResult> without <UploadId>")
+    return upload_id
+
+
+def parse_delete_result(body: bytes) -> _store.DeleteResult:
+    """`<DeleteResult>` of DELETE Multiple Objects (keys url-decoded if EncodingType is url)."""
+    root = _root(body, "DeleteResult")
+    decode = _unquote if _url_encoded(root) else (lambda s: s)
+    deleted = tuple(decode(text(d, "Key")) for d in root.findall("Deleted"))
+    failed = tuple(
+        _store.DeleteFailure(key=decode(text(e, "Key")), code=text(e, "Code"), message=text(e, "Message"))
+        for e in root.findall("Error")
+    )
+    return _store.DeleteResult(deleted=deleted, failed=failed)
+
+
+@_dataclasses.dataclass(frozen=True)
+class PartsPage:
+    parts: tuple[_store.PartInfo, ...]
+    is_truncated: bool
+    next_part_number_marker: int | None
+
+
+def parse_list_parts(body: bytes) -> PartsPage:
+    """One page of `<ListPartsResult>`."""
+    root = _root(body, "ListPartsResult")
+    parts = []
+    for item in root.findall("Part"):
+        number = _int(item, "PartNumber")
+        if number is None:
+            raise ProtocolError("a <Part> has no <PartNumber>")
+        parts.append(
+            _store.PartInfo(
+                part_number=number,
+                etag=_etag(text(item, "ETag")),
+                size_bytes=_int(item, "Size"),
+                crc64=_crc(text(item, "CRC64")),
+            )
+        )
+    return PartsPage(tuple(parts), _bool(root, "IsTruncated"), _int(root, "NextPartNumberMarker"))
+
+
+@_dataclasses.dataclass(frozen=True)
+class UploadsPage:
+    uploads: tuple[_store.UploadInfo, ...]
+    is_truncated: bool
+    next_key_marker: str
+    next_upload_id_marker: str
+
+
+def parse_list_uploads(body: bytes) -> UploadsPage:
+    """One page of `<ListMultipartUploadsResult>` (keys url-decoded if the encoding is url)."""
+    root = _root(body, "ListMultipartUploadsResult")
+    decode = _unquote if _url_encoded(root) else (lambda s: s)
+    uploads = tuple(
+        _store.UploadInfo(
+            key=decode(text(item, "Key")),
+            upload_id=child_text(item, "UploadId", "UploadID"),
+            initiated_s=parse_iso_time(text(item, "Initiated")),
+        )
+        for item in root.findall("Upload")
+    )
+    next_key = text(root, "NextKeyMarker")
+    return UploadsPage(
+        uploads,
+        _bool(root, "IsTruncated"),
+        decode(next_key) if next_key else "",
+        child_text(root, "NextUploadIdMarker", "NextUploadIDMarker"),
+    )
+
+
+def build_delete(keys: _Sequence[str], quiet: bool = False) -> bytes:
+    """`<Delete>` body of DELETE Multiple Objects."""
+    children: list[tuple[str, Child]] = [("Quiet", quiet)]
+    children += [("Object", [("Key", key)]) for key in keys]
+    return build("Delete", children)
+
+
+def build_complete(parts: _Sequence[_store.PartInfo]) -> bytes:
+    """`<CompleteMultipartUpload>` body, parts in the order given (callers sort ascending)."""
+    return build(
+        "CompleteMultipartUpload",
+        [("Part", [("PartNumber", p.part_number), ("ETag", f'"{p.etag}"')]) for p in parts],
+    )

@@ -1,0 +1,87 @@
+"""Retry policy, pure: what is worth another attempt, and how long to wait before it.
+
+Decisions for a failed attempt:
+
+* `RETRY` (with backoff): 5xx except 501, `SlowDown`, `RequestTimeout`, `ServiceUnavailable`,
+  `InternalError`, 409 `UploadConflict`/`PathConflict`, and every transport failure
+  (`httpx.TransportError`: connect errors, resets, timeouts, truncated bodies).
+* `RESIGN` (once, no wait): the signature expired (`Request has expired`) or
+  `RequestTimeTooSkewed`; the client signs again with a fresh (optionally corrected) time.
+* `REFRESH` (once, no wait): the session token expired or is invalid; the client asks its
+  credential provider for fresh keys and tries again.
+* `FAIL`: every other 4xx (and 501).
+
+Backoff is exponential with full jitter: attempt n (0-based) waits
+`uniform(0, min(max_delay, base * 2**n))`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import random
+
+import httpx
+
+
+class Decision(enum.Enum):
+    RETRY = "retry"
+    RESIGN = "resign"
+    REFRESH = "refresh"
+    FAIL = "fail"
+
+
+TRANSIENT_CODES = frozenset(
+    {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "KmsInternalException",
+     "KmsFreqControl", "UploadConflict", "PathConflict"}
+)
+RESIGN_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired"})
+TOKEN_CODES = frozenset(
+    {"ExpiredToken", "InvalidToken", "TokenExpired", "InvalidSecurityToken", "ExpiredTokenException",
+     "InvalidTokenException"}
+)
+
+
+def classify_status(status: int, code: str = "", message: str = "") -> Decision:
+    """The decision for an HTTP error response with its COS error code and message."""
+    if code in TOKEN_CODES:
+        return Decision.REFRESH
+    if code in RESIGN_CODES:
+        return Decision.RESIGN
+    if status in (401, 403) and "expired" in message.lower():
+        return Decision.RESIGN
+    if code in TRANSIENT_CODES:
+        return Decision.RETRY
+    if status >= 500 and status != 501:
+        return Decision.RETRY
+    return Decision.FAIL
+
+
+def is_transient_exception(exc: BaseException) -> bool:
+    """Transport failures worth retrying: connection errors, resets, timeouts, truncation."""
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """`retries` more attempts after the first, with jittered exponential backoff."""
+
+    retries: int = 5
+    base_delay_s: float = 0.2
+    max_delay_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.base_delay_s < 0 or self.max_delay_s < 0:
+            raise ValueError("retry settings must not be negative")
+
+    def ceiling_s(self, attempt: int) -> float:
+        """The longest wait after failed attempt number `attempt` (0-based)."""
+        return min(self.max_delay_s, self.base_delay_s * (2 ** min(attempt, 62)))
+
+    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """A full-jitter wait in [0, ceiling_s(attempt)]."""
+        return (rng or random).uniform(0.0, self.ceiling_s(attempt))
+
+    def should_retry(self, attempt: int) -> bool:
+        """Whether failed attempt number `attempt` (0-based) may be followed by another."""
+        return attempt < self.retries
