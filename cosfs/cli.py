@@ -1,4 +1,5 @@
-"""Command line: `cosfs serve|mount|umount|...` and the `mount.cosfs` helper.
+"""Command line: `cosfs serve|mount|umount`, COSFS-style `cosfs BUCKET MOUNTPOINT -o ...`, and
+the `mount.cosfs` helper that mount(8) and fstab call.
 
 Parses arguments into configuration and hands over; never touches COS, caches or FUSE itself.
 """
@@ -6,10 +7,139 @@ Parses arguments into configuration and hands over; never touches COS, caches or
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+from pathlib import Path
 
-from cosfs import __version__
-from cosfs.errors import CosfsError
+from cosfs import __version__, options
+from cosfs.config import CosConfig, FsConfig, region_endpoint
+from cosfs.credentials import resolve_credentials
+from cosfs.errors import ConfigError, CosfsError
+
+LOG_LEVELS = {"crit": logging.CRITICAL, "critical": logging.CRITICAL, "err": logging.ERROR, "error": logging.ERROR,
+              "warn": logging.WARNING, "warning": logging.WARNING, "info": logging.INFO, "dbg": logging.DEBUG,
+              "debug": logging.DEBUG}
+SUBCOMMANDS = {"serve", "mount", "umount", "unmount", "-h", "--help", "--version"}
+
+
+def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bucket", help="BUCKET-APPID, optionally with :/PREFIX to mount a folder")
+    parser.add_argument("mountpoint", type=Path)
+    parser.add_argument("-o", dest="o", action="append", default=[], metavar="OPT[=VALUE],...",
+                        help="mount options, COSFS/s3fs style (the same names as the long flags)")
+    parser.add_argument("-f", dest="short_foreground", action="store_true", help="stay in the foreground")
+    parser.add_argument("-d", dest="short_debug", action="store_true", help="debug logging")
+    group = parser.add_argument_group("options (each also accepted as -o NAME[=VALUE])")
+    for opt in options.OPTIONS:
+        flag = "--" + opt.name.replace("_", "-")
+        default_text = "" if opt.default in (None, "", False) else f" (default {opt.default})"
+        if opt.kind == "flag":
+            group.add_argument(flag, dest=f"opt_{opt.name}", action="store_const", const="", default=None,
+                               help=opt.help + default_text)
+        else:
+            group.add_argument(flag, dest=f"opt_{opt.name}", default=None, metavar="VALUE",
+                               help=opt.help + default_text)
+
+
+def mount_settings(args: argparse.Namespace):
+    from cosfs.mount import MountSettings
+
+    pairs: list[tuple[str, str | None]] = []
+    for text in args.o:
+        pairs.extend(options.split_o(text))
+    for opt in options.OPTIONS:
+        raw = getattr(args, f"opt_{opt.name}", None)
+        if raw is not None:
+            pairs.append((opt.name, raw or None))
+    values = options.parse_options(pairs)
+    if args.short_foreground:
+        values["foreground"] = True
+    if args.short_debug:
+        values["dbglevel"] = "debug"
+
+    bucket, _, prefix = args.bucket.partition(":")
+    prefix = prefix.strip("/")
+    prefix = prefix + "/" if prefix else ""
+    if not bucket:
+        raise ConfigError("no bucket given (BUCKET-APPID[:/PREFIX])")
+    url = str(values["url"]) or (region_endpoint(str(values["region"])) if values["region"] else "")
+    if not url:
+        raise ConfigError("no endpoint: give -o url=https://cos.REGION.myqcloud.com or -o region=REGION")
+    storage_class = str(values["storage_class"]).upper() or None
+    sse = str(values["use_sse"])
+    cos = CosConfig(
+        bucket=bucket,
+        endpoint_url=url.rstrip("/"),
+        region=str(values["region"]),
+        path_style=True if values["use_path_request_style"] else None,
+        signature="sigv4" if values["sigv4"] else "cos",
+        max_connections=max(8, 2 * int(values["parallel_count"])),
+        connect_timeout_s=float(values["connect_timeout"]),
+        read_timeout_s=float(values["readwrite_timeout"]),
+        retries=int(values["retries"]),
+        storage_class=storage_class,
+        server_side_encryption="AES256" if sse.lower() in ("1", "aes256", "sse-cos") else None,
+    )
+    default_perm = values["default_permission"]
+    fs = FsConfig(
+        prefix=prefix,
+        read_only=bool(values["ro"]),
+        uid=os.getuid() if values["uid"] is None else int(values["uid"]),
+        gid=os.getgid() if values["gid"] is None else int(values["gid"]),
+        umask=values["umask"],  # type: ignore[arg-type]
+        mp_umask=int(values["mp_umask"]),  # type: ignore[arg-type]
+        default_file_mode=0o644 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
+        default_dir_mode=0o755 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
+        stat_ttl_s=float(values["stat_cache_expire"]),
+        negative_ttl_s=float(values["negative_cache_expire"]),
+        max_stat_entries=int(values["max_stat_cache_size"]),
+        block_size_bytes=int(values["block_size"]),
+        cache_size_bytes=int(values["cache_size"]),
+        max_readahead_bytes=int(values["max_readahead"]),
+        fetch_size_bytes=int(values["multipart_size"]),
+        parallel_fetches=int(values["parallel_count"]),
+    )
+    cache_dir = str(values["cache_dir"] or values["use_cache"])
+    if not cache_dir:
+        base = Path("/var/cache/cosfs") if os.geteuid() == 0 else Path.home() / ".cache" / "cosfs"
+        cache_dir = str(base / bucket)
+    if values["del_cache"]:
+        import shutil
+
+        shutil.rmtree(Path(cache_dir) / "blocks", ignore_errors=True)
+    credentials = resolve_credentials(
+        bucket,
+        passwd_file=str(values["passwd_file"]) or None,
+        cam_role=str(values["cam_role"]) or None,
+        metadata_url=str(values["cam_role_endpoint"]),
+    )
+    return MountSettings(
+        mountpoint=args.mountpoint.resolve(),
+        cos=cos,
+        fs=fs,
+        credentials=credentials,
+        cache_dir=Path(cache_dir),
+        foreground=bool(values["foreground"]),
+        nonempty=bool(values["nonempty"]),
+        allow_other=bool(values["allow_other"]),
+        allow_root=bool(values["allow_root"]),
+        log_level=LOG_LEVELS[str(values["dbglevel"])],
+        log_file=str(values["log_file"]),
+        kernel_timeout_s=float(values["stat_cache_expire"]),
+    )
+
+
+def run_mount(args: argparse.Namespace) -> int:
+    from cosfs.mount import mount
+
+    return mount(mount_settings(args))
+
+
+def run_umount(args: argparse.Namespace) -> int:
+    from cosfs.mount import unmount
+
+    return unmount(args.mountpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,12 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the embedded COS-compatible server on loopback")
     server_main.add_arguments(serve)
     serve.set_defaults(handler=server_main.run)
+
+    mount = commands.add_parser("mount", help="mount a bucket (returns once the mount is live)")
+    add_mount_arguments(mount)
+    mount.set_defaults(handler=run_mount)
+
+    umount = commands.add_parser("umount", aliases=["unmount"], help="unmount; pending work is finished first")
+    umount.add_argument("mountpoint", type=Path)
+    umount.set_defaults(handler=run_umount)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        argv = ["mount", *argv]  # COSFS style: cosfs BUCKET MOUNTPOINT -o ...
     parser = build_parser()
     args = parser.parse_args(argv)
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args) or 0)
     except CosfsError as exc:
@@ -38,5 +183,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def mount_helper_main(argv: list[str] | None = None) -> int:
-    print("mount.cosfs: mounting is not available yet", file=sys.stderr)
-    return 1
+    """`mount.cosfs BUCKET MOUNTPOINT [-o opts]` as mount(8) calls it; -n/-s/-v are mount's own."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [a for a in argv if a not in ("-n", "-s", "-v")]
+    return main(["mount", *argv])
+
+

@@ -1,0 +1,253 @@
+"""Mount lifecycle: preflight checks, daemonising, pyfuse3 init/main/close, signals, readiness.
+
+`mount(settings)` returns only once the mount is live (or failed with one clear message), as
+`mount` users expect: the daemon reports back through a pipe before the parent exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import logging.handlers
+import os
+import shutil
+import signal
+import socket
+import stat
+import sys
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from cosfs.config import CosConfig, FsConfig
+from cosfs.cos.client import CosClient
+from cosfs.credentials import CredentialProvider
+from cosfs.errors import AccessDenied, ConfigError, CosError, CosfsError, NotFound, TransientError
+from cosfs.filesystem import CosFilesystem
+from cosfs.fuse_ops import CosOperations
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class MountSettings:
+    """Everything a mount needs, resolved by the CLI."""
+
+    mountpoint: Path
+    cos: CosConfig
+    fs: FsConfig
+    credentials: CredentialProvider = dataclasses.field(repr=False)
+    cache_dir: Path
+    foreground: bool = False
+    nonempty: bool = False
+    allow_other: bool = False
+    allow_root: bool = False
+    log_level: int = logging.WARNING
+    log_file: str = ""
+    kernel_timeout_s: float = 60.0
+    read_ahead_kb: int = 4096
+
+
+def check_mountpoint(settings: MountSettings) -> None:
+    path = settings.mountpoint
+    if not path.exists():
+        raise ConfigError(f"mount point {path} does not exist")
+    if not path.is_dir():
+        raise ConfigError(f"mount point {path} is not a directory")
+    if any(path.iterdir()) and not settings.nonempty:
+        raise ConfigError(f"mount point {path} is not empty (use -o nonempty to mount over it)")
+    if not os.path.exists("/dev/fuse"):
+        raise ConfigError("/dev/fuse does not exist: load the fuse module or, in a container, pass --device /dev/fuse")
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        raise ConfigError("fusermount3 is not installed (apt-get install fuse3)")
+
+
+async def check_bucket(client: CosClient, cos: CosConfig) -> None:
+    """HEAD bucket, turning each way it can fail into one line a user can act on."""
+    try:
+        await client.head_bucket()
+    except NotFound:
+        raise ConfigError(f"bucket {cos.bucket} does not exist at {cos.endpoint_url}") from None
+    except AccessDenied as exc:
+        code = exc.code if isinstance(exc, CosError) else ""
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise ConfigError(f"COS refused the credentials for bucket {cos.bucket} ({code}): check SecretId and SecretKey") from None
+        if code == "RequestTimeTooSkewed":
+            raise ConfigError("COS refused the request because this machine's clock is off: sync it (NTP)") from None
+        raise ConfigError(f"access to bucket {cos.bucket} denied ({code or 'AccessDenied'}): check the keys' permissions") from None
+    except TransientError as exc:
+        raise ConfigError(f"cannot reach {cos.endpoint_url}: {exc}") from None
+
+
+def fuse_options(settings: MountSettings) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options.add(f"fsname=cosfs#{settings.cos.bucket}")
+    options.add("subtype=cosfs")
+    if settings.fs.read_only:
+        options.add("ro")
+    if settings.allow_other:
+        options.add("allow_other")
+    elif settings.allow_root:
+        options.add("allow_root")
+    return options
+
+
+def tune_kernel(mountpoint: Path, read_ahead_kb: int) -> None:
+    """Raise the kernel's read-ahead for this mount (best effort): sequential reads then
+    arrive in larger requests. Logged, never fatal."""
+    try:
+        dev = os.stat(mountpoint).st_dev
+        bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+        bdi.write_text(str(read_ahead_kb))
+        connection = Path(f"/sys/fs/fuse/connections/{os.minor(dev)}/max_background")
+        if connection.exists():
+            connection.write_text("64")
+    except OSError as exc:
+        log.debug("could not tune kernel read-ahead: %s", exc)
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about our state, when NOTIFY_SOCKET is set."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
+
+
+def setup_logging(settings: MountSettings) -> None:
+    root = logging.getLogger()
+    root.setLevel(settings.log_level)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if settings.log_file:
+        handler: logging.Handler = logging.FileHandler(settings.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    elif settings.foreground or not os.path.exists("/dev/log"):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("cosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+async def serve_mount(settings: MountSettings, report_ready) -> None:
+    """Preflight, mount, serve until unmounted or signalled, then close cleanly."""
+    async with CosClient(settings.cos, settings.credentials) as client:
+        await check_bucket(client, settings.cos)
+        cache_dir = settings.cache_dir
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fs = CosFilesystem(client, settings.fs, cache_dir)
+        operations = CosOperations(fs, settings.kernel_timeout_s)
+        pyfuse3.init(operations, str(settings.mountpoint), fuse_options(settings))
+        clean = False
+        try:
+            async with trio.open_nursery() as nursery:
+                fs.start(nursery)
+                nursery.start_soon(_stop_on_signals, name="signals")
+                tune_kernel(settings.mountpoint, settings.read_ahead_kb)
+                log.info("mounted %s on %s", settings.cos.bucket, settings.mountpoint)
+                report_ready(None)
+                sd_notify("READY=1")
+                await pyfuse3.main()
+                sd_notify("STOPPING=1")
+                nursery.cancel_scope.cancel()
+            clean = True
+        finally:
+            pyfuse3.close(unmount=clean)
+
+
+async def _stop_on_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                continue
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return
+
+
+def mount(settings: MountSettings) -> int:
+    """Mount; in the background unless `foreground`. Returns the exit code for the CLI."""
+    check_mountpoint(settings)
+    if settings.foreground:
+        setup_logging(settings)
+        return _run(settings, lambda error: None if error is None else print(f"cosfs: {error}", file=sys.stderr))
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        with os.fdopen(read_fd, "r") as pipe:
+            message = pipe.read()
+        if message.startswith("ok"):
+            return 0
+        print(f"cosfs: {message.strip() or 'the mount daemon died before it was ready'}", file=sys.stderr)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        return 1
+    # The daemon: a new session, no terminal, reports once through the pipe.
+    os.close(read_fd)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    setup_logging(settings)
+    pipe = os.fdopen(write_fd, "w")
+
+    def report(error: str | None) -> None:
+        if pipe.closed:
+            return
+        pipe.write("ok\n" if error is None else error + "\n")
+        pipe.close()
+
+    code = _run(settings, report)
+    report(f"mount failed (exit {code})")
+    os._exit(code)
+
+
+def _run(settings: MountSettings, report) -> int:
+    try:
+        trio.run(serve_mount, settings, report)
+        return 0
+    except CosfsError as exc:
+        log.error("%s", exc)
+        report(str(exc))
+        return 1
+    except RuntimeError as exc:  # pyfuse3.init failures (mount refused by the kernel)
+        log.error("mount failed: %s", exc)
+        report(f"mount failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def unmount(mountpoint: Path) -> int:
+    """`cosfs umount`: ask the kernel to unmount; the daemon then drains and exits."""
+    if not mountpoint.is_dir():
+        raise ConfigError(f"{mountpoint} is not a directory")
+    helper = shutil.which("fusermount3") or shutil.which("fusermount")
+    if helper is None:
+        raise ConfigError("fusermount3 is not installed (apt-get install fuse3)")
+    result = os.spawnv(os.P_WAIT, helper, [helper, "-u", str(mountpoint)])
+    if result != 0:
+        raise ConfigError(f"{helper} -u {mountpoint} failed (exit {result})")
+    return 0
+
+
+def is_mountpoint(path: Path) -> bool:
+    try:
+        return os.path.ismount(path) and stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return True  # "Transport endpoint is not connected": still a (dead) mount
