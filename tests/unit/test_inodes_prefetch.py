@@ -1,0 +1,68 @@
+from hypothesis import given, strategies as st
+
+from cosfs.inodes import ROOT_INO, Attr, InodeTable
+from cosfs.prefetch import ReadAhead
+
+FILE_ATTR = Attr(0, 0o100644, 10, 0, 0, 0)
+DIR_ATTR = Attr(0, 0o040755, 0, 0, 0, 0)
+
+
+def table() -> InodeTable:
+    return InodeTable("", lambda ino: Attr(ino, 0o040755, 0, 0, 0, 0))
+
+
+def test_upsert_reuses_number_while_kind_and_key_stay():
+    t = table()
+    a = t.upsert(ROOT_INO, "a", "a", FILE_ATTR, etag="1", expires_at_s=1, meta_complete=False)
+    t.remember(a.ino)
+    again = t.upsert(ROOT_INO, "a", "a", FILE_ATTR, etag="2", expires_at_s=2, meta_complete=True)
+    assert again is a and a.etag == "2" and a.attr.ino == a.ino
+    as_dir = t.upsert(ROOT_INO, "a", "a/", DIR_ATTR, etag=None, expires_at_s=2, meta_complete=True)
+    assert as_dir.ino != a.ino
+    assert t.get(a.ino) is a  # still known to the kernel until forgotten
+    t.remember(as_dir.ino)
+    t.forget(a.ino, 1)
+    t.check_invariants()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["lookup", "forget", "open", "close", "unlink"]),
+                          st.integers(0, 3), st.integers(1, 3)), max_size=60))
+def test_lookup_counts_never_negative_and_free_only_at_zero(ops):
+    t = table()
+    names = [f"n{i}" for i in range(4)]
+    opened: list[int] = []
+    for op, which, n in ops:
+        name = names[which]
+        if op == "lookup":
+            inode = t.upsert(ROOT_INO, name, name, FILE_ATTR, etag=None, expires_at_s=0, meta_complete=False)
+            t.remember(inode.ino)
+        elif op == "forget":
+            child = t.child(ROOT_INO, name)
+            if child is not None:
+                t.forget(child.ino, n)
+        elif op == "open":
+            child = t.child(ROOT_INO, name)
+            if child is not None:
+                t.opened(child.ino)
+                opened.append(child.ino)
+        elif op == "close" and opened:
+            t.closed(opened.pop())
+        elif op == "unlink":
+            t.unlink_name(ROOT_INO, name)
+        t.check_invariants()
+
+
+def test_readahead_grows_while_sequential_and_resets_on_seek():
+    block = 1 << 20
+    ra = ReadAhead(block, 16 * block)
+    size = 100 * block
+    first = ra.advise(0, 128 * 1024, size)
+    assert first == (0, 1)
+    windows = []
+    for i in range(1, 64):
+        ra.advise(i * 128 * 1024, 128 * 1024, size)
+        windows.append(ra.window_blocks)
+    assert windows[-1] == 16 and windows == sorted(windows)
+    assert ra.advise(50 * block, 4096, size) is None  # a seek: no read-ahead
+    assert ra.window_blocks == 0
+    assert ra.advise(size - 4096, 4096, size) is None
