@@ -129,10 +129,10 @@ def setup_logging(settings: MountSettings) -> None:
         root.removeHandler(handler)
     if settings.log_file:
         handler: logging.Handler = logging.FileHandler(settings.log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s cosfs[%(process)d] %(levelname)s %(name)s: %(message)s"))
     elif settings.foreground or not os.path.exists("/dev/log"):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s cosfs[%(process)d] %(levelname)s %(name)s: %(message)s"))
     else:
         handler = logging.handlers.SysLogHandler(address="/dev/log")
         handler.setFormatter(logging.Formatter("cosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))

@@ -1,0 +1,135 @@
+"""Real FUSE mounts of a `cosfs serve` bucket. Every mount is unmounted and every process we
+started is stopped (by PID) at teardown, even when the test failed."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.conftest import ServerProcess
+
+FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
+
+
+def require_fuse() -> None:
+    if not os.path.exists("/dev/fuse"):
+        pytest.fail("/dev/fuse is missing: these tests mount for real and cannot run without FUSE")
+    if shutil.which("fusermount3") is None:
+        pytest.fail("fusermount3 is missing: run scripts/setup.sh (apt-get install fuse3)")
+
+
+def sdk_client(server: ServerProcess):
+    """The official Tencent SDK pointed at the local server (virtual-hosted via Host header)."""
+    from qcloud_cos import CosConfig, CosS3Client
+
+    url = urlparse(server.endpoint)
+    config = CosConfig(Region="ap-guangzhou", SecretId=server.secret_id, SecretKey=server.secret_key,
+                       Scheme="http", IP=url.hostname, Port=url.port)
+    return CosS3Client(config, retry=1)
+
+
+def write_passwd(path: Path, server: ServerProcess) -> Path:
+    path.write_text(f"{server.bucket}:{server.secret_id}:{server.secret_key}\n")
+    path.chmod(0o600)
+    return path
+
+
+@dataclasses.dataclass
+class Mounted:
+    path: Path
+    process: subprocess.Popen
+    server: ServerProcess
+    log_file: Path
+    cache_dir: Path
+
+    def log(self) -> str:
+        return self.log_file.read_text() if self.log_file.exists() else ""
+
+
+def wait_mounted(path: Path, process: subprocess.Popen | None, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if os.path.ismount(path):
+            return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"cosfs mount exited with {process.returncode} before mounting:\n"
+                                 + (process.stderr.read() if process.stderr else ""))
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not mounted within {timeout_s} s")
+
+
+def unmount(path: Path, process: subprocess.Popen | None) -> None:
+    if os.path.ismount(path):
+        subprocess.run([FUSERMOUNT, "-u", str(path)], capture_output=True)
+    if process is not None:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    if os.path.ismount(path):
+        subprocess.run([FUSERMOUNT, "-uz", str(path)], capture_output=True)
+
+
+def start_mount(server: ServerProcess, tmp_path: Path, *options: str, name: str = "mnt",
+                bucket: str | None = None) -> Mounted:
+    require_fuse()
+    mountpoint = tmp_path / name
+    mountpoint.mkdir(exist_ok=True)
+    passwd = write_passwd(tmp_path / f"{name}.passwd", server)
+    log_file = tmp_path / f"{name}.log"
+    cache_dir = tmp_path / f"{name}.cache"
+    opts = [f"url={server.endpoint}", f"passwd_file={passwd}", f"cache_dir={cache_dir}", f"log_file={log_file}",
+            "dbglevel=info", *options]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cosfs", "mount", bucket or server.bucket, str(mountpoint), "-f", "-o", ",".join(opts)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_mounted(mountpoint, process)
+    except BaseException:
+        unmount(mountpoint, process)
+        raise
+    return Mounted(mountpoint, process, server, log_file, cache_dir)
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path) -> Iterator:
+    started: list[Mounted] = []
+
+    def factory(server: ServerProcess, *options: str, **kwargs) -> Mounted:
+        mounted = start_mount(server, tmp_path, *options, name=f"mnt{len(started)}", **kwargs)
+        started.append(mounted)
+        return mounted
+
+    try:
+        yield factory
+    finally:
+        for mounted in started:
+            unmount(mounted.path, mounted.process)
+
+
+def count_requests(server: ServerProcess, since: int = 0) -> dict[str, int]:
+    """Requests in the server's access log since line `since`, by kind (HEAD, GET, LIST...)."""
+    counts: dict[str, int] = {}
+    for line in server.access_lines()[since:]:
+        fields = line.split()
+        method, path, query = fields[1], fields[2], fields[3]
+        kind = method
+        if method == "GET" and path.rstrip("/").count("/") <= 1 and ("prefix" in query or query == "-" or "delimiter" in query):
+            kind = "LIST" if path.rstrip("/").count("/") == 1 or path.strip("/") == "" else "GET"
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
