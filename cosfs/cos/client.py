@@ -1,0 +1,967 @@
+"""`CosClient`: the `ObjectStore` over HTTP (httpx on trio), with signing, retries, error
+mapping and end-to-end integrity checks.
+
+One `httpx.AsyncClient` per `CosClient`, with a bounded connection pool. Every attempt of a
+request is signed again with a fresh time (and fresh credentials from the provider).
+
+Retries (policy in `cosfs.cos.retry`): 5xx, SlowDown, RequestTimeout, transport errors and
+truncated bodies are retried with jittered exponential backoff, up to `config.retries` more
+attempts; an expired signature or `RequestTimeTooSkewed` is re-signed once (the clock offset is
+corrected from the server's `Date` header); an expired/invalid session token makes the client
+call `credentials.refresh()` once. Other 4xx fail at once. Retries are logged at DEBUG, from
+the third attempt on at WARNING, and a finally failed request gets one log line (WARNING, or
+the exception's own level: DEBUG for not-found) with op, key, status, code and RequestId.
+
+Non-idempotent operations and ambiguous failures: when an attempt may have taken effect (the
+connection broke after the request was sent) the retry can fail with a code that actually
+means "done": DELETE of a missing key always counts as success; Abort after a retry accepts
+`NoSuchUpload`; APPEND after a retry that gets `AppendPositionErr` HEADs the object and
+accepts it when its size is position + len(body); Complete after a retry that gets
+`NoSuchUpload` HEADs the key and accepts it when the CRC64 (or, without CRCs, the `-N` ETag
+suffix) matches the parts.
+
+Integrity: PUT, APPEND, Upload Part and the XML bodies carry Content-MD5 (unless
+`config.content_md5` is off); PUT and Upload Part compare the returned CRC64 with the local
+one; whole-object GETs and streams are checked against `x-cos-hash-crc64ecma`; Complete
+checks the returned CRC64 against the combination of the parts' CRCs when all are known.
+Bodies are read raw (no content decoding: `Accept-Encoding: identity`, and an object stored
+with `Content-Encoding: gzip` comes back byte for byte).
+
+Range reads: a 416 for a range whose first byte is at or beyond the object's size (one HEAD
+tells) is an empty read, not an error; a server that ignores Range and answers 200 is sliced.
+
+Secrets: Authorization and the session token live only in request headers; exceptions and
+log records carry op, key, status, code, message and RequestId, never headers or keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import email.utils
+import hashlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+
+import httpx
+import trio
+
+from cosfs.cos import auth, crc64
+from cosfs.cos import xml as cosxml
+from cosfs.cos.endpoint import Addressing, addressing_for
+from cosfs.cos.retry import Decision, RetryPolicy, classify_status, is_transient_exception
+from cosfs.cos.store import (
+    MAX_DELETE_KEYS,
+    MAX_LIST_KEYS,
+    AppendResult,
+    CopyResult,
+    DeleteFailure,
+    DeleteResult,
+    ListPage,
+    ObjectMeta,
+    PartInfo,
+    PutResult,
+    UploadInfo,
+    WriteOptions,
+)
+from cosfs.errors import (
+    CosError,
+    CosfsError,
+    IntegrityError,
+    InvalidName,
+    ProtocolError,
+    TransientError,
+    cos_error,
+)
+
+log = logging.getLogger(__name__)
+
+# Bodies at least this big are hashed in a worker thread (hashlib releases the GIL).
+THREAD_HASH_BYTES = 1024 * 1024
+# Retries up to this attempt number are logged at DEBUG, later ones at WARNING.
+QUIET_RETRIES = 2
+
+_STATUS_FOR_CODE = {
+    "NoSuchKey": 404, "NoSuchBucket": 404, "NoSuchUpload": 404, "NoSuchCopySource": 404,
+    "AccessDenied": 403, "SignatureDoesNotMatch": 403, "InvalidAccessKeyId": 403,
+    "PreconditionFailed": 412, "InternalError": 500, "SlowDown": 503, "ServiceUnavailable": 503,
+}
+
+
+@dataclasses.dataclass
+class _Call:
+    """One logical request (attempts share it)."""
+
+    op: str
+    method: str
+    key: str | None
+    params: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+    payload_sha256: str | None = None
+    timeout: httpx.Timeout | None = None
+
+    def what(self) -> str:
+        return f"{self.op} {self.key!r}" if self.key is not None else self.op
+
+
+@dataclasses.dataclass
+class _Reply:
+    response: httpx.Response
+    body: bytes | None  # None for a stream left open
+    attempts: int
+    error: CosError | None = None  # set when an accepted error code ended the call
+
+
+async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent (no content decoding). A response built in memory with bytes content
+    (httpx.MockTransport) has been read already; its content is those bytes."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
+
+
+class _Truncated(Exception):
+    """A body shorter than its Content-Length."""
+
+
+def _quote_etag(etag: str) -> str:
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
+def _md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+
+
+def _http_time(value: str | None) -> float:
+    if not value:
+        return 0.0
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """(first, last, total) of `bytes a-b/total` (total None for `*`)."""
+    if not value or not value.startswith("bytes "):
+        return None
+    spec = value[6:].strip()
+    try:
+        span, _, total = spec.partition("/")
+        first, _, last = span.partition("-")
+        return int(first), int(last), (None if total.strip() in ("", "*") else int(total))
+    except ValueError:
+        return None
+
+
+class CosClient:
+    """One bucket over HTTP; implements `cosfs.cos.store.ObjectStore`.
+
+    State: the httpx client (its pool) and a clock offset learnt from `RequestTimeTooSkewed`
+    answers. Both are safe to share between trio tasks.
+    """
+
+    def __init__(
+        self,
+        config,
+        credentials,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._credentials = credentials
+        self._clock = clock
+        self._clock_offset_s = 0.0
+        self._rng = rng or random.Random()
+        self._addr: Addressing = addressing_for(
+            config.bucket, config.endpoint_url, path_style=config.path_style, region=config.region
+        )
+        self._policy = RetryPolicy(config.retries, config.retry_base_delay_s, config.retry_max_delay_s)
+        self._timeout = httpx.Timeout(
+            connect=config.connect_timeout_s,
+            read=config.read_timeout_s,
+            write=config.read_timeout_s,
+            pool=config.read_timeout_s,
+        )
+        self._complete_timeout = httpx.Timeout(
+            connect=config.connect_timeout_s,
+            read=config.complete_timeout_s,
+            write=config.read_timeout_s,
+            pool=config.read_timeout_s,
+        )
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=self._timeout,
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
+            verify=config.verify_tls,
+            follow_redirects=False,
+            # config.py is the only reader of the environment; no proxies from env vars.
+            trust_env=False,
+        )
+
+    @property
+    def addressing(self) -> Addressing:
+        return self._addr
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> CosClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+    # --- request machinery ----------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock() + self._clock_offset_s
+
+    def _build(self, call: _Call, creds: auth.Credentials) -> httpx.Request:
+        addr = self._addr
+        headers: dict[str, str] = {"host": addr.host_header}
+        headers.update(call.headers)
+        if call.body or call.method in ("PUT", "POST"):
+            headers["content-length"] = str(len(call.body))
+        sigv4 = self._config.signature == "sigv4"
+        if creds.token:
+            headers["x-amz-security-token" if sigv4 else "x-cos-security-token"] = creds.token
+        params = dict(call.params)
+        query = "&".join(
+            auth.cos_quote(k) if v == "" else f"{auth.cos_quote(k)}={auth.cos_quote(v)}" for k, v in call.params
+        )
+        raw_path = addr.raw_path(call.key)
+        now = self._now()
+        if sigv4:
+            if call.payload_sha256 is None:
+                call.payload_sha256 = hashlib.sha256(call.body).hexdigest()
+            request_time = auth.amz_date(now)
+            headers["x-amz-date"] = request_time
+            headers["x-amz-content-sha256"] = call.payload_sha256
+            headers["authorization"] = auth.sigv4_authorization(
+                creds, addr.region, call.method, raw_path, params, headers, call.payload_sha256, request_time
+            )
+        else:
+            headers["authorization"] = auth.cos_authorization(
+                creds, call.method, addr.sign_path(call.key), params, auth.headers_to_sign(headers), now
+            )
+        headers["user-agent"] = self._config.user_agent
+        headers["accept-encoding"] = "identity"
+        target = raw_path + ("?" + query if query else "")
+        url = httpx.URL(scheme=addr.scheme, host=addr.host, port=addr.port, raw_path=target.encode("ascii"))
+        return self._http.build_request(
+            call.method, url, headers=headers, content=call.body if call.body else None,
+            timeout=call.timeout or self._timeout,
+        )
+
+    async def _read_body(self, response: httpx.Response, method: str) -> bytes:
+        chunks = [chunk async for chunk in _raw_chunks(response)]
+        body = b"".join(chunks)
+        length = response.headers.get("content-length")
+        if (
+            method != "HEAD"
+            and response.status_code not in (204, 304)
+            and length is not None
+            and length.strip().isdigit()
+            and len(body) < int(length)
+        ):
+            raise _Truncated(f"body of {len(body)} bytes, Content-Length {length}")
+        return body
+
+    def _synthesised_code(self, status: int, call: _Call) -> str:
+        if status == 404:
+            return "NoSuchBucket" if call.key is None else "NoSuchKey"
+        return {
+            400: "BadRequest", 401: "AccessDenied", 403: "AccessDenied", 405: "MethodNotAllowed",
+            409: "Conflict", 411: "MissingContentLength", 412: "PreconditionFailed", 416: "InvalidRange",
+            500: "InternalError", 501: "NotImplemented", 503: "ServiceUnavailable",
+        }.get(status, f"HTTP{status}")
+
+    def _error(self, call: _Call, response: httpx.Response, body: bytes) -> CosError:
+        info = cosxml.parse_error(body) if body else None
+        status = response.status_code
+        request_id = (info.request_id if info else "") or response.headers.get("x-cos-request-id", "")
+        code = (info.code if info else "") or response.headers.get("x-cos-error-code", "") or self._synthesised_code(status, call)
+        message = info.message if info else ""
+        if not message and code == "NoSuchBucket":
+            message = f"no such bucket {self._config.bucket}"
+        resource = (info.resource if info else "") or (call.key if call.key is not None else self._config.bucket)
+        return cos_error(status, code, message, request_id, resource)
+
+    def _error_in_200(self, call: _Call, response: httpx.Response, body: bytes) -> CosError | None:
+        info = cosxml.error_in_body(body)
+        if info is None:
+            return None
+        status = _STATUS_FOR_CODE.get(info.code, 500 if "Internal" in info.code else 400)
+        request_id = info.request_id or response.headers.get("x-cos-request-id", "")
+        message = (info.message + " " if info.message else "") + "(error inside a 200 reply)"
+        return cos_error(status, info.code or "InternalError", message, request_id, info.resource or (call.key or ""))
+
+    def _learn_clock(self, response: httpx.Response) -> None:
+        server_s = _http_time(response.headers.get("date"))
+        if server_s:
+            self._clock_offset_s = server_s - self._clock()
+            log.info("server clock differs by %.0f s; signing with the server's time", self._clock_offset_s)
+
+    async def _send(
+        self,
+        call: _Call,
+        *,
+        stream: bool = False,
+        check_200: bool = False,
+        accept_codes: frozenset[str] | set[str] = frozenset(),
+        accept_after_retry: frozenset[str] | set[str] = frozenset(),
+    ) -> _Reply:
+        """Send `call` with retries; return the reply or raise the mapped exception.
+
+        `accept_codes` end the call with `_Reply.error` set instead of raising;
+        `accept_after_retry` likewise, but only after an earlier attempt may have taken effect.
+        `check_200` treats an `<Error>` body in a 2xx reply as that error.
+        """
+        attempt = 0  # failed attempts that were followed by backoff
+        tries = 0
+        resigned = refreshed = False
+        while True:
+            tries += 1
+            creds = await self._credentials.get()
+            request = self._build(call, creds)
+            status: int | None = None
+            cause: BaseException | None = None
+            failure: CosfsError
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if not is_transient_exception(exc):
+                    raise ProtocolError(f"{call.what()}: {_describe(exc)}") from exc
+                cause = exc
+                failure = TransientError(f"{call.what()}: {_describe(exc)}")
+                decision = Decision.RETRY
+            else:
+                status = response.status_code
+                ok = 200 <= status < 300 or status == 304
+                if ok and stream:
+                    return _Reply(response, None, tries)
+                try:
+                    body = await self._read_body(response, call.method)
+                except (httpx.TransportError, _Truncated) as exc:
+                    cause = exc
+                    failure = TransientError(f"{call.what()}: truncated response body ({_describe(exc)})")
+                    decision = Decision.RETRY
+                else:
+                    error = self._error_in_200(call, response, body) if ok and check_200 else None
+                    if ok and error is None:
+                        log.debug("%s -> %d (try %d)", call.what(), status, tries)
+                        return _Reply(response, body, tries)
+                    if error is None:
+                        error = self._error(call, response, body)
+                    if error.code in accept_codes or (tries > 1 and error.code in accept_after_retry):
+                        log.debug("%s -> %d %s (accepted)", call.what(), status, error.code)
+                        return _Reply(response, body, tries, error)
+                    failure = error
+                    decision = classify_status(error.status, error.code, error.message)
+                    if decision is Decision.RESIGN and not resigned:
+                        self._learn_clock(response)
+                finally:
+                    await response.aclose()
+            code = getattr(failure, "code", "")
+            if decision is Decision.RESIGN and not resigned:
+                resigned = True
+                log.debug("%s: %s; signing again", call.what(), code)
+                continue
+            if decision is Decision.REFRESH and not refreshed:
+                refreshed = True
+                log.info("%s: %s; refreshing credentials", call.what(), code)
+                await self._credentials.refresh()
+                continue
+            if decision is Decision.RETRY and self._policy.should_retry(attempt):
+                delay = self._policy.delay_s(attempt, self._rng)
+                level = logging.DEBUG if attempt < QUIET_RETRIES else logging.WARNING
+                log.log(level, "%s failed (try %d: status=%s code=%s %s); retrying in %.2f s",
+                        call.what(), tries, status, code or "-", _describe(failure), delay)
+                await trio.sleep(delay)
+                attempt += 1
+                continue
+            raise self._final(call, failure, cause, tries, status)
+
+    def _final(
+        self, call: _Call, failure: CosfsError, cause: BaseException | None, tries: int, status: int | None
+    ) -> CosfsError:
+        if tries > 1:
+            suffix = f"gave up after {tries} attempts"
+            if isinstance(failure, CosError):
+                message = f"{failure.message} ({suffix})" if failure.message else suffix
+                failure = cos_error(failure.status, failure.code, message, failure.request_id, failure.resource)
+            elif isinstance(failure, TransientError):
+                failure = TransientError(f"{failure} ({suffix})")
+        failure.__cause__ = cause
+        code = getattr(failure, "code", "-")
+        request_id = getattr(failure, "request_id", "") or "-"
+        log.log(failure.log_level, "%s failed: status=%s code=%s RequestId=%s: %s",
+                call.what(), status, code, request_id, failure)
+        return failure
+
+    async def _digests(self, body: bytes) -> tuple[str, int, str | None]:
+        """(Content-MD5, CRC64, SHA-256 hex if SigV4) of a body, in a thread when large."""
+        sigv4 = self._config.signature == "sigv4"
+
+        def compute() -> tuple[str, int, str | None]:
+            return _md5_b64(body), crc64.crc64(body), hashlib.sha256(body).hexdigest() if sigv4 else None
+
+        if len(body) >= THREAD_HASH_BYTES:
+            return await trio.to_thread.run_sync(compute)
+        return compute()
+
+    def _write_headers(self, options: WriteOptions) -> dict[str, str]:
+        headers = {"content-type": options.content_type or "application/octet-stream"}
+        for name, value in options.user_meta.items():
+            if not value.isascii() or not name.isascii() or "\n" in value or "\r" in value:
+                raise InvalidName(f"metadata {name!r} must be printable ASCII (URL-encode other text)")
+            headers[f"x-cos-meta-{name.lower()}"] = value
+        storage_class = options.storage_class or self._config.storage_class
+        if storage_class:
+            headers["x-cos-storage-class"] = storage_class
+        sse = options.server_side_encryption or self._config.server_side_encryption
+        if sse:
+            headers["x-cos-server-side-encryption"] = sse
+        if options.acl:
+            headers["x-cos-acl"] = options.acl
+        return headers
+
+    def _meta(self, key: str, response: httpx.Response, size: int | None = None) -> ObjectMeta:
+        h = response.headers
+        if size is None:
+            length = h.get("content-length", "0").strip()
+            size = int(length) if length.isdigit() else 0
+        user_meta = {
+            name.lower()[len("x-cos-meta-"):]: value
+            for name, value in h.multi_items()
+            if name.lower().startswith("x-cos-meta-")
+        }
+        return ObjectMeta(
+            key=key,
+            size_bytes=size,
+            etag=h.get("etag", "").strip().strip('"'),
+            last_modified_s=_http_time(h.get("last-modified")),
+            content_type=h.get("content-type", "application/octet-stream"),
+            crc64=crc64.parse_header(h.get("x-cos-hash-crc64ecma")),
+            user_meta=user_meta,
+            storage_class=h.get("x-cos-storage-class", "STANDARD") or "STANDARD",
+            appendable=h.get("x-cos-object-type", "").lower() == "appendable",
+        )
+
+    def _parse(self, call: _Call, parser, body: bytes | None):
+        try:
+            return parser(body or b"")
+        except ProtocolError as exc:
+            raise ProtocolError(f"{call.what()}: {exc}") from None
+
+    # --- bucket ---------------------------------------------------------------------------
+
+    async def head_bucket(self) -> None:
+        await self._send(_Call("head_bucket", "HEAD", None))
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def _get_call(self, op: str, key: str, byte_range: tuple[int, int] | None, if_match: str | None) -> _Call:
+        headers: dict[str, str] = {}
+        if byte_range is not None:
+            first, last = byte_range
+            if first < 0 or last < first:
+                raise ValueError(f"bad byte range {byte_range}")
+            headers["range"] = f"bytes={first}-{last}"
+        if if_match:
+            headers["if-match"] = _quote_etag(if_match)
+        return _Call(op, "GET", key, headers=headers)
+
+    async def head_object(self, key: str, *, if_match: str | None = None) -> ObjectMeta:
+        headers = {"if-match": _quote_etag(if_match)} if if_match else {}
+        reply = await self._send(_Call("head_object", "HEAD", key, headers=headers))
+        return self._meta(key, reply.response)
+
+    async def _empty_range(self, key: str, byte_range: tuple[int, int], if_match: str | None,
+                           error: CosError) -> ObjectMeta:
+        """After a 416: the object's meta if the range starts at or past its end, else raise."""
+        meta = await self.head_object(key, if_match=if_match)
+        if byte_range[0] >= meta.size_bytes:
+            return meta
+        raise error
+
+    async def get_object(
+        self,
+        key: str,
+        *,
+        byte_range: tuple[int, int] | None = None,
+        if_match: str | None = None,
+    ) -> tuple[ObjectMeta, bytes]:
+        call = self._get_call("get_object", key, byte_range, if_match)
+        reply = await self._send(call, accept_codes={"InvalidRange"} if byte_range else frozenset())
+        if reply.error is not None:
+            assert byte_range is not None
+            return await self._empty_range(key, byte_range, if_match, reply.error), b""
+        response, body = reply.response, reply.body or b""
+        if response.status_code == 206:
+            span = _content_range(response.headers.get("content-range"))
+            if span is None:
+                raise ProtocolError(f"{call.what()}: 206 without a usable Content-Range")
+            first, last, total = span
+            if byte_range is not None and first != byte_range[0]:
+                raise ProtocolError(f"{call.what()}: asked for bytes from {byte_range[0]}, got from {first}")
+            meta = self._meta(key, response, size=total if total is not None else last + 1)
+            return meta, body
+        meta = self._meta(key, response, size=len(body))
+        await self._check_crc(call, meta.crc64, body)
+        if byte_range is not None:  # the server ignored Range
+            body = body[byte_range[0]: byte_range[1] + 1]
+        return meta, body
+
+    async def _check_crc(self, call: _Call, expected: int | None, body: bytes) -> None:
+        if expected is None:
+            return
+        if len(body) >= THREAD_HASH_BYTES:
+            actual = await trio.to_thread.run_sync(crc64.crc64, body)
+        else:
+            actual = crc64.crc64(body)
+        if actual != expected:
+            raise self._final(
+                call, IntegrityError(f"{call.what()}: CRC64 mismatch: server says {expected}, body has {actual}"),
+                None, 1, 200,
+            )
+
+    @contextlib.asynccontextmanager
+    async def open_object(
+        self,
+        key: str,
+        *,
+        byte_range: tuple[int, int] | None = None,
+        if_match: str | None = None,
+    ) -> AsyncIterator[tuple[ObjectMeta, AsyncIterator[bytes]]]:
+        call = self._get_call("open_object", key, byte_range, if_match)
+        reply = await self._send(call, stream=True, accept_codes={"InvalidRange"} if byte_range else frozenset())
+        if reply.error is not None:
+            assert byte_range is not None
+            meta = await self._empty_range(key, byte_range, if_match, reply.error)
+            yield meta, _EmptyStream()
+            return
+        stream = _ObjectStream(self, call, reply.response, byte_range)
+        try:
+            yield stream.meta, stream
+        finally:
+            await stream.aclose()
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def put_object(self, key: str, body: bytes, options: WriteOptions = WriteOptions()) -> PutResult:
+        headers = self._write_headers(options)
+        md5, local_crc, sha = await self._digests(body)
+        if self._config.content_md5:
+            headers["content-md5"] = md5
+        call = _Call("put_object", "PUT", key, headers=headers, body=body, payload_sha256=sha)
+        reply = await self._send(call)
+        etag = reply.response.headers.get("etag", "").strip().strip('"')
+        server_crc = crc64.parse_header(reply.response.headers.get("x-cos-hash-crc64ecma"))
+        self._compare_crc(call, server_crc, local_crc)
+        return PutResult(etag=etag, crc64=local_crc)
+
+    def _compare_crc(self, call: _Call, server_crc: int | None, local_crc: int | None) -> None:
+        if server_crc is not None and local_crc is not None and server_crc != local_crc:
+            raise self._final(
+                call,
+                IntegrityError(f"{call.what()}: CRC64 mismatch: sent {local_crc}, server stored {server_crc}"),
+                None, 1, 200,
+            )
+
+    async def delete_object(self, key: str) -> None:
+        await self._send(_Call("delete_object", "DELETE", key), accept_codes={"NoSuchKey"})
+
+    async def delete_objects(self, keys: Sequence[str]) -> DeleteResult:
+        deleted: list[str] = []
+        failed: list[DeleteFailure] = []
+        keys = list(keys)
+        for start in range(0, len(keys), MAX_DELETE_KEYS):
+            batch = keys[start: start + MAX_DELETE_KEYS]
+            body = cosxml.build_delete(batch, quiet=False)
+            md5, _, sha = await self._digests(body)
+            headers = {"content-type": "application/xml", "content-md5": md5}
+            call = _Call("delete_objects", "POST", None, params=[("delete", "")], headers=headers, body=body,
+                         payload_sha256=sha)
+            reply = await self._send(call, check_200=True)
+            result = self._parse(call, cosxml.parse_delete_result, reply.body)
+            deleted.extend(result.deleted)
+            failed.extend(result.failed)
+        return DeleteResult(deleted=tuple(deleted), failed=tuple(failed))
+
+    async def copy_object(
+        self,
+        source_key: str,
+        dest_key: str,
+        *,
+        replace_metadata: WriteOptions | None = None,
+        source_if_match: str | None = None,
+    ) -> CopyResult:
+        headers = {"x-cos-copy-source": self._addr.copy_source(source_key)}
+        if replace_metadata is not None:
+            headers["x-cos-metadata-directive"] = "Replaced"
+            headers.update(self._write_headers(replace_metadata))
+        else:
+            headers["x-cos-metadata-directive"] = "Copy"
+            if self._config.storage_class:
+                headers["x-cos-storage-class"] = self._config.storage_class
+            if self._config.server_side_encryption:
+                headers["x-cos-server-side-encryption"] = self._config.server_side_encryption
+        if source_if_match:
+            headers["x-cos-copy-source-if-match"] = _quote_etag(source_if_match)
+        call = _Call("copy_object", "PUT", dest_key, headers=headers)
+        reply = await self._send(call, check_200=True)
+        result = self._parse(call, cosxml.parse_copy_result, reply.body)
+        if result.crc64 is None:
+            header_crc = crc64.parse_header(reply.response.headers.get("x-cos-hash-crc64ecma"))
+            if header_crc is not None:
+                result = dataclasses.replace(result, crc64=header_crc)
+        return result
+
+    async def append_object(self, key: str, position: int, body: bytes,
+                            options: WriteOptions = WriteOptions()) -> AppendResult:
+        headers = self._write_headers(options) if position == 0 else {}
+        md5, _, sha = await self._digests(body)
+        if self._config.content_md5:
+            headers["content-md5"] = md5
+        call = _Call("append_object", "POST", key, params=[("append", ""), ("position", str(position))],
+                     headers=headers, body=body, payload_sha256=sha)
+        reply = await self._send(call, accept_after_retry={"AppendPositionErr"})
+        if reply.error is not None:
+            # An earlier attempt may have appended already: accept it if the length says so.
+            meta = await self.head_object(key)
+            if meta.size_bytes == position + len(body):
+                return AppendResult(next_position=meta.size_bytes, etag=meta.etag, crc64=meta.crc64)
+            raise reply.error
+        h = reply.response.headers
+        next_text = h.get("x-cos-next-append-position", "").strip()
+        next_position = int(next_text) if next_text.isdigit() else position + len(body)
+        return AppendResult(
+            next_position=next_position,
+            etag=h.get("etag", "").strip().strip('"'),
+            crc64=crc64.parse_header(h.get("x-cos-hash-crc64ecma")),
+        )
+
+    # --- listing --------------------------------------------------------------------------
+
+    async def list_objects(
+        self,
+        prefix: str = "",
+        *,
+        delimiter: str = "",
+        marker: str = "",
+        max_keys: int = MAX_LIST_KEYS,
+    ) -> ListPage:
+        if not 1 <= max_keys <= MAX_LIST_KEYS:
+            raise ValueError(f"max_keys must be 1..{MAX_LIST_KEYS}")
+        params = []
+        if delimiter:
+            params.append(("delimiter", delimiter))
+        params.append(("encoding-type", "url"))
+        if marker:
+            params.append(("marker", marker))
+        params.append(("max-keys", str(max_keys)))
+        if prefix:
+            params.append(("prefix", prefix))
+        call = _Call("list_objects", "GET", None, params=params)
+        reply = await self._send(call)
+        return self._parse(call, cosxml.parse_list_bucket, reply.body)
+
+    async def list_all(self, prefix: str = "", *, delimiter: str = "") -> AsyncIterator[ListPage]:
+        marker = ""
+        while True:
+            page = await self.list_objects(prefix, delimiter=delimiter, marker=marker)
+            yield page
+            if not page.is_truncated:
+                return
+            next_marker = page.next_marker
+            if not next_marker:
+                candidates = [e.key for e in page.entries[-1:]] + list(page.common_prefixes[-1:])
+                next_marker = max(candidates) if candidates else ""
+            if not next_marker or next_marker <= marker:
+                raise ProtocolError(f"listing of {prefix!r} is truncated but does not advance past {marker!r}")
+            marker = next_marker
+
+    # --- multipart ------------------------------------------------------------------------
+
+    async def create_multipart_upload(self, key: str, options: WriteOptions = WriteOptions()) -> str:
+        call = _Call("create_multipart_upload", "POST", key, params=[("uploads", "")],
+                     headers=self._write_headers(options))
+        reply = await self._send(call, check_200=True)
+        return self._parse(call, cosxml.parse_initiate_result, reply.body)
+
+    async def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> PartInfo:
+        md5, local_crc, sha = await self._digests(body)
+        headers = {"content-md5": md5} if self._config.content_md5 else {}
+        call = _Call("upload_part", "PUT", key,
+                     params=[("partNumber", str(part_number)), ("uploadId", upload_id)],
+                     headers=headers, body=body, payload_sha256=sha)
+        reply = await self._send(call)
+        server_crc = crc64.parse_header(reply.response.headers.get("x-cos-hash-crc64ecma"))
+        self._compare_crc(call, server_crc, local_crc)
+        etag = reply.response.headers.get("etag", "").strip().strip('"')
+        if not etag:
+            raise ProtocolError(f"{call.what()}: part {part_number} uploaded without an ETag in the reply")
+        return PartInfo(part_number=part_number, etag=etag, size_bytes=len(body), crc64=local_crc)
+
+    async def upload_part_copy(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        source_key: str,
+        source_range: tuple[int, int] | None = None,
+        *,
+        source_if_match: str | None = None,
+    ) -> PartInfo:
+        headers = {"x-cos-copy-source": self._addr.copy_source(source_key)}
+        if source_range is not None:
+            first, last = source_range
+            if first < 0 or last < first:
+                raise ValueError(f"bad source range {source_range}")
+            headers["x-cos-copy-source-range"] = f"bytes={first}-{last}"
+        if source_if_match:
+            headers["x-cos-copy-source-if-match"] = _quote_etag(source_if_match)
+        call = _Call("upload_part_copy", "PUT", key,
+                     params=[("partNumber", str(part_number)), ("uploadId", upload_id)], headers=headers)
+        reply = await self._send(call, check_200=True)
+        result = self._parse(call, cosxml.parse_copy_result, reply.body)
+        crc = result.crc64
+        if crc is None:
+            crc = crc64.parse_header(reply.response.headers.get("x-cos-hash-crc64ecma"))
+        size = source_range[1] - source_range[0] + 1 if source_range is not None else None
+        return PartInfo(part_number=part_number, etag=result.etag, size_bytes=size, crc64=crc)
+
+    @staticmethod
+    def _combined_crc(parts: Sequence[PartInfo]) -> int | None:
+        if not parts or any(p.crc64 is None or p.size_bytes is None for p in parts):
+            return None
+        total = 0
+        for part in parts:
+            total = crc64.combine(total, part.crc64, part.size_bytes)  # type: ignore[arg-type]
+        return total
+
+    async def complete_multipart_upload(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
+        ordered = sorted(parts, key=lambda p: p.part_number)
+        body = cosxml.build_complete(ordered)
+        md5, _, sha = await self._digests(body)
+        headers = {"content-type": "application/xml"}
+        if self._config.content_md5:
+            headers["content-md5"] = md5
+        call = _Call("complete_multipart_upload", "POST", key, params=[("uploadId", upload_id)],
+                     headers=headers, body=body, payload_sha256=sha, timeout=self._complete_timeout)
+        expected = self._combined_crc(ordered)
+        reply = await self._send(call, check_200=True, accept_after_retry={"NoSuchUpload"})
+        if reply.error is not None:
+            # An earlier attempt may have completed the upload: accept what the object proves.
+            meta = await self.head_object(key)
+            sizes = [p.size_bytes for p in ordered]
+            size_ok = None in sizes or meta.size_bytes == sum(sizes)  # type: ignore[arg-type]
+            if expected is not None and meta.crc64 is not None:
+                done = meta.crc64 == expected and size_ok
+            else:
+                done = meta.etag.endswith(f"-{len(ordered)}") and size_ok
+            if done:
+                return PutResult(etag=meta.etag, crc64=meta.crc64)
+            raise reply.error
+        result = self._parse(call, cosxml.parse_complete_result, reply.body)
+        server_crc = crc64.parse_header(reply.response.headers.get("x-cos-hash-crc64ecma"))
+        if server_crc is None:
+            server_crc = result.crc64
+        self._compare_crc(call, server_crc, expected)
+        return PutResult(etag=result.etag, crc64=server_crc if server_crc is not None else expected)
+
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        call = _Call("abort_multipart_upload", "DELETE", key, params=[("uploadId", upload_id)])
+        await self._send(call, accept_after_retry={"NoSuchUpload"})
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        parts: list[PartInfo] = []
+        marker = 0
+        while True:
+            params = [("max-parts", "1000")]
+            if marker:
+                params.append(("part-number-marker", str(marker)))
+            params.append(("uploadId", upload_id))
+            call = _Call("list_parts", "GET", key, params=params)
+            reply = await self._send(call)
+            page = self._parse(call, cosxml.parse_list_parts, reply.body)
+            parts.extend(page.parts)
+            if not page.is_truncated:
+                return parts
+            next_marker = page.next_part_number_marker or (page.parts[-1].part_number if page.parts else 0)
+            if next_marker <= marker:
+                raise ProtocolError(f"{call.what()}: part listing is truncated but does not advance")
+            marker = next_marker
+
+    async def list_multipart_uploads(self, prefix: str = "") -> list[UploadInfo]:
+        uploads: list[UploadInfo] = []
+        key_marker = upload_id_marker = ""
+        while True:
+            params = [("encoding-type", "url")]
+            if key_marker:
+                params.append(("key-marker", key_marker))
+            params.append(("max-uploads", "1000"))
+            if prefix:
+                params.append(("prefix", prefix))
+            if upload_id_marker:
+                params.append(("upload-id-marker", upload_id_marker))
+            params.append(("uploads", ""))
+            call = _Call("list_multipart_uploads", "GET", None, params=params)
+            reply = await self._send(call)
+            page = self._parse(call, cosxml.parse_list_uploads, reply.body)
+            uploads.extend(page.uploads)
+            if not page.is_truncated:
+                return uploads
+            next_key = page.next_key_marker or (page.uploads[-1].key if page.uploads else "")
+            next_id = page.next_upload_id_marker or (page.uploads[-1].upload_id if page.uploads else "")
+            if (next_key, next_id) <= (key_marker, upload_id_marker):
+                raise ProtocolError(f"{call.what()}: upload listing is truncated but does not advance")
+            key_marker, upload_id_marker = next_key, next_id
+
+
+class _EmptyStream:
+    def __aiter__(self) -> _EmptyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+
+class _ObjectStream:
+    """The chunks of a GET body. A broken connection resumes with a ranged GET pinned to the
+    ETag (If-Match), so a stream never mixes two versions; the whole-object CRC64 is checked
+    when the last byte has been delivered.
+
+    Invariant: `_delivered` bytes of [_first, _last] have been handed out; `_crc` covers them.
+    """
+
+    def __init__(self, client: CosClient, call: _Call, response: httpx.Response,
+                 byte_range: tuple[int, int] | None) -> None:
+        self._client = client
+        self._call = call
+        self._response = response
+        self._skip = 0
+        self._resumes = 0
+        status = response.status_code
+        span = _content_range(response.headers.get("content-range")) if status == 206 else None
+        if status == 206:
+            if span is None:
+                raise ProtocolError(f"{call.what()}: 206 without a usable Content-Range")
+            first, last, total = span
+            size = total if total is not None else last + 1
+            self.meta = client._meta(call.key or "", response, size=size)
+            self._first, self._last = first, last
+            self._check = None
+        else:
+            length = response.headers.get("content-length", "").strip()
+            size = int(length) if length.isdigit() else None
+            self.meta = client._meta(call.key or "", response, size=size if size is not None else 0)
+            self._first = 0
+            self._last = size - 1 if size is not None else None
+            self._check = self.meta.crc64 if byte_range is None else None
+            if byte_range is not None:  # the server ignored Range: skip and cut locally
+                self._skip = byte_range[0]
+                self._last = byte_range[1] if self._last is None else min(self._last, byte_range[1])
+                self._first = byte_range[0]
+        self._expected = None if self._last is None else max(0, self._last - self._first + 1)
+        self._delivered = 0
+        self._crc = 0
+        self._chunks = _raw_chunks(response)
+        self._done = False
+
+    def __aiter__(self) -> _ObjectStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            if self._done or (self._expected is not None and self._delivered >= self._expected and not self._skip):
+                self._finish()
+                raise StopAsyncIteration
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                if self._expected is None:
+                    self._finish()
+                    raise
+                await self._resume(_Truncated(f"body ended after {self._delivered} of {self._expected} bytes"))
+                continue
+            except httpx.TransportError as exc:
+                if self._expected is None:
+                    raise TransientError(f"{self._call.what()}: {_describe(exc)}") from exc
+                await self._resume(exc)
+                continue
+            if self._skip:
+                dropped = min(self._skip, len(chunk))
+                chunk = chunk[dropped:]
+                self._skip -= dropped
+            if self._expected is not None:
+                chunk = chunk[: self._expected - self._delivered]
+            if not chunk:
+                continue
+            self._delivered += len(chunk)
+            if self._check is not None:
+                self._crc = crc64.update(self._crc, chunk)
+            return chunk
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._check is not None and self._crc != self._check:
+            raise self._client._final(
+                self._call,
+                IntegrityError(f"{self._call.what()}: CRC64 mismatch: server says {self._check}, "
+                               f"stream has {self._crc}"),
+                None, 1, 200,
+            )
+
+    async def _resume(self, exc: BaseException) -> None:
+        client = self._client
+        call = self._call
+        if self._skip or not client._policy.should_retry(self._resumes):
+            raise client._final(call, TransientError(f"{call.what()}: body broken ({_describe(exc)})"),
+                                exc, self._resumes + 1, self._response.status_code)
+        delay = client._policy.delay_s(self._resumes, client._rng)
+        level = logging.DEBUG if self._resumes < QUIET_RETRIES else logging.WARNING
+        log.log(level, "%s: body broken after %d bytes (%s); resuming in %.2f s",
+                call.what(), self._delivered, _describe(exc), delay)
+        self._resumes += 1
+        await trio.sleep(delay)
+        await self._response.aclose()
+        start = self._first + self._delivered
+        headers = dict(call.headers)
+        headers["range"] = f"bytes={start}-{self._last}"
+        if self.meta.etag:
+            headers["if-match"] = _quote_etag(self.meta.etag)
+        resume = _Call(call.op, "GET", call.key, headers=headers)
+        reply = await client._send(resume, stream=True)
+        response = reply.response
+        span = _content_range(response.headers.get("content-range"))
+        if response.status_code != 206 or span is None or span[0] != start:
+            await response.aclose()
+            raise ProtocolError(f"{call.what()}: resuming at byte {start} got status {response.status_code}")
+        self._response = response
+        self._chunks = _raw_chunks(response)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
