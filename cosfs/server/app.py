@@ -1,0 +1,270 @@
+"""Request routing of `cosfs serve`: addressing, authentication, faults, dispatch, errors, access log.
+
+Addressing: virtual-hosted when the first label of the Host header names an existing bucket or
+looks like ``<name>-<appid>`` (``bucket.cos.region.anything``, ``bucket.localhost``); otherwise
+path-style (``/bucket/key``). Every response carries ``x-cos-request-id`` and
+``Server: tencent-cos``; errors are COS error XML (bare for HEAD).
+
+Access log (``--access-log FILE``), one line per response, space separated::
+
+    TIME METHOD PATH QUERY STATUS BYTES DURATION REQUEST-ID
+    2026-11-24T07:00:00.123Z GET /examplebucket-1250000000/key prefix=a/ 200 1234 1.2ms 5f1c...
+
+TIME is UTC ISO 8601 with milliseconds; PATH is the request path as sent (percent-encoded,
+never containing spaces); QUERY is the raw query string with security-token values redacted,
+or ``-`` when empty; BYTES counts response body bytes sent; DURATION is in milliseconds with
+an ``ms`` suffix. A request that could not be parsed is logged with METHOD and PATH ``-``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import re
+import secrets
+import time
+from typing import TextIO
+from urllib.parse import unquote_to_bytes
+
+import h11
+import trio
+
+from cosfs.server import buckets, multipart, objects
+from cosfs.server.authn import Authenticator, parse_query
+from cosfs.server.common import BUCKET_RE, CosError, Ctx
+from cosfs.server.faults import FaultInjector
+from cosfs.server.http import ClientGone, Request, ResetConnection, Response
+from cosfs.server.responses import error_xml
+from cosfs.server.storage import Storage
+
+log = logging.getLogger(__name__)
+
+LOCATION_XML = b'<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint>ap-guangzhou</LocationConstraint>'
+
+_TOKEN_RE = re.compile(r"((?:x-cos-security-token|X-Amz-Security-Token)=)[^&]*", re.IGNORECASE)
+
+
+class App:
+    def __init__(self, storage: Storage, authenticator: Authenticator, faults: FaultInjector | None = None,
+                 access_log: TextIO | None = None) -> None:
+        self.storage = storage
+        self.auth = authenticator
+        self.faults = faults
+        self.access_log = access_log
+        self._id_prefix = secrets.token_hex(4)
+        self._counter = 0
+
+    # --- plumbing used by the HTTP layer ------------------------------------------------
+
+    def new_request_id(self) -> str:
+        self._counter += 1
+        return f"{self._id_prefix}{self._counter:08x}{secrets.token_hex(4)}"
+
+    def base_headers(self, request_id: str) -> list[tuple[str, str]]:
+        return [("Server", "tencent-cos"), ("Date", email.utils.formatdate(usegmt=True)),
+                ("x-cos-request-id", request_id)]
+
+    def error_response(self, status: int, code: str, message: str, resource: str = "/",
+                       request_id: str | None = None, head: bool = False,
+                       extra: list[tuple[str, str]] | None = None) -> Response:
+        request_id = request_id or self.new_request_id()
+        headers = self.base_headers(request_id) + [("x-cos-trace-id", request_id)] + (extra or [])
+        if head or status == 304:
+            return Response(status, headers + [("Content-Length", "0")] if status != 304 else headers)
+        body = error_xml(code, message, resource, request_id)
+        headers += [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))]
+        return Response(status, headers, body)
+
+    def after_response(self, request: Request | None, response: Response, duration_s: float) -> None:
+        if self.access_log is None:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+        if request is None:
+            method, path, query = "-", "-", "-"
+        else:
+            method = request.method
+            path, _, query = request.target.partition("?")
+            query = _TOKEN_RE.sub(r"\1REDACTED", query) if query else "-"
+            path = path or "-"
+        request_id = next((v for n, v in response.headers if n == "x-cos-request-id"), "-")
+        line = (f"{stamp} {method} {path} {query} {response.status} {response.sent_bytes} "
+                f"{duration_s * 1000:.1f}ms {request_id}\n")
+        try:
+            self.access_log.write(line)
+            self.access_log.flush()
+        except OSError as exc:
+            log.warning("access log write failed: %s", exc)
+
+    # --- request handling -----------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        request_id = self.new_request_id()
+        ctx: Ctx | None = None
+        try:
+            ctx = self.parse(request, request_id)
+            response = await self.dispatch(ctx)
+        except CosError as exc:
+            response = self.error_response(exc.status, exc.code, exc.message,
+                                           ctx.resource if ctx else "/", request_id,
+                                           head=request.method == "HEAD", extra=exc.headers)
+        except (ClientGone, ResetConnection, h11.RemoteProtocolError):
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.target.partition("?")[0])
+            response = self.error_response(500, "InternalError", "We encountered an internal error.",
+                                           ctx.resource if ctx else "/", request_id, head=request.method == "HEAD")
+        else:
+            response.headers[:0] = self.base_headers(request_id)
+        if not any(name.lower() == "content-length" for name, _ in response.headers):
+            if isinstance(response.body, bytes):
+                response.headers.append(("Content-Length", str(len(response.body))))
+        return response
+
+    def parse(self, request: Request, request_id: str) -> Ctx:
+        raw_path, _, raw_query = request.target.partition("?")
+        if not raw_path.startswith("/"):
+            if raw_path.startswith("http://") or raw_path.startswith("https://"):
+                raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
+            else:
+                raise CosError("InvalidURI", "Could not parse the specified URI.")
+        try:
+            path = unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CosError("InvalidURI", "Could not parse the specified URI.") from None
+        params = parse_query(raw_query)
+        query: dict[str, str] = {}
+        for name, value in params:
+            query.setdefault(name, value)
+        host = request.headers.get("host", "")
+        hostname = _hostname(host)
+        label = hostname.split(".", 1)[0]
+        virtual = False
+        bucket_name: str | None
+        if label and not _is_ip(hostname) and (label in self.storage.buckets or
+                                                ("." in hostname and BUCKET_RE.fullmatch(label))):
+            virtual = True
+            bucket_name = label
+            key = path[1:]
+        else:
+            segment, _, key = path[1:].partition("/")
+            bucket_name = segment or None
+        ctx = Ctx(request=request, request_id=request_id, raw_path=raw_path, raw_query=raw_query, path=path,
+                  params=params, query=query, bucket_name=bucket_name, key=key, virtual_host=virtual, host=host)
+        return ctx
+
+    async def dispatch(self, ctx: Ctx) -> Response:
+        if ctx.bucket_name is not None:
+            await self._inject_faults()
+        self.auth.check(ctx)
+        method = ctx.method
+        if ctx.bucket_name is None:
+            if method == "GET":
+                return buckets.list_buckets(self.storage)
+            raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+        if not BUCKET_RE.fullmatch(ctx.bucket_name):
+            raise CosError("InvalidBucketName", "The specified bucket is not valid.") if method == "PUT" and not ctx.key \
+                else CosError("NoSuchBucket", "The specified bucket does not exist.")
+        bucket = self.storage.get(ctx.bucket_name)
+        if not ctx.key:
+            if method == "PUT" and not ctx.query:
+                return await buckets.create_bucket(ctx, self.storage)
+            if bucket is None:
+                raise CosError("NoSuchBucket", "The specified bucket does not exist.")
+            ctx.bucket = bucket
+            return await self._bucket_op(ctx, bucket)
+        if bucket is None:
+            raise CosError("NoSuchBucket", "The specified bucket does not exist.")
+        ctx.bucket = bucket
+        objects.check_key(ctx.key)
+        return await self._object_op(ctx, bucket)
+
+    async def _inject_faults(self) -> None:
+        if self.faults is None:
+            return
+        spec = self.faults.spec
+        if spec.delay_s:
+            await trio.sleep(spec.delay_s)
+        choice = self.faults.choose()
+        if choice == "503":
+            raise CosError("SlowDown", "Please reduce your request rate.")
+        if choice == "500":
+            raise CosError("InternalError", "We encountered an internal error. Please try again.")
+        if choice == "reset":
+            raise ResetConnection()
+
+    async def _bucket_op(self, ctx: Ctx, bucket) -> Response:
+        method = ctx.method
+        if method == "HEAD":
+            return buckets.head_bucket(bucket)
+        if method == "GET":
+            if ctx.has("uploads"):
+                return await multipart.list_uploads(ctx, bucket)
+            if ctx.has("location"):
+                return Response(200, [("Content-Type", "application/xml")], LOCATION_XML)
+            unsupported = {"acl", "cors", "lifecycle", "policy", "tagging", "versioning", "website", "logging",
+                           "replication", "inventory", "referer", "domain", "encryption", "object-lock"}
+            if unsupported & set(ctx.query):
+                raise CosError("NotImplemented", "This bucket sub-resource is not implemented by cosfs serve.")
+            return await buckets.list_objects(ctx, bucket)
+        if method == "POST" and ctx.has("delete"):
+            return await buckets.delete_multiple(ctx, bucket)
+        if method == "DELETE" and not ctx.query:
+            return await buckets.delete_bucket(ctx, self.storage, bucket)
+        if method == "PUT":
+            raise CosError("BucketAlreadyOwnedByYou",
+                           "The bucket you tried to create already exists and you own it.") if not ctx.query else \
+                CosError("NotImplemented", "This bucket sub-resource is not implemented by cosfs serve.")
+        raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+
+    async def _object_op(self, ctx: Ctx, bucket) -> Response:
+        method = ctx.method
+        query = ctx.query
+        copy = "x-cos-copy-source" in ctx.headers or "x-amz-copy-source" in ctx.headers
+        if method == "PUT":
+            if "uploadId" in query or "partNumber" in query:
+                if copy:
+                    return await multipart.upload_part_copy(ctx, bucket, self.storage)
+                return await multipart.upload_part(ctx, bucket)
+            if {"acl", "tagging", "restore", "retention"} & set(query):
+                raise CosError("NotImplemented", "This object sub-resource is not implemented by cosfs serve.")
+            if copy:
+                return await objects.copy_object(ctx, bucket, self.storage)
+            return await objects.put_object(ctx, bucket)
+        if method == "GET":
+            if "uploadId" in query:
+                return await multipart.list_parts(ctx, bucket)
+            if {"acl", "tagging"} & set(query):
+                raise CosError("NotImplemented", "This object sub-resource is not implemented by cosfs serve.")
+            truncate = self.faults is not None and self.faults.truncate()
+            return await objects.get_object(ctx, bucket, truncate)
+        if method == "HEAD":
+            return await objects.head_object(ctx, bucket)
+        if method == "DELETE":
+            if "uploadId" in query:
+                return await multipart.abort(ctx, bucket)
+            return await objects.delete_object(ctx, bucket)
+        if method == "POST":
+            if "uploads" in query:
+                return await multipart.initiate(ctx, bucket)
+            if "uploadId" in query:
+                return await multipart.complete(ctx, bucket)
+            if "append" in query:
+                return await objects.append_object(ctx, bucket)
+        raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+def _is_ip(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,157 @@
+"""`cosfs serve`: arguments, startup banner, signals.
+
+    cosfs serve --root DIR [--address 127.0.0.1:9000] [--bucket NAME-APPID]...
+                [--secret-id ID --secret-key KEY] [--security-token TOKEN]
+                [--access-log FILE] [--fault SPEC] [--allow-remote]
+
+On start it prints (stdout, flushed, one per line) ``endpoint: http://HOST:PORT``,
+``bucket: NAME`` for each bucket, ``secret-id: ID``, ``secret-key: KEY`` only when the key was
+generated here (``secret-key: (as given)`` otherwise) and finally ``ready``. It then serves
+until SIGINT/SIGTERM and exits 0. Startup errors print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import secrets
+import signal
+import string
+import sys
+from pathlib import Path
+
+import trio
+
+from cosfs.server.app import App
+from cosfs.server.authn import Authenticator
+from cosfs.server.common import BUCKET_RE
+from cosfs.server.faults import FaultInjector, FaultSpecError, parse_fault_spec
+from cosfs.server.http import Connection, serve_listener
+from cosfs.server.storage import Storage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "127.0.0.1:9000"
+DEFAULT_BUCKET = "examplebucket-1250000000"
+
+
+class StartupError(Exception):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="directory holding the buckets (created if missing)")
+    parser.add_argument("--address", default=DEFAULT_ADDRESS, help="HOST:PORT to listen on (port 0: any free port)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")
+    parser.add_argument("--bucket", action="append", default=[], metavar="NAME-APPID",
+                        help=f"bucket to serve (repeatable; created if missing; default {DEFAULT_BUCKET})")
+    parser.add_argument("--secret-id", help="SecretId clients must sign with (generated if omitted)")
+    parser.add_argument("--secret-key", help="SecretKey clients must sign with (generated if omitted)")
+    parser.add_argument("--security-token", help="require this x-cos-security-token on every request")
+    parser.add_argument("--access-log", help="append one line per request to this file")
+    parser.add_argument("--fault", default="", metavar="SPEC",
+                        help="inject faults, e.g. 503=0.1,500=0.02,reset=0.02,truncate=0.01,delay=50ms,seed=1")
+
+
+def parse_address(text: str, allow_remote: bool) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise StartupError(f"--address {text!r} must be HOST:PORT")
+    port = int(port_text)
+    if port > 65535:
+        raise StartupError(f"--address port {port} is out of range")
+    host = host.strip("[]") or "127.0.0.1"
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise StartupError(f"--address host {host!r} must be an IP address or localhost") from None
+    if not address.is_loopback and not allow_remote:
+        raise StartupError(f"--address {host} is not a loopback address (pass --allow-remote to permit it)")
+    return host, port
+
+
+def _generated_secret(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="cosfs serve: %(levelname)s %(name)s: %(message)s")
+    try:
+        host, port = parse_address(args.address, args.allow_remote)
+        bucket_names = list(dict.fromkeys(args.bucket or [DEFAULT_BUCKET]))
+        for name in bucket_names:
+            if not BUCKET_RE.fullmatch(name):
+                raise StartupError(f"bad bucket name {name!r}: use <name>-<appid>, e.g. {DEFAULT_BUCKET}")
+        try:
+            spec = parse_fault_spec(args.fault or "")
+        except FaultSpecError as exc:
+            raise StartupError(f"bad --fault: {exc}") from None
+        if (args.secret_id is None) != (args.secret_key is None):
+            raise StartupError("--secret-id and --secret-key go together")
+        root = Path(args.root)
+        if root.exists() and not root.is_dir():
+            raise StartupError(f"--root {root} is not a directory")
+        storage = Storage(root)
+        try:
+            storage.load(BUCKET_RE)
+            for name in bucket_names:
+                storage.create_bucket(name)
+        except OSError as exc:
+            raise StartupError(f"cannot use --root {root}: {exc.strerror or exc}") from None
+        access_log = None
+        if args.access_log:
+            try:
+                access_log = open(args.access_log, "a", buffering=1, encoding="utf-8")
+            except OSError as exc:
+                raise StartupError(f"cannot open --access-log {args.access_log}: {exc.strerror or exc}") from None
+    except StartupError as exc:
+        print(f"cosfs serve: {exc}", file=sys.stderr, flush=True)
+        return 2
+    generated = args.secret_key is None
+    secret_id = args.secret_id or "AKID" + _generated_secret(32)
+    secret_key = args.secret_key or _generated_secret(32)
+    app = App(storage, Authenticator({secret_id: secret_key}, args.security_token),
+              FaultInjector(spec) if spec.active else None, access_log)
+    try:
+        return trio.run(_serve, app, host, port, bucket_names, secret_id, secret_key if generated else None)
+    except StartupError as exc:
+        print(f"cosfs serve: {exc}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        if access_log is not None:
+            access_log.close()
+
+
+async def _serve(app: App, host: str, port: int, bucket_names: list[str], secret_id: str,
+                 generated_key: str | None) -> int:
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=512)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    listener = listeners[0]
+    actual_port = listener.socket.getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+
+    def make_connection(stream: trio.SocketStream) -> Connection:
+        return Connection(stream, app.handle, lambda status, code, message: app.error_response(status, code, message),
+                          app.after_response)
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            for one in listeners:
+                await nursery.start(serve_listener, one, make_connection)
+            lines = [f"endpoint: http://{shown_host}:{actual_port}"]
+            lines += [f"bucket: {name}" for name in bucket_names]
+            lines.append(f"secret-id: {secret_id}")
+            lines.append(f"secret-key: {generated_key}" if generated_key else "secret-key: (as given)")
+            lines.append("ready")
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    return 0
