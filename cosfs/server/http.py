@@ -269,6 +269,9 @@ class Connection:
             if not isinstance(event, h11.Request):
                 return
             start = trio.current_time()
+            if sum(len(name) + len(value) + 4 for name, value in event.headers) + len(event.target) > MAX_HEADER_BYTES:
+                await self._protocol_error(h11.RemoteProtocolError("header section exceeds the limit", 431))
+                return
             request = Request(
                 method=event.method.decode("ascii", "replace"),
                 target=event.target.decode("latin-1"),
