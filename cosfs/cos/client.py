@@ -947,7 +947,7 @@ class _ObjectStream:
                 call.what(), self._delivered, _describe(exc), delay)
         self._resumes += 1
         await trio.sleep(delay)
-        await self._response.aclose()
+        await self._close_current()
         start = self._first + self._delivered
         headers = dict(call.headers)
         headers["range"] = f"bytes={start}-{self._last}"
@@ -963,5 +963,13 @@ class _ObjectStream:
         self._response = response
         self._chunks = _raw_chunks(response)
 
+    async def _close_current(self) -> None:
+        # Close the chunk generator explicitly: an abandoned async generator would be
+        # finalised later by the garbage collector, outside any trio task.
+        try:
+            await self._chunks.aclose()
+        finally:
+            await self._response.aclose()
+
     async def aclose(self) -> None:
-        await self._response.aclose()
+        await self._close_current()
