@@ -207,7 +207,7 @@ class Connection:
                 if not is_head and body.length:
                     response.sent_bytes = await self._sendfile(body)
                     if body.truncate_at is not None and body.truncate_at < body.length:
-                        raise ResetConnection()
+                        raise ClientGone("body truncated on purpose (fault injection)")
             elif body and not is_head:
                 await self._send(h11.Data(data=body))
                 response.sent_bytes = len(body)
