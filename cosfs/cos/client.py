@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 
 # Bodies at least this big are hashed in a worker thread (hashlib releases the GIL).
 THREAD_HASH_BYTES = 1024 * 1024
+# A stream closed with at most this much left unread is read to its end (cheaper than a new
+# connection, and httpx's generators then end cleanly); longer ones are cut off.
+DRAIN_LIMIT_BYTES = 256 * 1024
 # Retries up to this attempt number are logged at DEBUG, later ones at WARNING.
 QUIET_RETRIES = 2
 
@@ -895,6 +898,8 @@ class _ObjectStream:
     async def __anext__(self) -> bytes:
         while True:
             if self._done or (self._expected is not None and self._delivered >= self._expected and not self._skip):
+                if not self._done:
+                    await self._drain(DRAIN_LIMIT_BYTES)
                 self._finish()
                 raise StopAsyncIteration
             try:
@@ -971,5 +976,25 @@ class _ObjectStream:
         finally:
             await self._response.aclose()
 
+    async def _drain(self, limit: int) -> bool:
+        """Read the rest of the body (at most `limit` bytes) so that httpx's chunk generators end
+        normally; trio warns about async generators abandoned half-way. True if drained."""
+        seen = 0
+        try:
+            while seen <= limit:
+                seen += len(await self._chunks.__anext__())
+        except StopAsyncIteration:
+            return True
+        except httpx.TransportError:
+            return False
+        return False
+
     async def aclose(self) -> None:
+        if not self._done and not self._exhausted_source():
+            remaining = None if self._expected is None else self._expected - self._delivered + self._skip
+            if remaining is not None and remaining <= DRAIN_LIMIT_BYTES:
+                await self._drain(DRAIN_LIMIT_BYTES)
         await self._close_current()
+
+    def _exhausted_source(self) -> bool:
+        return self._chunks.ag_running is False and self._chunks.ag_frame is None
