@@ -129,6 +129,34 @@ async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
         yield chunk
 
 
+class _BodyStream(httpx.AsyncByteStream):
+    """A request body of one bytes chunk, iterated without an async generator: when a send
+    fails half-way, httpx abandons the iterator, and trio warns about abandoned generators."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __aiter__(self) -> _OneChunk:  # type: ignore[override]
+        return _OneChunk(self._body)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _OneChunk:
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body if body else None
+
+    def __aiter__(self) -> _OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body, self._body = self._body, None
+        if body is None:
+            raise StopAsyncIteration
+        return body
+
+
 class _Truncated(Exception):
     """A body shorter than its Content-Length."""
 
@@ -270,9 +298,9 @@ class CosClient:
         headers["accept-encoding"] = "identity"
         target = raw_path + ("?" + query if query else "")
         url = httpx.URL(scheme=addr.scheme, host=addr.host, port=addr.port, raw_path=target.encode("ascii"))
-        return self._http.build_request(
-            call.method, url, headers=headers, content=call.body if call.body else None,
-            timeout=call.timeout or self._timeout,
+        return httpx.Request(
+            call.method, url, headers=headers, stream=_BodyStream(call.body),
+            extensions={"timeout": (call.timeout or self._timeout).as_dict()},
         )
 
     async def _read_body(self, response: httpx.Response, method: str) -> bytes:

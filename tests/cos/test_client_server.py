@@ -233,8 +233,9 @@ async def test_unreachable_endpoint(cos_server):
             await client.head_object("k")
 
 
-async def test_operations_survive_injected_faults(server_factory):
-    server = server_factory("--fault", "503=0.2,500=0.05,reset=0.05,truncate=0.05,seed=7")
+@pytest.mark.parametrize("seed", [7, 11])
+async def test_operations_survive_injected_faults(server_factory, seed):
+    server = server_factory("--fault", f"503=0.2,500=0.05,reset=0.05,truncate=0.05,seed={seed}")
     async with client_for(server, retries=12) as client:
         blobs = {f"f/{i}": os.urandom(1000 + 37 * i) for i in range(12)}
         for key, data in blobs.items():
