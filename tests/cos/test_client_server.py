@@ -8,8 +8,12 @@ import socket
 import pytest
 import trio
 
+from cosfs.config import CosConfig
 from cosfs.cos import crc64
+from cosfs.cos.auth import Credentials
+from cosfs.cos.client import CosClient
 from cosfs.cos.store import MIN_PART_BYTES, WriteOptions
+from cosfs.credentials import StaticCredentials
 from cosfs.errors import AccessDenied, CosError, NotFound, Stale, TransientError
 
 from .conftest import client_for
@@ -227,9 +231,10 @@ async def test_unreachable_endpoint(cos_server):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with client_for(cos_server, retries=2, retry_base_delay_s=0.001, retry_max_delay_s=0.002) as client:
-        client._addr = type(client._addr)(**{**client._addr.__dict__, "port": port})  # noqa: SLF001
-        with pytest.raises(TransientError, match="gave up after 3 attempts"):
+    cfg = CosConfig(bucket=cos_server.bucket, endpoint_url=f"http://127.0.0.1:{port}", retries=2,
+                    retry_base_delay_s=0.001, retry_max_delay_s=0.002)
+    async with CosClient(cfg, StaticCredentials(Credentials(cos_server.secret_id, cos_server.secret_key))) as client:
+        with pytest.raises(TransientError, match="ConnectError.*gave up after 3 attempts"):
             await client.head_object("k")
 
 
