@@ -44,7 +44,8 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import httpx
 import trio
@@ -76,6 +77,10 @@ from cosfs.errors import (
     TransientError,
     cos_error,
 )
+
+if TYPE_CHECKING:
+    from cosfs.config import CosConfig
+    from cosfs.credentials import CredentialProvider
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +212,8 @@ class CosClient:
 
     def __init__(
         self,
-        config,
-        credentials,
+        config: CosConfig,
+        credentials: CredentialProvider,
         *,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -591,7 +596,11 @@ class CosClient:
             meta = await self._empty_range(key, byte_range, if_match, reply.error)
             yield meta, _EmptyStream()
             return
-        stream = _ObjectStream(self, call, reply.response, byte_range)
+        try:
+            stream = _ObjectStream(self, call, reply.response, byte_range)
+        except BaseException:
+            await reply.response.aclose()
+            raise
         try:
             yield stream.meta, stream
         finally:

@@ -7,8 +7,9 @@ Decisions for a failed attempt:
   (`httpx.TransportError`: connect errors, resets, timeouts, truncated bodies).
 * `RESIGN` (once, no wait): the signature expired (`Request has expired`) or
   `RequestTimeTooSkewed`; the client signs again with a fresh (optionally corrected) time.
-* `REFRESH` (once, no wait): the session token expired or is invalid; the client asks its
-  credential provider for fresh keys and tries again.
+* `REFRESH` (once, no wait): the session token expired or is invalid (`ExpiredToken`,
+  `InvalidToken`..., or a message saying the token expired); the client asks its credential
+  provider for fresh keys and tries again.
 * `FAIL`: every other 4xx (and 501).
 
 Backoff is exponential with full jitter: attempt n (0-based) waits
@@ -48,7 +49,10 @@ def classify_status(status: int, code: str = "", message: str = "") -> Decision:
         return Decision.REFRESH
     if code in RESIGN_CODES:
         return Decision.RESIGN
-    if status in (401, 403) and "expired" in message.lower():
+    lowered = message.lower()
+    if status in (400, 401, 403) and "expired" in lowered and "token" in lowered:
+        return Decision.REFRESH
+    if status in (401, 403) and "expired" in lowered:
         return Decision.RESIGN
     if code in TRANSIENT_CODES:
         return Decision.RETRY

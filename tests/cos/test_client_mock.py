@@ -404,3 +404,28 @@ async def test_non_ascii_metadata_refused(fake, autojump_clock):
         with pytest.raises(InvalidName):
             await client.put_object("k", b"", WriteOptions(user_meta={"name": "目"}))
     assert fake.requests == []
+
+
+async def test_append_reconciles_after_an_ambiguous_retry(fake, autojump_clock):
+    fake.objects["log"] = (b"abcdef", {})  # the first attempt did append "def"
+    fake.script = ["reset", lambda r: error_response(409, "AppendPositionErr", "position mismatch")]
+    async with make_client(fake) as client:
+        result = await client.append_object("log", 3, b"def")
+        assert result.next_position == 6 and result.crc64 == crc64.crc64(b"abcdef")
+        fake.script = [lambda r: error_response(409, "AppendPositionErr", "position mismatch")]
+        with pytest.raises(CosError) as info:  # no earlier attempt: a real conflict
+            await client.append_object("log", 3, b"def")
+        assert info.value.code == "AppendPositionErr"
+    assert fake.requests[0].url.raw_path == f"/{BUCKET}/log?append&position=3".encode()
+
+
+async def test_complete_reconciles_after_an_ambiguous_retry(fake, autojump_clock):
+    fake.objects["k"] = (b"abc", {})  # the first attempt did complete the upload
+    parts = [PartInfo(1, "e1", 3, crc64.crc64(b"abc"))]
+    async with make_client(fake) as client:
+        fake.script = ["reset", lambda r: error_response(404, "NoSuchUpload")]
+        result = await client.complete_multipart_upload("k", "u", parts)
+        assert result.crc64 == crc64.crc64(b"abc")
+        fake.script = ["reset", lambda r: error_response(404, "NoSuchUpload")]
+        with pytest.raises(NotFound):  # the object is not what these parts make
+            await client.complete_multipart_upload("k", "u", [PartInfo(1, "e1", 3, 42)])

@@ -27,6 +27,7 @@ from cosfs.cos.retry import Decision, RetryPolicy, classify_status, is_transient
         (403, "RequestTimeTooSkewed", "", Decision.RESIGN),
         (400, "ExpiredToken", "", Decision.REFRESH),
         (403, "InvalidToken", "", Decision.REFRESH),
+        (403, "AccessDenied", "The security token has expired", Decision.REFRESH),
         (404, "NoSuchKey", "", Decision.FAIL),
         (409, "AppendPositionErr", "", Decision.FAIL),
         (412, "PreconditionFailed", "", Decision.FAIL),
