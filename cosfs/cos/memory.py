@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from cosfs.cos import crc64 as crc
 from cosfs.cos.store import (

@@ -12,7 +12,6 @@ from urllib.parse import parse_qsl, unquote
 import httpx
 
 from cosfs.cos import auth, crc64
-from cosfs.cos import xml as cosxml
 
 BUCKET = "examplebucket-1250000000"
 SECRET_ID = "AKIDfakeSecretId0001"
