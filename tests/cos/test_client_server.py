@@ -270,3 +270,18 @@ async def test_server_down_ends_in_transient_error(server_factory):
         with pytest.raises(TransientError, match="gave up after 4 attempts") as info:
             await client.put_object("k", b"v")
     assert info.value.status == 503
+
+
+@pytest.mark.parametrize("signature", ["cos", "sigv4"])
+async def test_security_token(server_factory, signature):
+    server = server_factory("--security-token", "tok/with+special=chars")
+    cfg = CosConfig(bucket=server.bucket, endpoint_url=server.endpoint, signature=signature, retries=0)
+    good = StaticCredentials(Credentials(server.secret_id, server.secret_key, token="tok/with+special=chars"))
+    async with CosClient(cfg, good) as client:
+        await client.put_object("t", b"with token")
+        assert (await client.get_object("t"))[1] == b"with token"
+    bad = StaticCredentials(Credentials(server.secret_id, server.secret_key, token="stale"))
+    async with CosClient(cfg, bad) as client:
+        with pytest.raises(CosError) as info:
+            await client.get_object("t")
+    assert info.value.status in (400, 403) and "stale" not in str(info.value)
