@@ -43,7 +43,7 @@ import secrets
 import shutil
 import struct
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 
 import trio
@@ -490,7 +490,7 @@ class Bucket:
         return list_keys(self.sorted_keys, prefix, delimiter, marker, max_keys)
 
     async def copy_object(
-        self, source: "Bucket", source_key: str, record_for: "RecordFactory"
+        self, source: "Bucket", source_key: str, record_for: Callable[[ObjectRecord], ObjectRecord]
     ) -> ObjectRecord:
         """Copy source's current version into a new version built by record_for(source_record)."""
         opened = source.open_object(source_key)
@@ -508,7 +508,8 @@ class Bucket:
             os.close(fd)
         return await self.commit(temp, record)
 
-    async def append(self, key: str, position: int, body: AsyncIterator[bytes], make_record) -> ObjectRecord:
+    async def append(self, key: str, position: int, body: AsyncIterator[bytes],
+                     make_record: Callable[[ObjectRecord | None, TempFile], ObjectRecord]) -> ObjectRecord:
         """APPEND Object: a new version = old data + body (the old one stays until the rename)."""
         opened = self.open_object(key)
         temp = self.new_temp()
@@ -625,9 +626,6 @@ class Bucket:
         return result
 
 
-RecordFactory = "Callable[[ObjectRecord], ObjectRecord]"
-
-
 class Storage:
     """All buckets under one root directory."""
 
@@ -639,6 +637,9 @@ class Storage:
         """Open every bucket directory under the root (blocking; at startup)."""
         self.root.mkdir(parents=True, exist_ok=True)
         for entry in sorted(self.root.iterdir()):
+            if entry.is_dir() and entry.name.startswith(".deleted-"):
+                shutil.rmtree(entry, ignore_errors=True)  # a DELETE Bucket cut short by a crash
+                continue
             if entry.is_dir() and bucket_pattern.fullmatch(entry.name):
                 bucket = Bucket(entry.name, entry)
                 bucket.load()
