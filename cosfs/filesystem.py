@@ -20,7 +20,7 @@ from cosfs.cos.store import ObjectStore
 from cosfs.errors import CosfsError, IsADirectory, NotADirectory, ReadOnly, Stale, Unsupported
 from cosfs.handles import DirHandle, FileHandle, HandleTable
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
-from cosfs.namespace import Namespace
+from cosfs.namespace import Namespace, root_attr
 from cosfs.prefetch import ReadAhead
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ class CosFilesystem:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.config = config
-        self.namespace: Namespace
-        self.inodes = InodeTable(config.prefix, lambda ino: self.namespace.root_attr(ino))
+        self.inodes = InodeTable(config.prefix, root_attr(config))
         self.namespace = Namespace(store, self.inodes, config, clock)
         self.blocks = BlockCache(store, cache_dir, config.block_size_bytes, config.cache_size_bytes,
                                  config.parallel_fetches)

@@ -81,9 +81,10 @@ class InodeTable:
       no open handle.
     """
 
-    def __init__(self, root_key: str, root_attr_factory) -> None:
+    def __init__(self, root_key: str, root_attr: Attr) -> None:
         self._next_ino = ROOT_INO + 1
-        root = Inode(ROOT_INO, ROOT_INO, "", root_key, root_attr_factory(ROOT_INO), expires_at_s=float("inf"))
+        root = Inode(ROOT_INO, ROOT_INO, "", root_key, dataclasses.replace(root_attr, ino=ROOT_INO),
+                     expires_at_s=float("inf"))
         root.meta_complete = True
         self._by_ino: dict[int, Inode] = {ROOT_INO: root}
         self._by_name: dict[tuple[int, str], int] = {}

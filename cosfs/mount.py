@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import sys
 from pathlib import Path
 
@@ -93,14 +92,33 @@ def fuse_options(settings: MountSettings) -> set[str]:
     return options
 
 
+def mount_device(mountpoint: Path) -> tuple[int, int] | None:
+    """The (major, minor) of the mount at `mountpoint`, from /proc/self/mountinfo, without
+    touching the mount itself (a stat would wait for the daemon that is calling this)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == str(mountpoint):
+            major, _, minor = fields[2].partition(":")
+            found = (int(major), int(minor))  # the last one wins: stacked mounts
+    return found
+
+
 def tune_kernel(mountpoint: Path, read_ahead_kb: int) -> None:
     """Raise the kernel's read-ahead for this mount (best effort): sequential reads then
     arrive in larger requests. Logged, never fatal."""
+    device = mount_device(mountpoint)
+    if device is None:
+        log.debug("could not find %s in mountinfo; kernel read-ahead left as is", mountpoint)
+        return
+    major, minor = device
     try:
-        dev = os.stat(mountpoint).st_dev
-        bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
-        bdi.write_text(str(read_ahead_kb))
-        connection = Path(f"/sys/fs/fuse/connections/{os.minor(dev)}/max_background")
+        Path(f"/sys/class/bdi/{major}:{minor}/read_ahead_kb").write_text(str(read_ahead_kb))
+        connection = Path(f"/sys/fs/fuse/connections/{minor}/max_background")
         if connection.exists():
             connection.write_text("64")
     except OSError as exc:
@@ -247,7 +265,5 @@ def unmount(mountpoint: Path) -> int:
 
 
 def is_mountpoint(path: Path) -> bool:
-    try:
-        return os.path.ismount(path) and stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError:
-        return True  # "Transport endpoint is not connected": still a (dead) mount
+    """True when something is mounted at `path` (even a dead FUSE mount), without a stat."""
+    return mount_device(path.resolve()) is not None

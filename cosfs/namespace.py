@@ -93,10 +93,6 @@ class Namespace:
         default = self._config.default_dir_mode if kind == Kind.DIR else self._config.default_file_mode
         return type_bits | default
 
-    def root_attr(self, ino: int) -> Attr:
-        mode = stat.S_IFDIR | (0o777 & ~self._config.mp_umask)
-        return Attr(ino, mode, 0, self._config.uid, self._config.gid, time.time_ns(), nlink=2)
-
     def attr_from_meta(self, kind: Kind, meta: ObjectMeta) -> Attr:
         user = meta.user_meta
         stored_mode = _int_or_none(user.get("mode")) or _int_or_none(user.get("permissions"))
@@ -280,6 +276,12 @@ class Namespace:
     async def readlink(self, inode: Inode) -> str:
         _, body = await self._store.get_object(inode.key)
         return body.decode("utf-8", "surrogateescape")
+
+
+def root_attr(config: FsConfig) -> Attr:
+    """The mount point's own attributes: mp_umask, the mount's owner, mounted now."""
+    mode = stat.S_IFDIR | (0o777 & ~config.mp_umask)
+    return Attr(ROOT_INO, mode, 0, config.uid, config.gid, time.time_ns(), nlink=2)
 
 
 def _find(entries: list[DirEntry], name: str) -> DirEntry | None:

@@ -42,6 +42,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def access_lines(self) -> list[str]:
         if self.access_log is None or not self.access_log.exists():

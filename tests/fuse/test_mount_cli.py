@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuse.conftest import FUSERMOUNT, require_fuse, sdk_client, unmount, wait_mounted, write_passwd
+from tests.fuse.conftest import FUSERMOUNT, is_mounted, require_fuse, sdk_client, unmount, wait_mounted, write_passwd
 
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -59,12 +59,12 @@ def test_background_mount_returns_once_live_and_umount_stops_daemon(cos_server, 
     sdk_client(cos_server).put_object(Bucket=cos_server.bucket, Key="hello.txt", Body=b"hi")
     result = cosfs("mount", cos_server.bucket, str(mountpoint), "-o", ",".join(base_options(cos_server, tmp_path)))
     assert result.returncode == 0, result.stderr
-    assert os.path.ismount(mountpoint)  # live the moment the command returned
+    assert is_mounted(mountpoint)  # live the moment the command returned
     assert (mountpoint / "hello.txt").read_bytes() == b"hi"
     pid = daemon_pid(tmp_path / "daemon.log")
     result = cosfs("umount", str(mountpoint))
     assert result.returncode == 0, result.stderr
-    assert not os.path.ismount(mountpoint)
+    assert not is_mounted(mountpoint)
     assert wait_gone(pid), "the daemon did not exit after umount"
 
 
@@ -74,7 +74,7 @@ def test_sigterm_unmounts_cleanly(cos_server, mountpoint, tmp_path):
     pid = daemon_pid(tmp_path / "daemon.log")
     os.kill(pid, signal.SIGTERM)
     assert wait_gone(pid)
-    assert not os.path.ismount(mountpoint)
+    assert not is_mounted(mountpoint)
 
 
 def test_cosfs_style_and_mount_helper_and_fstab(cos_server, mountpoint, tmp_path):
@@ -98,7 +98,7 @@ def test_cosfs_style_and_mount_helper_and_fstab(cos_server, mountpoint, tmp_path
     result = subprocess.run([os.path.join(VENV_BIN, "mount.cosfs"), cos_server.bucket, str(mountpoint), "-o", opts],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert os.path.ismount(mountpoint)
+    assert is_mounted(mountpoint)
 
 
 @pytest.mark.parametrize("case", ["wrong_key", "no_bucket", "unreachable", "no_mountpoint", "not_empty",
@@ -135,4 +135,4 @@ def test_preflight_failures(case, cos_server, mountpoint, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert cos_server.secret_key not in result.stderr
-    assert not os.path.ismount(target)
+    assert not is_mounted(target)

@@ -8,7 +8,7 @@ DIR_ATTR = Attr(0, 0o040755, 0, 0, 0, 0)
 
 
 def table() -> InodeTable:
-    return InodeTable("", lambda ino: Attr(ino, 0o040755, 0, 0, 0, 0))
+    return InodeTable("", DIR_ATTR)
 
 
 def test_upsert_reuses_number_while_kind_and_key_stay():
