@@ -183,9 +183,18 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def mount_helper_main(argv: list[str] | None = None) -> int:
-    """`mount.cosfs BUCKET MOUNTPOINT [-o opts]` as mount(8) calls it; -n/-s/-v are mount's own."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = [a for a in argv if a not in ("-n", "-s", "-v")]
-    return main(["mount", *argv])
+    """`mount.cosfs BUCKET MOUNTPOINT [-o opts]` as mount(8) calls it. mount's own flags
+    (-n, -s, -v, -t TYPE) are dropped."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    kept: list[str] = []
+    skip_next = False
+    for arg in raw:
+        if skip_next:
+            skip_next = False
+        elif arg == "-t":
+            skip_next = True
+        elif arg not in ("-n", "-s", "-v") and not arg.startswith("-t"):
+            kept.append(arg)
+    return main(["mount", *kept])
 
 

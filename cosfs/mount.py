@@ -69,7 +69,7 @@ async def check_bucket(client: CosClient, cos: CosConfig) -> None:
     except NotFound:
         raise ConfigError(f"bucket {cos.bucket} does not exist at {cos.endpoint_url}") from None
     except AccessDenied as exc:
-        code = exc.code if isinstance(exc, CosError) else ""
+        code = await _denial_code(client, exc)
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
             raise ConfigError(f"COS refused the credentials for bucket {cos.bucket} ({code}): check SecretId and SecretKey") from None
         if code == "RequestTimeTooSkewed":
@@ -77,6 +77,17 @@ async def check_bucket(client: CosClient, cos: CosConfig) -> None:
         raise ConfigError(f"access to bucket {cos.bucket} denied ({code or 'AccessDenied'}): check the keys' permissions") from None
     except TransientError as exc:
         raise ConfigError(f"cannot reach {cos.endpoint_url}: {exc}") from None
+
+
+async def _denial_code(client: CosClient, exc: AccessDenied) -> str:
+    """HEAD replies carry no error body, so ask a GET (a one-key listing) for COS's code."""
+    try:
+        await client.list_objects(max_keys=1)
+    except CosError as detail:
+        return detail.code
+    except CosfsError:
+        pass
+    return exc.code if isinstance(exc, CosError) else ""
 
 
 def fuse_options(settings: MountSettings) -> set[str]:

@@ -31,3 +31,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 .venv/bin/python -c "import pyfuse3, trio, httpx, cachetools, anycrc, defusedxml, h11" \
     || { echo "setup: the virtualenv is incomplete" >&2; exit 1; }
+
+# mount(8) runs /sbin/mount.fuse.cosfs for fstab lines of type fuse.cosfs (and mount.cosfs for
+# type cosfs) with a fixed PATH, so the helpers are linked where it looks.
+if [ "$(id -u)" = 0 ]; then
+    ln -sfn "$PWD/.venv/bin/mount.cosfs" /usr/sbin/mount.fuse.cosfs
+    ln -sfn "$PWD/.venv/bin/mount.cosfs" /usr/sbin/mount.cosfs
+    ln -sfn "$PWD/.venv/bin/cosfs" /usr/local/bin/cosfs
+fi

@@ -85,12 +85,12 @@ def test_cosfs_style_and_mount_helper_and_fstab(cos_server, mountpoint, tmp_path
     assert result.returncode == 0, result.stderr
     assert os.listdir(mountpoint) == ["inside.txt"]
     assert subprocess.run([FUSERMOUNT, "-u", str(mountpoint)]).returncode == 0
-    # An fstab line, mounted by mount(8) through mount.fuse3, which runs `cosfs` from PATH.
+    # An fstab line, mounted by mount(8), which runs /sbin/mount.fuse.cosfs (scripts/setup.sh links it).
+    helper = Path("/usr/sbin/mount.fuse.cosfs")
+    assert helper.exists(), "mount.fuse.cosfs is not installed: run scripts/setup.sh as root"
     fstab = tmp_path / "fstab"
     fstab.write_text(f"{cos_server.bucket} {mountpoint} fuse.cosfs _netdev,{opts} 0 0\n")
-    env = dict(os.environ, PATH=VENV_BIN + ":" + os.environ.get("PATH", ""))
-    result = subprocess.run(["mount", "-T", str(fstab), str(mountpoint)], capture_output=True, text=True,
-                            env=env, timeout=60)
+    result = subprocess.run(["mount", "-T", str(fstab), str(mountpoint)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(mountpoint)) == ["sub"]
     assert subprocess.run([FUSERMOUNT, "-u", str(mountpoint)]).returncode == 0
@@ -113,6 +113,7 @@ def test_preflight_failures(case, cos_server, mountpoint, tmp_path):
         expected = "refused the credentials"
     elif case == "no_bucket":
         bucket = "missing-1250000000"
+        (tmp_path / "passwd").write_text(f"{cos_server.secret_id}:{cos_server.secret_key}\n")
         expected = "does not exist"
     elif case == "unreachable":
         opts[0] = "url=http://127.0.0.1:9"
