@@ -1,18 +1,22 @@
-"""BlockCache: clean object data on local disk, in fixed-size blocks keyed by (key, ETag, index).
+"""BlockCache: clean object data in fixed-size blocks keyed by (key, ETag, index).
 
-Blocks are files under `<cache_dir>/blocks/<hh>/<version-hash>.<index>`, where the version hash
-is SHA-256 of key and ETag, so a replaced object can never be served from old blocks and the
-cache survives remounts (a block is valid exactly when the object still has that ETag). Block
-files are written to a temporary name and renamed, so a crash never leaves a torn block.
+Two tiers. Recently fetched blocks stay in memory (bounded by `memory_bytes`) so a sequential
+reader is served without touching the disk; every block is also written to local disk under
+`<cache_dir>/blocks/<hh>/<version-hash>.<index>` by a worker thread, and the disk tier is
+bounded by `capacity_bytes` (least recently used evicted first). The version hash is SHA-256 of
+key and ETag, so a replaced object can never be served from old blocks, and the disk tier
+survives remounts: a block is valid exactly when the object still has that ETag. Block files
+are written under a temporary name and renamed, so a crash never leaves a torn block.
 
 Fetches are single-flight: concurrent readers of a missing block wait for one GET. A run of
-missing blocks is fetched by one ranged GET with If-Match, split into blocks as it streams in.
+missing blocks is fetched by one ranged GET with If-Match and split into blocks as it streams.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -21,9 +25,11 @@ from pathlib import Path
 import trio
 
 from cosfs.cos.store import ObjectStore
-from cosfs.errors import CacheFull, IntegrityError, ProtocolError
+from cosfs.errors import IntegrityError, ProtocolError
 
 log = logging.getLogger(__name__)
+
+Ident = tuple[str, int]  # (version hash, block index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,24 +46,32 @@ class ObjectRef:
 
 
 class BlockCache:
-    """Owner of the block files and their LRU order.
+    """Owner of cached blocks, in memory and on disk, and of their LRU orders.
 
-    Invariants: `_lru` maps (version hash, index) -> size for exactly the block files present
-    under the blocks directory; `_bytes` is the sum of those sizes and is kept at or below the
-    capacity after every insertion (least recently used evicted first); `_fetching` maps the
-    blocks currently being downloaded to the Event set when they land (or the fetch failed).
+    Invariants:
+    - `_disk` maps ident -> size for exactly the block files present; `_disk_bytes` is their
+      sum and stays <= capacity after every insertion.
+    - `_hot` maps ident -> block bytes; `_hot_bytes` is their sum and stays <= memory_bytes.
+    - A block is readable when it is in `_hot` or `_disk`. `_fetching` maps blocks being
+      downloaded to the Event set when they land or the fetch fails (then `_failures` holds
+      the error for the waiters).
+    - Disk and memory are written only from the trio thread; worker threads only write and
+      rename the temporary block file they were given.
     """
 
     def __init__(self, store: ObjectStore, cache_dir: Path, block_size_bytes: int, capacity_bytes: int,
-                 parallel_fetches: int) -> None:
+                 parallel_fetches: int, memory_bytes: int = 64 * 1024 * 1024) -> None:
         self._store = store
         self._dir = cache_dir / "blocks"
         self._block = block_size_bytes
         self._capacity = capacity_bytes
-        self._lru: collections.OrderedDict[tuple[str, int], int] = collections.OrderedDict()
-        self._bytes = 0
-        self._fetching: dict[tuple[str, int], trio.Event] = {}
-        self._failures: dict[tuple[str, int], BaseException] = {}
+        self._memory = max(memory_bytes, 2 * block_size_bytes)
+        self._disk: collections.OrderedDict[Ident, int] = collections.OrderedDict()
+        self._disk_bytes = 0
+        self._hot: collections.OrderedDict[Ident, bytearray] = collections.OrderedDict()
+        self._hot_bytes = 0
+        self._fetching: dict[Ident, trio.Event] = {}
+        self._failures: dict[Ident, BaseException] = {}
         self.limiter = trio.CapacityLimiter(parallel_fetches)
         self.hits = 0
         self.misses = 0
@@ -69,12 +83,12 @@ class BlockCache:
 
     @property
     def used_bytes(self) -> int:
-        return self._bytes
+        return self._disk_bytes
 
     def load(self) -> None:
         """Index the blocks left by an earlier mount (oldest first) and drop temp files."""
         self._dir.mkdir(parents=True, exist_ok=True)
-        found: list[tuple[float, tuple[str, int], int, Path]] = []
+        found: list[tuple[float, Ident, int]] = []
         for sub in self._dir.iterdir():
             if not sub.is_dir():
                 continue
@@ -83,36 +97,36 @@ class BlockCache:
                     path.unlink(missing_ok=True)
                     continue
                 version, _, index = path.name.partition(".")
-                if not index.isdigit():
-                    continue
-                st = path.stat()
-                found.append((st.st_atime, (version, int(index)), st.st_size, path))
+                if index.isdigit():
+                    st = path.stat()
+                    found.append((st.st_atime, (version, int(index)), st.st_size))
         found.sort()
-        for _, ident, size, _ in found:
-            self._lru[ident] = size
-            self._bytes += size
-        self._evict(0)
+        for _, ident, size in found:
+            self._disk[ident] = size
+            self._disk_bytes += size
+        self._evict_disk(0)
         if found:
-            log.info("block cache: %d blocks, %d bytes from an earlier mount", len(self._lru), self._bytes)
+            log.info("block cache: %d blocks, %d bytes from an earlier mount", len(self._disk), self._disk_bytes)
 
-    def _path(self, ident: tuple[str, int]) -> Path:
+    def _path(self, ident: Ident) -> Path:
         return self._dir / ident[0][:2] / f"{ident[0]}.{ident[1]}"
 
     def block_range(self, ref: ObjectRef, index: int) -> tuple[int, int]:
         start = index * self._block
         return start, min(start + self._block, ref.size_bytes)
 
-    def has(self, ref: ObjectRef, index: int) -> bool:
-        return (ref.version_hash, index) in self._lru
+    def _present(self, ident: Ident) -> bool:
+        return ident in self._hot or ident in self._disk
 
     def missing(self, ref: ObjectRef, first: int, last: int) -> list[int]:
         """Indexes in [first, last] neither cached nor being fetched."""
         version = ref.version_hash
         return [i for i in range(first, last + 1)
-                if (version, i) not in self._lru and (version, i) not in self._fetching]
+                if not self._present((version, i)) and (version, i) not in self._fetching]
 
-    async def read(self, ref: ObjectRef, offset: int, size: int) -> bytes:
-        """Bytes [offset, offset+size) of the object version, fetching missing blocks."""
+    async def read(self, ref: ObjectRef, offset: int, size: int) -> bytes | memoryview:
+        """Bytes [offset, offset+size) of the object version, fetching missing blocks
+        (a read-only view when one cached block holds them all)."""
         end = min(offset + size, ref.size_bytes)
         if offset >= end:
             return b""
@@ -129,12 +143,12 @@ class BlockCache:
             start, _ = self.block_range(ref, index)
             lo = max(offset, start) - start
             hi = min(end, start + self._block) - start
-            pieces.append(self._read_block(ident, lo, hi - lo))
+            pieces.append(self._read_block(ident, lo, hi))
         self.hits += (last - first + 1) - len(absent)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def _wait_for(self, ref: ObjectRef, ident: tuple[str, int]) -> None:
-        while ident not in self._lru:
+    async def _wait_for(self, ref: ObjectRef, ident: Ident) -> None:
+        while not self._present(ident):
             pending = self._fetching.get(ident)
             if pending is None:
                 failure = self._failures.pop(ident, None)
@@ -144,35 +158,40 @@ class BlockCache:
                 await self.fetch_run(ref, ident[1], ident[1])
                 continue
             await pending.wait()
-        self._lru.move_to_end(ident)
 
-    def _read_block(self, ident: tuple[str, int], offset: int, size: int) -> bytes:
+    def _read_block(self, ident: Ident, lo: int, hi: int) -> bytes | memoryview:
+        data = self._hot.get(ident)
+        if data is not None:
+            self._hot.move_to_end(ident)
+            if ident in self._disk:
+                self._disk.move_to_end(ident)
+            # A read-only view: no copy, and it keeps the block alive if it is evicted meanwhile.
+            return memoryview(data).toreadonly()[lo:hi]
+        self._disk.move_to_end(ident)
         # Block files are small and usually in the page cache: a pread costs less than a
         # thread hand-off, so it is done inline.
         fd = os.open(self._path(ident), os.O_RDONLY)
         try:
-            data = os.pread(fd, size, offset)
+            piece = os.pread(fd, hi - lo, lo)
         finally:
             os.close(fd)
-        if len(data) != size:
+        if len(piece) != hi - lo:
             raise IntegrityError(f"cached block {ident} is shorter than expected")
-        return data
+        return piece
 
     async def fetch_run(self, ref: ObjectRef, first: int, last: int) -> None:
-        """Fetch blocks first..last (those not present or in flight) with one ranged GET,
-        landing each block as soon as its bytes have arrived. Failures are raised here and
-        handed to readers waiting on the same blocks."""
-        version = ref.version_hash
-        wanted = [i for i in range(first, last + 1)
-                  if (version, i) not in self._lru and (version, i) not in self._fetching]
+        """Fetch the contiguous run of absent blocks starting at the first absent one in
+        [first, last] with one ranged GET. Failures are raised here and handed to readers
+        waiting on the same blocks."""
+        wanted = self.missing(ref, first, last)
         if not wanted:
             return
-        # Only fetch the contiguous run starting at the first wanted block.
         run = [wanted[0]]
         for i in wanted[1:]:
             if i != run[-1] + 1:
                 break
             run.append(i)
+        version = ref.version_hash
         events = {}
         for i in run:
             self._failures.pop((version, i), None)
@@ -182,7 +201,7 @@ class BlockCache:
                 await self._download(ref, run, events)
         except BaseException as exc:
             for i in run:
-                if (version, i) not in self._lru and isinstance(exc, Exception):
+                if not self._present((version, i)) and isinstance(exc, Exception):
                     self._failures[(version, i)] = exc
             raise
         finally:
@@ -191,52 +210,84 @@ class BlockCache:
                 events[i].set()
 
     async def _download(self, ref: ObjectRef, run: list[int], events: dict[int, trio.Event]) -> None:
+        """Stream the run into block buffers; each complete block is served from memory at
+        once and written to disk by a worker thread while the next one arrives."""
         start, _ = self.block_range(ref, run[0])
         _, end = self.block_range(ref, run[-1])
         version = ref.version_hash
         index = run[0]
-        buffer = bytearray()
+        block: bytearray | None = None
+        filled = 0
         async with self._store.open_object(ref.key, byte_range=(start, end - 1), if_match=ref.etag) as (_, chunks):
             async for chunk in chunks:
-                buffer += chunk
-                while index <= run[-1]:
-                    lo, hi = self.block_range(ref, index)
-                    if len(buffer) < hi - lo:
-                        break
-                    await self._store_block((version, index), bytes(buffer[: hi - lo]))
-                    del buffer[: hi - lo]
-                    self.fetched_bytes += hi - lo
-                    events[index].set()
-                    index += 1
+                view = memoryview(chunk)
+                while view and index <= run[-1]:
+                    if block is None:
+                        lo, hi = self.block_range(ref, index)
+                        block = bytearray(hi - lo)
+                        filled = 0
+                    take = min(len(view), len(block) - filled)
+                    block[filled:filled + take] = view[:take]
+                    filled += take
+                    view = view[take:]
+                    if filled == len(block):
+                        # The buffer is never written again: memory and disk tiers share it.
+                        data, block = block, None
+                        self._land_hot((version, index), data)
+                        events[index].set()
+                        await self._write_disk((version, index), data)
+                        index += 1
         if index <= run[-1]:
             raise ProtocolError(f"short body for {ref.key}: blocks {index}..{run[-1]} missing")
 
-    async def _store_block(self, ident: tuple[str, int], data: bytes) -> None:
-        path = self._path(ident)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            path.parent.mkdir(exist_ok=True)
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if exc.errno == 28:  # ENOSPC
-                raise CacheFull(f"cache disk full under {self._dir}") from exc
-            raise
-        self._evict(len(data))
-        self._lru[ident] = len(data)
-        self._bytes += len(data)
+    def _land_hot(self, ident: Ident, data: bytearray) -> None:
+        self.fetched_bytes += len(data)
+        self._hot[ident] = data
+        self._hot_bytes += len(data)
+        while self._hot_bytes > self._memory and len(self._hot) > 1:
+            _, old = self._hot.popitem(last=False)
+            self._hot_bytes -= len(old)
 
-    def _evict(self, incoming: int) -> None:
-        while self._lru and self._bytes + incoming > self._capacity:
-            ident, size = self._lru.popitem(last=False)
-            self._bytes -= size
+    async def _write_disk(self, ident: Ident, data: bytearray) -> None:
+        """Persist a block; a full disk only costs the disk copy (the block stays readable
+        from memory until evicted), other local errors are logged the same way."""
+        self._evict_disk(len(data))
+        try:
+            await trio.to_thread.run_sync(_write_block_file, self._path(ident), data)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                log.warning("block cache disk full under %s; serving from memory only", self._dir)
+            else:
+                log.warning("block cache write failed: %s", exc)
+            return
+        self._disk[ident] = len(data)
+        self._disk_bytes += len(data)
+
+    def _evict_disk(self, incoming: int) -> None:
+        while self._disk and self._disk_bytes + incoming > self._capacity:
+            ident, size = self._disk.popitem(last=False)
+            self._disk_bytes -= size
             try:
                 self._path(ident).unlink()
             except FileNotFoundError:
                 pass
 
     def check_invariants(self) -> None:
-        assert self._bytes == sum(self._lru.values())
-        assert self._bytes <= self._capacity
+        assert self._disk_bytes == sum(self._disk.values())
+        assert self._disk_bytes <= self._capacity
+        assert self._hot_bytes == sum(len(b) for b in self._hot.values())
+        assert self._hot_bytes <= self._memory or len(self._hot) <= 1
+
+
+def _write_block_file(path: Path, data: bytearray) -> None:
+    """Worker thread: write a block under a temporary name and rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+

@@ -55,7 +55,7 @@ class CosFilesystem:
         self.inodes = InodeTable(config.prefix, root_attr(config))
         self.namespace = Namespace(store, self.inodes, config, clock)
         self.blocks = BlockCache(store, cache_dir, config.block_size_bytes, config.cache_size_bytes,
-                                 config.parallel_fetches)
+                                 config.parallel_fetches, memory_bytes=config.memory_budget_bytes // 2)
         self.files: HandleTable[FileHandle] = HandleTable()
         self.dirs: HandleTable[DirHandle] = HandleTable()
         self._nursery: trio.Nursery | None = None
@@ -135,7 +135,7 @@ class CosFilesystem:
         readahead = ReadAhead(self.config.block_size_bytes, self.config.max_readahead_bytes)
         return OpenResult(self.files.add(FileHandle(inode.ino, ref, readahead)), keep_cache)
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self.files.get(fh)
         ref = handle.ref
         advice = handle.readahead.advise(offset, size, ref.size_bytes)

@@ -119,19 +119,26 @@ def mount_device(mountpoint: Path) -> tuple[int, int] | None:
     return found
 
 
-def tune_kernel(mountpoint: Path, read_ahead_kb: int) -> None:
-    """Raise the kernel's read-ahead for this mount (best effort): sequential reads then
-    arrive in larger requests. Logged, never fatal."""
+async def tune_kernel(mountpoint: Path, read_ahead_kb: int) -> None:
+    """Raise the kernel's read-ahead for this mount (best effort), so sequential reads arrive
+    in larger requests. The kernel sets it from our INIT reply, which is only sent once the
+    loop runs, so this waits for the value to stick. Logged, never fatal."""
     device = mount_device(mountpoint)
     if device is None:
         log.debug("could not find %s in mountinfo; kernel read-ahead left as is", mountpoint)
         return
     major, minor = device
+    setting = Path(f"/sys/class/bdi/{major}:{minor}/read_ahead_kb")
     try:
-        Path(f"/sys/class/bdi/{major}:{minor}/read_ahead_kb").write_text(str(read_ahead_kb))
+        for _ in range(50):
+            await trio.sleep(0.05)
+            setting.write_text(str(read_ahead_kb))
+            if setting.read_text().strip() == str(read_ahead_kb):
+                break
         connection = Path(f"/sys/fs/fuse/connections/{minor}/max_background")
         if connection.exists():
             connection.write_text("64")
+        log.debug("kernel read-ahead for %s set to %s KiB", mountpoint, setting.read_text().strip())
     except OSError as exc:
         log.debug("could not tune kernel read-ahead: %s", exc)
 
@@ -184,7 +191,7 @@ async def serve_mount(settings: MountSettings, report_ready) -> None:
             async with trio.open_nursery() as nursery:
                 fs.start(nursery)
                 nursery.start_soon(_stop_on_signals, name="signals")
-                tune_kernel(settings.mountpoint, settings.read_ahead_kb)
+                nursery.start_soon(tune_kernel, settings.mountpoint, settings.read_ahead_kb, name="tune-kernel")
                 log.info("mounted %s on %s", settings.cos.bucket, settings.mountpoint)
                 report_ready(None)
                 sd_notify("READY=1")

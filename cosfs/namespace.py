@@ -79,6 +79,8 @@ class Namespace:
             maxsize=config.max_stat_entries, ttl=config.negative_ttl_s, timer=clock)
         self._warned: LRUCache[str, bool] = LRUCache(maxsize=10_000)
         self._listing_in_flight: dict[str, trio.Event] = {}
+        # Implicit directories have no object and so no time of their own: show the mount's.
+        self._mounted_at_s = time.time()
 
     # --- attributes ----------------------------------------------------------------------
 
@@ -116,7 +118,7 @@ class Namespace:
             entry.size_bytes if entry.kind == Kind.FILE else 0,
             self._config.uid,
             self._config.gid,
-            int(entry.mtime_s * 1e9),
+            int((entry.mtime_s or self._mounted_at_s) * 1e9),
             nlink=2 if entry.kind == Kind.DIR else 1,
         )
 
