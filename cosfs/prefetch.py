@@ -6,16 +6,18 @@ from __future__ import annotations
 class ReadAhead:
     """Per open file. After each read, `advise` names the blocks worth fetching ahead.
 
-    The window starts at `initial_blocks`, doubles each time the reader crosses into a new
-    block sequentially, and falls back to nothing on a seek (a random reader costs only the
-    block it reads)."""
+    A read is sequential when it starts at or just past the furthest byte read so far (the
+    high-water mark), or, once a window is open, anywhere inside that window behind it: the
+    kernel's own read-ahead delivers neighbouring reads slightly out of order. The window
+    starts at `initial_blocks`, doubles each time the reader moves into a new block, and
+    closes on a seek, so a random reader costs only the blocks it reads."""
 
     def __init__(self, block_size_bytes: int, max_window_bytes: int, initial_blocks: int = 2) -> None:
         self._block = block_size_bytes
         self._initial = initial_blocks
         self._max_blocks = max(1, max_window_bytes // block_size_bytes)
         self._window = 0
-        self._next_offset = 0
+        self._high = 0
         self._last_block = -1
 
     @property
@@ -24,22 +26,25 @@ class ReadAhead:
 
     def advise(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
         """(first, last) block indexes to prefetch, or None."""
-        # Kernel read-ahead may deliver neighbouring reads slightly out of order.
-        sequential = abs(offset - self._next_offset) <= self._block
-        self._next_offset = offset + size
-        block = offset // self._block
-        if not sequential:
+        end = offset + size
+        behind = self._window * self._block
+        forward = self._high <= offset <= self._high + self._block
+        inside = self._window > 0 and self._high - behind <= offset < self._high
+        if not (forward or inside):
             self._window = 0
-            self._last_block = block
+            self._high = end
+            self._last_block = offset // self._block
             return None
+        block = offset // self._block
         if self._window == 0:
             self._window = self._initial
-        elif block != self._last_block:
+        elif forward and block != self._last_block:
             self._window = min(self._window * 2, self._max_blocks)
-        self._last_block = block
+        if forward:
+            self._last_block = block
+        self._high = max(self._high, end)
         last_block_of_file = max(0, (file_size - 1) // self._block)
-        first = (offset + size) // self._block
-        last = min(first + self._window - 1, last_block_of_file)
+        first = self._high // self._block
         if first > last_block_of_file:
             return None
-        return first, last
+        return first, min(first + self._window - 1, last_block_of_file)

@@ -132,13 +132,11 @@ def mount_factory(tmp_path: Path) -> Iterator:
 
 
 def count_requests(server: ServerProcess, since: int = 0) -> dict[str, int]:
-    """Requests in the server's access log since line `since`, by kind (HEAD, GET, LIST...)."""
+    """Requests in the server's access log since line `since`, by kind: LIST (GET of the bucket
+    itself), GET, HEAD, PUT, POST, DELETE. Log lines are `TIME METHOD PATH QUERY STATUS ...`."""
     counts: dict[str, int] = {}
     for line in server.access_lines()[since:]:
-        fields = line.split()
-        method, path, query = fields[1], fields[2], fields[3]
-        kind = method
-        if method == "GET" and path.rstrip("/").count("/") <= 1 and ("prefix" in query or query == "-" or "delimiter" in query):
-            kind = "LIST" if path.rstrip("/").count("/") == 1 or path.strip("/") == "" else "GET"
+        method, path = line.split()[1:3]
+        kind = "LIST" if method == "GET" and path.strip("/") == server.bucket else method
         counts[kind] = counts.get(kind, 0) + 1
     return counts

@@ -101,6 +101,16 @@ def test_cosfs_style_and_mount_helper_and_fstab(cos_server, mountpoint, tmp_path
     assert is_mounted(mountpoint)
 
 
+def test_sigv4_and_path_style_mount(cos_server, mountpoint, tmp_path):
+    """The way any S3-compatible server is mounted: AWS SigV4, path-style URLs."""
+    sdk_client(cos_server).put_object(Bucket=cos_server.bucket, Key="s3.txt", Body=b"sigv4")
+    opts = ",".join(base_options(cos_server, tmp_path) + ["sigv4", "use_path_request_style"])
+    result = cosfs("mount", cos_server.bucket, str(mountpoint), "-o", opts)
+    assert result.returncode == 0, result.stderr
+    assert (mountpoint / "s3.txt").read_bytes() == b"sigv4"
+    assert cosfs("umount", str(mountpoint)).returncode == 0
+
+
 @pytest.mark.parametrize("case", ["wrong_key", "no_bucket", "unreachable", "no_mountpoint", "not_empty",
                                   "unknown_option", "no_endpoint"])
 def test_preflight_failures(case, cos_server, mountpoint, tmp_path):

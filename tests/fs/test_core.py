@@ -1,0 +1,197 @@
+"""The FUSE-free core over MemoryStore: request counts, caches, single-flight, lookup counts."""
+
+from __future__ import annotations
+
+import errno
+import stat
+
+import pytest
+import trio
+import trio.testing
+
+from cosfs.config import FsConfig
+from cosfs.cos.memory import MemoryStore
+from cosfs.cos.store import WriteOptions
+from cosfs.errors import NotFound, Stale, errno_for
+from cosfs.filesystem import CosFilesystem
+from cosfs.inodes import ROOT_INO
+
+MiB = 1024 * 1024
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def env(tmp_path):
+    store = MemoryStore()
+    clock = Clock()
+    fs = CosFilesystem(store, FsConfig(stat_ttl_s=60, negative_ttl_s=10), tmp_path / "cache", clock=clock)
+    async with trio.open_nursery() as nursery:
+        fs.start(nursery)
+        yield store, fs, clock
+        fs.check_invariants()
+        nursery.cancel_scope.cancel()
+
+
+async def listdir(fs: CosFilesystem, ino: int, accept_all: bool = True) -> list[tuple[str, int]]:
+    fh = fs.opendir(ino)
+    got: list[tuple[str, int]] = []
+
+    def reply(name, attr, next_id):
+        got.append((name, attr.ino))
+        return True
+
+    await fs.readdir(fh, 0, reply)
+    fs.releasedir(fh)
+    return got
+
+
+async def test_readdir_costs_list_pages_only_and_is_cached(env):
+    store, fs, clock = env
+    for i in range(2500):
+        await store.put_object(f"d/f{i:05d}", b"x" * (i % 5))
+    store.counts.clear()
+    d = await fs.lookup(ROOT_INO, "d")
+    assert store.counts["head_object"] == 1 and store.counts["list_objects"] == 1  # HEAD + probe LIST
+    store.counts.clear()
+    names = await listdir(fs, d.ino)
+    assert len(names) == 2500
+    assert store.counts["list_objects"] == 3 and store.counts["head_object"] == 0
+    store.counts.clear()
+    await listdir(fs, d.ino)
+    attr = await fs.lookup(d.ino, "f00003")
+    assert attr.size_bytes == 3
+    with pytest.raises(NotFound):
+        await fs.lookup(d.ino, "absent")
+    assert sum(store.counts.values()) == 0  # all from the fresh listing
+    clock.now += 61
+    await listdir(fs, d.ino)
+    assert store.counts["list_objects"] == 3
+
+
+async def test_negative_cache_and_shadowing(env):
+    store, fs, clock = env
+    await store.put_object("both", b"file")
+    await store.put_object("both/child", b"c")
+    await store.put_object("dirmarker/", b"")
+    attr = await fs.lookup(ROOT_INO, "both")
+    assert stat.S_ISDIR(attr.mode)  # a directory shadows a file of the same name
+    assert stat.S_ISDIR((await fs.lookup(ROOT_INO, "dirmarker")).mode)
+    store.counts.clear()
+    for _ in range(3):
+        with pytest.raises(NotFound):
+            await fs.lookup(ROOT_INO, "ghost")
+    assert store.counts["head_object"] == 1
+    clock.now += 11
+    with pytest.raises(NotFound):
+        await fs.lookup(ROOT_INO, "ghost")
+    assert store.counts["head_object"] == 2
+
+
+async def test_posix_metadata_from_cosfs_headers(env):
+    store, fs, _ = env
+    meta = {"mode": str(stat.S_IFREG | 0o600), "uid": "1234", "gid": "55", "mtime": "1700000000"}
+    await store.put_object("meta.txt", b"abc", WriteOptions(user_meta=meta))
+    await store.put_object("link", b"meta.txt", WriteOptions(user_meta={"mode": str(stat.S_IFLNK | 0o777)}))
+    attr = await fs.lookup(ROOT_INO, "meta.txt")
+    assert (stat.S_IMODE(attr.mode), attr.uid, attr.gid, attr.mtime_ns) == (0o600, 1234, 55, 1700000000 * 10**9)
+    link = await fs.lookup(ROOT_INO, "link")
+    assert stat.S_ISLNK(link.mode)
+    assert await fs.readlink(link.ino) == "meta.txt"
+
+
+async def test_concurrent_readers_share_one_get_and_random_read_costs_one_block(env):
+    store, fs, _ = env
+    body = bytes(range(256)) * (16 * MiB // 256)
+    await store.put_object("big", body)
+    attr = await fs.lookup(ROOT_INO, "big")
+    opened = await fs.open(attr.ino, write=False)
+    store.counts.clear()
+    results = []
+
+    async def reader():
+        results.append(bytes(await fs.read(opened.fh, 5 * MiB + 100, 4096)))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(reader)
+    assert results == [body[5 * MiB + 100:5 * MiB + 100 + 4096]] * 10
+    assert store.counts["open_object"] == 1  # single-flight, one block
+    fs.release(opened.fh)
+
+
+async def test_sequential_read_prefetches_and_warm_read_is_free(env):
+    store, fs, _ = env
+    body = bytes(i % 251 for i in range(12 * MiB))
+    await store.put_object("seq", body)
+    attr = await fs.lookup(ROOT_INO, "seq")
+    opened = await fs.open(attr.ino, write=False)
+    out = bytearray()
+    for offset in range(0, len(body), 128 * 1024):
+        out += await fs.read(opened.fh, offset, 128 * 1024)
+        await trio.sleep(0)
+    assert bytes(out) == body
+    fs.release(opened.fh)
+    gets = store.counts["open_object"]
+    assert gets < 12  # read-ahead fetched runs of blocks, not one GET per block
+    again = await fs.open(attr.ino, write=False)
+    assert again.keep_cache  # same ETag: the kernel may keep its page cache
+    assert bytes(await fs.read(again.fh, 0, MiB)) == body[:MiB]
+    assert store.counts["open_object"] == gets
+    fs.release(again.fh)
+
+
+async def test_replaced_object_gives_stale_on_open_handle(env):
+    store, fs, clock = env
+    await store.put_object("v", b"a" * (3 * MiB))
+    attr = await fs.lookup(ROOT_INO, "v")
+    opened = await fs.open(attr.ino, write=False)
+    assert bytes(await fs.read(opened.fh, 0, 10)) == b"a" * 10
+    await store.put_object("v", b"b" * (3 * MiB))
+    with pytest.raises(Stale) as info:
+        await fs.read(opened.fh, 2 * MiB, 10)
+    assert errno_for(info.value) == errno.ESTALE
+    fs.release(opened.fh)
+    reopened = await fs.open(attr.ino, write=False)
+    assert not reopened.keep_cache
+    assert bytes(await fs.read(reopened.fh, 2 * MiB, 10)) == b"b" * 10
+    fs.release(reopened.fh)
+
+
+async def test_forget_frees_inodes(env):
+    store, fs, _ = env
+    for i in range(3000):
+        await store.put_object(f"w/{i}", b"")
+    d = await fs.lookup(ROOT_INO, "w")
+    entries = await listdir(fs, d.ino)
+    assert len(fs.inodes) == 3002
+    fs.forget([(ino, 1) for _, ino in entries] + [(d.ino, 1)])
+    assert len(fs.inodes) == 1  # only the root stays
+
+
+async def test_readdir_stops_when_the_kernel_buffer_is_full(env):
+    store, fs, _ = env
+    for i in range(10):
+        await store.put_object(f"r/{i}", b"")
+    d = await fs.lookup(ROOT_INO, "r")
+    fh = fs.opendir(d.ino)
+    taken: list[str] = []
+
+    def reply(name, attr, next_id):
+        if len(taken) == 4:
+            return False
+        taken.append(name)
+        return True
+
+    await fs.readdir(fh, 0, reply)
+    rest: list[str] = []
+    await fs.readdir(fh, 4, lambda name, attr, next_id: rest.append(name) or True)
+    fs.releasedir(fh)
+    assert taken + rest == sorted(str(i) for i in range(10))
+    fs.check_invariants()
