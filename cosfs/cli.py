@@ -99,6 +99,9 @@ def mount_settings(args: argparse.Namespace):
         max_readahead_bytes=int(values["max_readahead"]),
         fetch_size_bytes=int(values["multipart_size"]),
         parallel_fetches=int(values["parallel_count"]),
+        part_size_bytes=int(values["multipart_size"]),
+        multipart_threshold_bytes=2 * int(values["multipart_size"]),
+        write_back_delay_s=float(values["write_back_delay"]),
     )
     cache_dir = str(values["cache_dir"] or values["use_cache"])
     if not cache_dir:

@@ -79,6 +79,9 @@ class FsConfig:
     fetch_size_bytes: int = 8 * MiB  # one ranged GET fetches up to this many bytes
     parallel_fetches: int = 8
     memory_budget_bytes: int = 128 * MiB
+    part_size_bytes: int = 8 * MiB  # multipart part size (grown to fit 10,000 parts)
+    multipart_threshold_bytes: int = 16 * MiB  # larger files upload as multipart
+    write_back_delay_s: float = 0.0  # 0: close() waits for the upload
 
     def __post_init__(self) -> None:
         if self.block_size_bytes < 64 * 1024 or self.block_size_bytes & (self.block_size_bytes - 1):

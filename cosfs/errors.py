@@ -68,6 +68,16 @@ class ReadOnly(CosfsError):
     pass
 
 
+class NoSuchAttribute(CosfsError):
+    """The extended attribute does not exist."""
+
+    log_level = logging.DEBUG
+
+
+class NotPermitted(CosfsError):
+    """The operation can never work on this filesystem (hard links)."""
+
+
 class CacheFull(CosfsError):
     pass
 
@@ -177,6 +187,8 @@ ERRNO_FOR: dict[type[BaseException], int] = {
     InvalidName: errno.EINVAL,
     Unsupported: errno.ENOTSUP,
     ReadOnly: errno.EROFS,
+    NotPermitted: errno.EPERM,
+    NoSuchAttribute: errno.ENODATA,
     CacheFull: errno.ENOSPC,
     TooLarge: errno.EFBIG,
     TransientError: errno.EIO,

@@ -15,7 +15,7 @@ import os
 import pyfuse3
 
 from cosfs.errors import CosfsError, InvalidName, errno_for
-from cosfs.filesystem import CosFilesystem
+from cosfs.filesystem import Caller, CosFilesystem
 from cosfs.inodes import Attr
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,8 @@ class CosOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def open(self, inode, flags, ctx):
-        write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
-        result = await self.fs.open(inode, write)
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        result = await self.fs.open(inode, write, truncate=bool(flags & os.O_TRUNC))
         return pyfuse3.FileInfo(fh=result.fh, keep_cache=result.keep_cache)
 
     @fuse_boundary
@@ -122,12 +122,24 @@ class CosOperations(pyfuse3.Operations):
         return await self.fs.read(fh, off, size)
 
     @fuse_boundary
-    async def release(self, fh):
-        self.fs.release(fh)
+    async def write(self, fh, off, buf):
+        return await self.fs.write(fh, off, buf)
 
     @fuse_boundary
     async def flush(self, fh):
+        await self.fs.flush(fh)
+
+    @fuse_boundary
+    async def fsync(self, fh, datasync):
+        await self.fs.fsync(fh)
+
+    @fuse_boundary
+    async def fsyncdir(self, fh, datasync):
         return None
+
+    @fuse_boundary
+    async def release(self, fh):
+        self.fs.release(fh)
 
     @fuse_boundary
     async def statfs(self, ctx):
@@ -144,44 +156,68 @@ class CosOperations(pyfuse3.Operations):
         data.f_namemax = stats.max_name_bytes
         return data
 
-    # Changes: refused with EROFS until the write path lands.
+    @fuse_boundary
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        result, attr = await self.fs.create(parent_inode, decode_name(name), mode, caller(ctx))
+        return pyfuse3.FileInfo(fh=result.fh, keep_cache=result.keep_cache), self.entry(attr)
 
     @fuse_boundary
     async def setattr(self, inode, attr, fields, fh, ctx):
-        self.fs.refuse_change("setattr")
-
-    @fuse_boundary
-    async def create(self, parent_inode, name, mode, flags, ctx):
-        self.fs.refuse_change("create")
+        result = await self.fs.setattr(
+            inode,
+            size=attr.st_size if fields.update_size else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            mtime_s=attr.st_mtime_ns / 1e9 if fields.update_mtime else None,
+            fh=fh,
+        )
+        return self.entry(result)
 
     @fuse_boundary
     async def mkdir(self, parent_inode, name, mode, ctx):
-        self.fs.refuse_change("mkdir")
-
-    @fuse_boundary
-    async def unlink(self, parent_inode, name, ctx):
-        self.fs.refuse_change("unlink")
+        return self.entry(await self.fs.mkdir(parent_inode, decode_name(name), mode, caller(ctx)))
 
     @fuse_boundary
     async def rmdir(self, parent_inode, name, ctx):
-        self.fs.refuse_change("rmdir")
+        await self.fs.rmdir(parent_inode, decode_name(name))
+
+    @fuse_boundary
+    async def unlink(self, parent_inode, name, ctx):
+        await self.fs.unlink(parent_inode, decode_name(name))
 
     @fuse_boundary
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        self.fs.refuse_change("rename")
+        await self.fs.rename(parent_inode_old, decode_name(name_old), parent_inode_new, decode_name(name_new), flags)
 
     @fuse_boundary
     async def symlink(self, parent_inode, name, target, ctx):
-        self.fs.refuse_change("symlink")
+        return self.entry(await self.fs.symlink(parent_inode, decode_name(name), os.fsdecode(target), caller(ctx)))
 
     @fuse_boundary
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        self.fs.refuse_change("link")
+        self.fs.link()
 
     @fuse_boundary
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        self.fs.refuse_change("mknod")
+        return self.entry(await self.fs.mknod(parent_inode, decode_name(name), mode, caller(ctx)))
 
     @fuse_boundary
-    async def write(self, fh, off, buf):
-        self.fs.refuse_change("write")
+    async def getxattr(self, inode, name, ctx):
+        return await self.fs.getxattr(inode, decode_name(name))
+
+    @fuse_boundary
+    async def listxattr(self, inode, ctx):
+        return [n.encode() for n in await self.fs.listxattr(inode)]
+
+    @fuse_boundary
+    async def setxattr(self, inode, name, value, ctx):
+        await self.fs.setxattr(inode, decode_name(name), value)
+
+    @fuse_boundary
+    async def removexattr(self, inode, name, ctx):
+        await self.fs.removexattr(inode, decode_name(name))
+
+
+def caller(ctx) -> Caller:
+    return Caller(ctx.uid, ctx.gid, getattr(ctx, "umask", 0o022))

@@ -15,11 +15,14 @@ T = TypeVar("T")
 
 @dataclasses.dataclass
 class FileHandle:
-    """An open file: the object version it reads (pinned at open) and its read-ahead state."""
+    """An open file: the object version it reads (pinned at open; None while the file has
+    uncommitted changes, which are read from staging), its read-ahead state, and whether it
+    may write."""
 
     ino: int
-    ref: ObjectRef
+    ref: ObjectRef | None
     readahead: ReadAhead
+    writable: bool = False
 
 
 @dataclasses.dataclass

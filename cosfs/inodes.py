@@ -62,6 +62,9 @@ class Inode:
     open_count: int = 0
     # The ETag whose bytes the kernel may hold in its page cache for this inode.
     page_cache_etag: str | None = None
+    # From the last HEAD (or our own write): needed to rewrite metadata in place.
+    user_meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    content_type: str = "application/octet-stream"
 
     @property
     def kind(self) -> Kind:
@@ -169,6 +172,25 @@ class InodeTable:
         if self._by_name.get((inode.parent, inode.name)) == inode.ino:
             del self._by_name[(inode.parent, inode.name)]
         del self._by_ino[inode.ino]
+
+    def move(self, ino: int, new_parent: int, new_name: str, new_key: str) -> None:
+        """Give an inode a new name (rename); whatever had that name loses it."""
+        inode = self._by_ino[ino]
+        if self._by_name.get((inode.parent, inode.name)) == ino:
+            del self._by_name[(inode.parent, inode.name)]
+        self.unlink_name(new_parent, new_name)
+        inode.parent, inode.name, inode.key = new_parent, new_name, new_key
+        self._by_name[(new_parent, new_name)] = ino
+
+    def rekey_below(self, old_prefix: str, new_prefix: str) -> None:
+        """After a directory rename: every inode whose key starts with old_prefix."""
+        for inode in self._by_ino.values():
+            if inode.ino != ROOT_INO and inode.key.startswith(old_prefix):
+                inode.key = new_prefix + inode.key[len(old_prefix):]
+
+    def children_with_key(self, key: str) -> list[Inode]:
+        """Inodes (named or not) that stand for `key`: after a commit all of them see it."""
+        return [inode for inode in self._by_ino.values() if inode.key == key]
 
     def check_invariants(self) -> None:
         for ino, inode in self._by_ino.items():

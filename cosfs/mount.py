@@ -189,7 +189,7 @@ async def serve_mount(settings: MountSettings, report_ready) -> None:
         clean = False
         try:
             async with trio.open_nursery() as nursery:
-                fs.start(nursery)
+                await fs.start(nursery)
                 nursery.start_soon(_stop_on_signals, name="signals")
                 nursery.start_soon(tune_kernel, settings.mountpoint, settings.read_ahead_kb, name="tune-kernel")
                 log.info("mounted %s on %s", settings.cos.bucket, settings.mountpoint)
@@ -197,6 +197,13 @@ async def serve_mount(settings: MountSettings, report_ready) -> None:
                 sd_notify("READY=1")
                 await pyfuse3.main()
                 sd_notify("STOPPING=1")
+                pending = len(fs.staging)
+                if pending:
+                    log.info("unmounting: committing %d file(s) with pending changes", pending)
+                failed = await fs.drain()
+                if failed:
+                    log.error("%d file(s) could not be uploaded; their data stays in %s and the next mount "
+                              "with this cache directory uploads it", failed, cache_dir / "staging")
                 nursery.cancel_scope.cancel()
             clean = True
         finally:

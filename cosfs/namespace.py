@@ -28,6 +28,7 @@ from cosfs.config import FsConfig
 from cosfs.cos.store import ListEntry, ObjectMeta, ObjectStore
 from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotFound
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
+from cosfs.staging import DirtyFile, StagingArea
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,11 @@ class Namespace:
     this mount creates it.
     """
 
-    def __init__(self, store: ObjectStore, inodes: InodeTable, config: FsConfig,
+    def __init__(self, store: ObjectStore, inodes: InodeTable, config: FsConfig, staging: StagingArea,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._inodes = inodes
+        self._staging = staging
         self._config = config
         self._clock = clock
         self._listings: TTLCache[str, list[DirEntry]] = TTLCache(
@@ -131,11 +133,51 @@ class Namespace:
     # --- listing -------------------------------------------------------------------------
 
     async def list_dir(self, directory: Inode) -> list[DirEntry]:
-        """The directory's entries, from the listing cache or from LIST (all pages).
-        Concurrent callers for one prefix share one listing."""
+        """The directory's entries: the listing (cached or from LIST, all pages), merged with
+        files this mount has written but not committed yet."""
         if directory.kind != Kind.DIR:
             raise NotADirectory(directory.key)
-        prefix = directory.key
+        return self._merge_dirty(directory.key, await self._listing(directory.key))
+
+    def _merge_dirty(self, prefix: str, entries: list[DirEntry]) -> list[DirEntry]:
+        dirty = self._staging.under(prefix)
+        if not dirty:
+            return entries
+        merged = {e.name: e for e in entries}
+        for item in dirty:
+            rest = item.key[len(prefix):]
+            name, slash, _ = rest.partition("/")
+            if not usable_name(name):
+                continue
+            if slash:
+                merged.setdefault(name, DirEntry(name, Kind.DIR, prefix + name + "/"))
+            elif merged.get(name, None) is None or merged[name].kind != Kind.DIR:
+                merged[name] = DirEntry(name, Kind.FILE, item.key, item.size, None, item.mtime_s)
+        return sorted(merged.values(), key=lambda e: e.name)
+
+    def note_entry(self, prefix: str, entry: DirEntry) -> None:
+        """Our own change made `entry` exist: put it in the cached listing, drop negatives."""
+        self.forget_negative(prefix, entry.name)
+        listing = self._listings.get(prefix)
+        if listing is None:
+            return
+        index = bisect.bisect_left(listing, entry.name, key=lambda e: e.name)
+        if index < len(listing) and listing[index].name == entry.name:
+            listing[index] = entry
+        else:
+            listing.insert(index, entry)
+
+    def note_removed(self, prefix: str, name: str) -> None:
+        """Our own change removed `name`: drop it from the cached listing."""
+        listing = self._listings.get(prefix)
+        if listing is None:
+            return
+        index = bisect.bisect_left(listing, name, key=lambda e: e.name)
+        if index < len(listing) and listing[index].name == name:
+            del listing[index]
+
+    async def _listing(self, prefix: str) -> list[DirEntry]:
+        """Concurrent callers for one prefix share one LIST walk."""
         while True:
             cached = self._listings.get(prefix)
             if cached is not None:
@@ -219,9 +261,12 @@ class Namespace:
         existing = self._inodes.child(parent.ino, name)
         if existing is not None and existing.expires_at_s > self._clock():
             return existing
+        dirty = self._staging.get(parent.key + name)
+        if dirty is not None:
+            return self.inode_for_dirty(parent, name, dirty)
         listing = self._listings.get(parent.key)
         if listing is not None:
-            entry = _find(listing, name)
+            entry = _find(self._merge_dirty(parent.key, listing), name)
             if entry is None:
                 raise NotFound(parent.key + name)
             return self.inode_for_entry(parent, entry)
@@ -258,17 +303,44 @@ class Namespace:
         self._negative[(parent.key, name)] = True
         raise NotFound(key)
 
+    def attr_for_dirty(self, dirty: DirtyFile) -> Attr:
+        user = dirty.options.user_meta
+        mode = _int_or_none(user.get("mode"))
+        kind = Kind.SYMLINK if mode is not None and stat.S_ISLNK(mode) else Kind.FILE
+        uid = _int_or_none(user.get("uid"))
+        gid = _int_or_none(user.get("gid"))
+        return Attr(0, self._mode(kind, mode), dirty.size, self._config.uid if uid is None else uid,
+                    self._config.gid if gid is None else gid, int(dirty.mtime_s * 1e9))
+
+    def inode_for_dirty(self, parent: Inode, name: str, dirty: DirtyFile) -> Inode:
+        existing = self._inodes.child(parent.ino, name)
+        etag = existing.etag if existing is not None and existing.key == dirty.key else None
+        inode = self._inodes.upsert(parent.ino, name, dirty.key, self.attr_for_dirty(dirty), etag=etag,
+                                    expires_at_s=self._expiry(), meta_complete=True)
+        inode.user_meta = dict(dirty.options.user_meta)
+        inode.content_type = dirty.options.content_type
+        return inode
+
     def inode_from_head(self, parent: Inode, name: str, head: ObjectMeta) -> Inode:
         kind = Kind.FILE
         mode = _int_or_none(head.user_meta.get("mode"))
         if mode is not None and stat.S_ISLNK(mode):
             kind = Kind.SYMLINK
-        return self._inodes.upsert(parent.ino, name, head.key, self.attr_from_meta(kind, head),
-                                   etag=head.etag, expires_at_s=self._expiry(), meta_complete=True)
+        inode = self._inodes.upsert(parent.ino, name, head.key, self.attr_from_meta(kind, head),
+                                    etag=head.etag, expires_at_s=self._expiry(), meta_complete=True)
+        inode.user_meta = dict(head.user_meta)
+        inode.content_type = head.content_type
+        return inode
 
     async def refresh(self, inode: Inode) -> Inode:
-        """Fresh attributes for a file from HEAD (after its TTL ran out, or at open)."""
+        """Fresh attributes for a file from HEAD (after its TTL ran out, or at open); a file
+        with uncommitted changes answers from its staged state."""
         if inode.kind == Kind.DIR or inode.ino == ROOT_INO:
+            inode.expires_at_s = self._expiry()
+            return inode
+        dirty = self._staging.get(inode.key)
+        if dirty is not None:
+            inode.attr = dataclasses.replace(self.attr_for_dirty(dirty), ino=inode.ino)
             inode.expires_at_s = self._expiry()
             return inode
         head = await self._store.head_object(inode.key)
@@ -278,6 +350,17 @@ class Namespace:
     async def readlink(self, inode: Inode) -> str:
         _, body = await self._store.get_object(inode.key)
         return body.decode("utf-8", "surrogateescape")
+
+    async def is_empty(self, directory: Inode) -> bool:
+        """No object below the prefix but its own marker, and nothing staged below it."""
+        if self._staging.under(directory.key):
+            return False
+        page = await self._store.list_objects(directory.key, max_keys=2)
+        keys = [e.key for e in page.entries if e.key != directory.key]
+        return not keys and not page.common_prefixes
+
+    def expiry(self) -> float:
+        return self._expiry()
 
 
 def root_attr(config: FsConfig) -> Attr:

@@ -60,6 +60,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_readahead", "size", 64 * MiB, "largest read-ahead window per open file (bare number = MB)", unit_bytes=MiB),
     Option("parallel_count", "int", 8, "parallel ranged GETs (and, later, part uploads)"),
     Option("multipart_size", "size", 8 * MiB, "bytes per ranged GET and multipart part (bare number = MB, as in COSFS)", unit_bytes=MiB),
+    Option("write_back_delay", "float", 0.0, "0: close() returns once the upload is committed; N: close() returns at once (change journaled) and the upload starts N seconds later"),
     Option("retries", "int", 5, "retries of a failed request"),
     Option("connect_timeout", "float", 10.0, "seconds to connect"),
     Option("readwrite_timeout", "float", 60.0, "seconds a request may wait for data"),

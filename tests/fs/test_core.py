@@ -33,7 +33,7 @@ async def env(tmp_path):
     clock = Clock()
     fs = CosFilesystem(store, FsConfig(stat_ttl_s=60, negative_ttl_s=10), tmp_path / "cache", clock=clock)
     async with trio.open_nursery() as nursery:
-        fs.start(nursery)
+        await fs.start(nursery)
         yield store, fs, clock
         fs.check_invariants()
         nursery.cancel_scope.cancel()

@@ -1,0 +1,262 @@
+"""StagingArea: written-but-not-committed file data on local disk, with a journal.
+
+A dirty file is a sparse staging file holding the bytes the application wrote, at their own
+offsets, plus a record of which ranges they are (`written`). Everything else reads from the
+base object (the version the file was opened on, below `base_limit`) or as zeros. So a 4 KiB
+write into a 10 GiB object stages 4 KiB, and the uploader copies the untouched ranges
+server-side.
+
+The journal is `<key hash>.json` beside `<key hash>.data` under `<cache_dir>/staging/`. It is
+rewritten (temp file, fsync, rename) at every point where the application is told its data
+is safe (flush/close, fsync) and at truncation, so after a crash the next mount with the same
+cache directory finds every acknowledged change and commits it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from cosfs.blocks import ObjectRef
+from cosfs.cos.store import WriteOptions
+from cosfs.errors import CacheFull
+from cosfs.ranges import RangeSet
+
+log = logging.getLogger(__name__)
+
+JOURNAL_VERSION = 1
+
+
+@dataclasses.dataclass
+class DirtyFile:
+    """One file with changes not yet committed to COS.
+
+    Invariants: `written` lies within [0, size); bytes in `written` are in the staging file at
+    the same offsets; bytes outside it below `base_limit` come from `base`, and the rest are
+    zeros. `generation` grows with every change; `committed_generation` is the generation the
+    object in COS reflects (the file is clean when they are equal).
+    """
+
+    key: str
+    data_path: Path
+    base: ObjectRef | None
+    base_limit: int
+    size: int
+    written: RangeSet
+    options: WriteOptions
+    mtime_s: float
+    generation: int = 1
+    committed_generation: int = 0
+    # The commit in flight, for status: bytes uploaded of `uploading_total`.
+    uploading_total: int = 0
+    uploaded: int = 0
+    last_error: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return self.committed_generation == self.generation
+
+    def pieces(self, offset: int, end: int) -> Iterator[tuple[int, int, str]]:
+        """(start, stop, source) covering [offset, end): source is 'staged', 'base' or 'zero'."""
+        for a, b, inside in self.written.split(offset, end):
+            if inside:
+                yield a, b, "staged"
+                continue
+            limit = self.base_limit if self.base is not None else 0
+            if a < limit:
+                yield a, min(b, limit), "base"
+                if b > limit:
+                    yield limit, b, "zero"
+            else:
+                yield a, b, "zero"
+
+
+class StagingArea:
+    """Owner of dirty files, keyed by object key.
+
+    Invariants: `_files[key].key == key`; each DirtyFile's data file exists while it is in
+    `_files`; a journal file exists for every DirtyFile that was ever acknowledged.
+    """
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._dir = cache_dir / "staging"
+        self._files: dict[str, DirtyFile] = {}
+        self._fds: dict[str, int] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._files
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def get(self, key: str) -> DirtyFile | None:
+        return self._files.get(key)
+
+    def files(self) -> list[DirtyFile]:
+        return list(self._files.values())
+
+    def under(self, prefix: str) -> list[DirtyFile]:
+        return [f for k, f in self._files.items() if k.startswith(prefix)]
+
+    def _stem(self, key: str) -> Path:
+        return self._dir / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:48]
+
+    def _fd(self, dirty: DirtyFile) -> int:
+        fd = self._fds.get(dirty.key)
+        if fd is None:
+            fd = os.open(dirty.data_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fds[dirty.key] = fd
+        return fd
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self, key: str, base: ObjectRef | None, size: int, options: WriteOptions) -> DirtyFile:
+        """A dirty file for `key`: `base` is the object it starts from (None for a new or
+        truncated file), `size` its current size."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        stem = self._stem(key)
+        data_path = stem.with_suffix(".data")
+        with _disk_errors():
+            fd = os.open(data_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._fds[key] = fd
+        dirty = DirtyFile(key, data_path, base, base.size_bytes if base else 0, size, RangeSet(), options, time.time())
+        self._files[key] = dirty
+        return dirty
+
+    def drop(self, key: str) -> None:
+        """Forget a dirty file and its disk files (after commit, or after unlink)."""
+        self._files.pop(key, None)
+        fd = self._fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+        stem = self._stem(key)
+        for suffix in (".json", ".data"):
+            stem.with_suffix(suffix).unlink(missing_ok=True)
+
+    def rekey(self, old: str, new: str) -> None:
+        """Move a dirty file to another key (rename of a file never uploaded)."""
+        dirty = self._files.pop(old)
+        fd = self._fds.pop(old, None)
+        if fd is not None:
+            os.close(fd)
+        old_stem, new_stem = self._stem(old), self._stem(new)
+        self.drop(new)
+        os.replace(dirty.data_path, new_stem.with_suffix(".data"))
+        old_stem.with_suffix(".json").unlink(missing_ok=True)
+        dirty.key = new
+        dirty.data_path = new_stem.with_suffix(".data")
+        dirty.generation += 1
+        self._files[new] = dirty
+        self.save(dirty)
+
+    # --- data ----------------------------------------------------------------------------
+
+    def write(self, dirty: DirtyFile, offset: int, data: bytes) -> None:
+        fd = self._fd(dirty)
+        view = memoryview(data)
+        position = offset
+        with _disk_errors():
+            while view:
+                written = os.pwrite(fd, view, position)
+                view = view[written:]
+                position += written
+        dirty.written.add(offset, offset + len(data))
+        dirty.size = max(dirty.size, offset + len(data))
+        dirty.mtime_s = time.time()
+        dirty.generation += 1
+
+    def read_staged(self, dirty: DirtyFile, start: int, stop: int) -> bytes:
+        data = os.pread(self._fd(dirty), stop - start, start)
+        # A sparse tail the data file does not reach reads as zeros.
+        return data + bytes(stop - start - len(data))
+
+    def truncate(self, dirty: DirtyFile, size: int) -> None:
+        if size < dirty.size:
+            dirty.written.remove(size, dirty.size)
+            dirty.base_limit = min(dirty.base_limit, size)
+            with _disk_errors():
+                os.ftruncate(self._fd(dirty), size)
+        dirty.size = size
+        dirty.mtime_s = time.time()
+        dirty.generation += 1
+
+    # --- journal -------------------------------------------------------------------------
+
+    def save(self, dirty: DirtyFile) -> None:
+        """Make the dirty file's data and state durable on local disk."""
+        record = {
+            "version": JOURNAL_VERSION,
+            "key": dirty.key,
+            "base": None if dirty.base is None else [dirty.base.key, dirty.base.etag, dirty.base.size_bytes],
+            "base_limit": dirty.base_limit,
+            "size": dirty.size,
+            "written": dirty.written.to_list(),
+            "content_type": dirty.options.content_type,
+            "user_meta": dict(dirty.options.user_meta),
+            "mtime_s": dirty.mtime_s,
+        }
+        path = self._stem(dirty.key).with_suffix(".json")
+        tmp = path.with_suffix(".json.tmp")
+        with _disk_errors():
+            os.fsync(self._fd(dirty))
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(self._dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def recover(self) -> list[DirtyFile]:
+        """Dirty files journaled by an earlier mount (their data files must exist)."""
+        if not self._dir.exists():
+            return []
+        recovered = []
+        for path in sorted(self._dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                data_path = path.with_suffix(".data")
+                if record.get("version") != JOURNAL_VERSION or not data_path.exists():
+                    raise ValueError("unusable journal entry")
+                base = ObjectRef(*record["base"]) if record["base"] else None
+                dirty = DirtyFile(
+                    record["key"], data_path, base, record["base_limit"], record["size"],
+                    RangeSet(tuple(r) for r in record["written"]),
+                    WriteOptions(content_type=record["content_type"], user_meta=record["user_meta"]),
+                    record["mtime_s"],
+                )
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("staging journal %s is unusable (%s); kept for inspection", path, exc)
+                continue
+            self._files[dirty.key] = dirty
+            recovered.append(dirty)
+        for leftover in self._dir.glob("*.json.tmp"):
+            leftover.unlink(missing_ok=True)
+        return recovered
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+class _disk_errors:
+    """A full cache disk becomes CacheFull (ENOSPC for the writer); nothing else changes."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CacheFull("the cache disk is full: the write was not staged") from exc
+        return False
