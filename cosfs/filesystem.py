@@ -110,7 +110,8 @@ class CosFilesystem:
                                  config.parallel_fetches, memory_bytes=config.memory_budget_bytes // 2)
         self.uploader = Uploader(store, self._read_dirty_range, part_bytes=config.part_size_bytes,
                                  multipart_threshold_bytes=config.multipart_threshold_bytes,
-                                 parallel_parts=config.parallel_fetches)
+                                 parallel_parts=config.parallel_fetches,
+                                 on_upload_id=lambda dirty: self.staging.save(dirty, data=False))
         self.renames = RenameJournal(cache_dir, store)
         self.files: HandleTable[FileHandle] = HandleTable()
         self.dirs: HandleTable[DirHandle] = HandleTable()
@@ -124,10 +125,14 @@ class CosFilesystem:
         """Attach the nursery, load the block cache, and finish what a crash interrupted:
         journaled renames first, then journaled uploads."""
         self._nursery = nursery
+        self.uploader.start(nursery)
         self.blocks.load()
         await self.renames.recover()
         for dirty in self.staging.recover():
             log.warning("finishing the upload of %s journaled by an earlier mount", dirty.key)
+            for upload_id in dirty.upload_ids:  # interrupted uploads of ours: start afresh
+                await self.uploader.abort(dirty.key, upload_id)
+            dirty.upload_ids.clear()
             self._schedule_commit(dirty.key, delay_s=0)
 
     def _lock(self, key: str) -> trio.Lock:
@@ -135,6 +140,13 @@ class CosFilesystem:
         if lock is None:
             lock = self._key_locks[key] = trio.Lock()
         return lock
+
+    def _discard(self, key: str) -> None:
+        """Forget a key's staged changes (and any upload streaming them)."""
+        dirty = self.staging.get(key)
+        if dirty is not None:
+            self.uploader.abandon(dirty)
+            self.staging.drop(key)
 
     def _check_writable(self) -> None:
         if self.config.read_only:
@@ -252,7 +264,7 @@ class CosFilesystem:
         now = time.time()
         meta = posix_meta(stat.S_IFREG | (mode & 0o7777 & ~caller.umask), caller.uid, caller.gid, now)
         async with self._lock(key):
-            self.staging.drop(key)
+            self._discard(key)
             dirty = self.staging.start(key, None, 0, WriteOptions(content_type=content_type_for(name), user_meta=meta))
         self.namespace.forget_negative(parent.key, name)
         inode = self.namespace.inode_for_dirty(parent, name, dirty)
@@ -278,7 +290,9 @@ class CosFilesystem:
                 if dirty is None:
                     dirty = self.staging.start(inode.key, None, 0, self._options_of(inode))
                 else:
+                    old_size = dirty.size
                     self.staging.truncate(dirty, 0)
+                    self.uploader.after_write(dirty, 0, old_size)
             inode.attr = dataclasses.replace(inode.attr, size_bytes=0)
         ref = None
         keep_cache = False
@@ -339,6 +353,7 @@ class CosFilesystem:
         async with self._lock(inode.key):
             dirty = await self._dirty_for(inode)
             self.staging.write(dirty, offset, data)
+            self.uploader.after_write(dirty, offset, offset + len(data))
         inode.attr = dataclasses.replace(inode.attr, size_bytes=dirty.size, mtime_ns=int(dirty.mtime_s * 1e9))
         return len(data)
 
@@ -401,7 +416,9 @@ class CosFilesystem:
                     dirty = self.staging.start(inode.key, None, 0, self._options_of(inode))
                 else:
                     dirty = await self._dirty_for(inode)
+                    old_size = dirty.size
                     self.staging.truncate(dirty, size)
+                    self.uploader.after_write(dirty, min(old_size, size), max(old_size, size))
                 self.staging.save(dirty)
             inode.attr = dataclasses.replace(inode.attr, size_bytes=size, mtime_ns=int(dirty.mtime_s * 1e9))
             if fh is None:  # truncate(2) by path: nothing will flush it later
@@ -492,7 +509,7 @@ class CosFilesystem:
         if inode.kind == Kind.DIR:
             raise IsADirectory(inode.key)
         async with self._lock(inode.key):
-            self.staging.drop(inode.key)
+            self._discard(inode.key)
             await self.store.delete_object(inode.key)
         self.namespace.note_removed(parent.key, name)
         self.inodes.unlink_name(parent.ino, name)
@@ -506,7 +523,7 @@ class CosFilesystem:
         meta = posix_meta(stat.S_IFLNK | 0o777, caller.uid, caller.gid, time.time())
         body = target.encode("utf-8", "surrogateescape")
         result = await self.store.put_object(key, body, WriteOptions(user_meta=meta))
-        entry = DirEntry(name, Kind.FILE, key, len(body), result.etag, time.time())
+        entry = DirEntry(name, Kind.SYMLINK, key, len(body), result.etag, time.time())
         self.namespace.note_entry(parent.key, entry)
         attr = Attr(0, stat.S_IFLNK | 0o777, len(body), caller.uid, caller.gid, time.time_ns())
         inode = self.inodes.upsert(parent.ino, name, key, attr, etag=result.etag,
@@ -555,9 +572,10 @@ class CosFilesystem:
         old_key, new_key = source.key, new_parent.key + new_name
         async with self._lock(old_key), self._lock(new_key):
             dirty = self.staging.get(old_key)
-            self.staging.drop(new_key)  # a pending write to the target is overwritten
+            self._discard(new_key)  # a pending write to the target is overwritten
             if dirty is not None and dirty.base is None:
                 # Never committed under the old name: move the staged file, no server copy.
+                self.uploader.abandon(dirty)
                 self.staging.rekey(old_key, new_key)
                 await self.store.delete_object(old_key)
             else:
@@ -567,7 +585,7 @@ class CosFilesystem:
                 await self.store.delete_object(old_key)
         self.namespace.note_removed(old_parent.key, source.name)
         self.inodes.move(source.ino, new_parent.ino, new_name, new_key)
-        self.namespace.note_entry(new_parent.key, DirEntry(new_name, Kind.FILE, new_key, source.attr.size_bytes,
+        self.namespace.note_entry(new_parent.key, DirEntry(new_name, source.kind, new_key, source.attr.size_bytes,
                                                            source.etag, source.attr.mtime_ns / 1e9))
         for handle in self.files.values():
             if handle.ino == source.ino and handle.ref is not None:

@@ -117,7 +117,7 @@ class Namespace:
         return Attr(
             0,
             self._mode(entry.kind, None),
-            entry.size_bytes if entry.kind == Kind.FILE else 0,
+            0 if entry.kind == Kind.DIR else entry.size_bytes,
             self._config.uid,
             self._config.gid,
             int((entry.mtime_s or self._mounted_at_s) * 1e9),

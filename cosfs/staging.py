@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import WriteOptions
@@ -58,6 +59,11 @@ class DirtyFile:
     uploading_total: int = 0
     uploaded: int = 0
     last_error: str = ""
+    # The multipart upload that receives parts while the file is written (uploader's
+    # StreamingUpload), None when the file will upload at close.
+    stream: Any = None
+    # Multipart upload ids of ours that a crash may leave behind: aborted at recovery.
+    upload_ids: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -189,8 +195,8 @@ class StagingArea:
 
     # --- journal -------------------------------------------------------------------------
 
-    def save(self, dirty: DirtyFile) -> None:
-        """Make the dirty file's data and state durable on local disk."""
+    def save(self, dirty: DirtyFile, *, data: bool = True) -> None:
+        """Make the dirty file's state (and, unless data=False, its data) durable on disk."""
         record = {
             "version": JOURNAL_VERSION,
             "key": dirty.key,
@@ -201,11 +207,13 @@ class StagingArea:
             "content_type": dirty.options.content_type,
             "user_meta": dict(dirty.options.user_meta),
             "mtime_s": dirty.mtime_s,
+            "upload_ids": list(dirty.upload_ids),
         }
         path = self._stem(dirty.key).with_suffix(".json")
         tmp = path.with_suffix(".json.tmp")
         with _disk_errors():
-            os.fsync(self._fd(dirty))
+            if data:
+                os.fsync(self._fd(dirty))
             with open(tmp, "w", encoding="utf-8") as handle:
                 json.dump(record, handle)
                 handle.flush()
@@ -234,6 +242,7 @@ class StagingArea:
                     RangeSet(tuple(r) for r in record["written"]),
                     WriteOptions(content_type=record["content_type"], user_meta=record["user_meta"]),
                     record["mtime_s"],
+                    upload_ids=list(record.get("upload_ids", [])),
                 )
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("staging journal %s is unusable (%s); kept for inspection", path, exc)

@@ -63,22 +63,185 @@ def plan_parts(dirty: DirtyFile, part_bytes: int) -> list[PartPlan]:
 ReadRange = Callable[[DirtyFile, int, int], Awaitable[bytes]]
 
 
+@dataclasses.dataclass
+class StreamingUpload:
+    """A multipart upload that takes parts while the application is still writing.
+
+    Invariants: `versions[n]` counts the changes to part n's byte range since the stream
+    began; `parts[n] = (info, version)` says part n was uploaded from the staged bytes as they
+    were at that version, so it is current while the version is unchanged and its size still
+    matches the part's range. `started` is set once `upload_id` is known (or initiation failed,
+    then `failed` holds why and the commit falls back to a fresh upload).
+    """
+
+    key: str
+    part_bytes: int
+    upload_id: str | None = None
+    started: trio.Event = dataclasses.field(default_factory=trio.Event)
+    versions: dict[int, int] = dataclasses.field(default_factory=dict)
+    parts: dict[int, tuple[PartInfo, int]] = dataclasses.field(default_factory=dict)
+    in_flight: dict[int, trio.Event] = dataclasses.field(default_factory=dict)
+    next_part: int = 1
+    failed: BaseException | None = None
+
+    def part_range(self, number: int, size: int) -> tuple[int, int]:
+        start = (number - 1) * self.part_bytes
+        return start, min(start + self.part_bytes, size)
+
+    def touch(self, start: int, end: int) -> None:
+        """Bytes [start, end) changed: parts over them must be uploaded again."""
+        if end <= start:
+            return
+        for number in range(start // self.part_bytes + 1, (end - 1) // self.part_bytes + 2):
+            self.versions[number] = self.versions.get(number, 0) + 1
+
+    def current(self, number: int, size: int) -> bool:
+        uploaded = self.parts.get(number)
+        if uploaded is None:
+            return False
+        info, version = uploaded
+        start, end = self.part_range(number, size)
+        return version == self.versions.get(number, 0) and info.size_bytes == end - start
+
+
 class Uploader:
-    """Commits dirty files. Stateless between commits apart from its limiter: the state of
-    a commit in flight lives in the DirtyFile (for status) and on the stack."""
+    """Commits dirty files, and streams parts of files written sequentially from the start
+    while they are being written. The state of an upload lives in its DirtyFile (`stream`,
+    progress counters); the uploader itself only holds the limiter and the nursery."""
 
     def __init__(self, store: ObjectStore, read_range: ReadRange, *, part_bytes: int, multipart_threshold_bytes: int,
-                 parallel_parts: int) -> None:
+                 parallel_parts: int, on_upload_id: Callable[[DirtyFile], None] | None = None) -> None:
         self._store = store
         self._read = read_range
         self._part_bytes = part_bytes
         self._threshold = multipart_threshold_bytes
         self._limiter = trio.CapacityLimiter(parallel_parts)
+        self._nursery: trio.Nursery | None = None
+        self._on_upload_id = on_upload_id
+
+    def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def _remember_upload(self, dirty: DirtyFile, upload_id: str) -> None:
+        """Journal the id, so a crash cannot leave an upload of ours behind unaborted."""
+        dirty.upload_ids.append(upload_id)
+        if self._on_upload_id is not None:
+            self._on_upload_id(dirty)
+
+    # --- streaming while the application writes --------------------------------------------
+
+    def after_write(self, dirty: DirtyFile, start: int, end: int) -> None:
+        """Called after every staged change (no await): start or feed the streaming upload."""
+        stream: StreamingUpload | None = dirty.stream
+        if stream is not None:
+            stream.touch(start, end)
+        elif (self._nursery is not None and dirty.base is None and dirty.size > self._threshold
+              and dirty.written.covers(0, dirty.size)
+              and dirty.size <= self._part_bytes * MAX_PARTS // 2):
+            stream = dirty.stream = StreamingUpload(dirty.key, part_size_for(0, self._part_bytes))
+            self._nursery.start_soon(self._initiate, dirty, stream, name=f"initiate {dirty.key}")
+        if stream is None or stream.failed is not None:
+            return
+        # Parts that are complete and not the last can go now.
+        while stream.next_part * stream.part_bytes < dirty.size:
+            number = stream.next_part
+            first, last = stream.part_range(number, dirty.size)
+            if not dirty.written.covers(first, last):
+                break
+            stream.next_part += 1
+            assert self._nursery is not None
+            stream.in_flight[number] = trio.Event()
+            self._nursery.start_soon(self._stream_part, dirty, stream, number, name=f"part {number} of {dirty.key}")
+
+    async def _initiate(self, dirty: DirtyFile, stream: StreamingUpload) -> None:
+        try:
+            stream.upload_id = await self._store.create_multipart_upload(dirty.key, dirty.options)
+            self._remember_upload(dirty, stream.upload_id)
+        except CosfsError as exc:
+            stream.failed = exc
+            log.info("streaming upload of %s could not start (%s); it will upload at close", dirty.key, exc)
+        finally:
+            stream.started.set()
+
+    async def _stream_part(self, dirty: DirtyFile, stream: StreamingUpload, number: int) -> None:
+        try:
+            await stream.started.wait()
+            if stream.failed is None and dirty.stream is stream:
+                await self._upload_stream_part(dirty, stream, number)
+        except CosfsError as exc:
+            log.info("streamed part %d of %s failed (%s); it will be sent again at close", number, dirty.key, exc)
+        finally:
+            stream.in_flight.pop(number).set()
+
+    async def _upload_stream_part(self, dirty: DirtyFile, stream: StreamingUpload, number: int) -> None:
+        async with self._limiter:
+            assert stream.upload_id is not None
+            version = stream.versions.get(number, 0)
+            first, last = stream.part_range(number, dirty.size)
+            body = await self._read(dirty, first, last)
+            info = await self._store.upload_part(dirty.key, stream.upload_id, number, body)
+            stream.parts[number] = (dataclasses.replace(info, size_bytes=len(body)), version)
+
+    def abandon(self, dirty: DirtyFile) -> None:
+        """The file's streamed upload is no longer wanted (unlink, truncate to zero...)."""
+        stream: StreamingUpload | None = dirty.stream
+        dirty.stream = None
+        if stream is not None and self._nursery is not None:
+            self._nursery.start_soon(self._abort_stream, stream, name=f"abort {stream.key}")
+
+    async def _abort_stream(self, stream: StreamingUpload) -> None:
+        await stream.started.wait()
+        for event in list(stream.in_flight.values()):
+            await event.wait()
+        if stream.upload_id is not None:
+            await self.abort(stream.key, stream.upload_id)
+
+    async def abort(self, key: str, upload_id: str) -> None:
+        try:
+            await self._store.abort_multipart_upload(key, upload_id)
+        except CosfsError as exc:
+            log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, exc)
+
+    async def _finish_stream(self, dirty: DirtyFile, stream: StreamingUpload) -> PutResult:
+        """Complete a streamed upload: send the parts that are missing or changed since."""
+        await stream.started.wait()
+        for event in list(stream.in_flight.values()):
+            await event.wait()
+        if stream.failed is not None or stream.upload_id is None:
+            raise stream.failed or CosfsError("streaming upload never started")
+        count = max(1, -(-dirty.size // stream.part_bytes))
+        dirty.uploaded = sum(stream.part_range(n, dirty.size)[1] - stream.part_range(n, dirty.size)[0]
+                             for n in range(1, count + 1) if stream.current(n, dirty.size))
+
+        async def resend(number: int) -> None:
+            await self._upload_stream_part(dirty, stream, number)
+            first, last = stream.part_range(number, dirty.size)
+            dirty.uploaded += last - first
+
+        async with trio.open_nursery() as nursery:
+            for number in range(1, count + 1):
+                if not stream.current(number, dirty.size):
+                    nursery.start_soon(resend, number)
+        parts = [stream.parts[n][0] for n in range(1, count + 1)]
+        return await self._store.complete_multipart_upload(dirty.key, stream.upload_id, parts)
+
+    # --- commit ----------------------------------------------------------------------------
 
     async def commit(self, dirty: DirtyFile) -> PutResult:
         """Upload the dirty file's current content as its key's new object."""
         dirty.uploading_total = dirty.size
         dirty.uploaded = 0
+        stream: StreamingUpload | None = dirty.stream
+        if stream is not None:
+            dirty.stream = None
+            if dirty.size > self._threshold and stream.failed is None:
+                try:
+                    return await self._finish_stream(dirty, stream)
+                except CosfsError as exc:
+                    log.info("finishing the streamed upload of %s failed (%s); uploading afresh", dirty.key, exc)
+            with trio.CancelScope(shield=True):
+                await self._abort_stream(stream)
+            dirty.uploaded = 0
         if dirty.size <= self._threshold:
             body = await self._read(dirty, 0, dirty.size)
             result = await self._store.put_object(dirty.key, body, dirty.options)
@@ -89,6 +252,7 @@ class Uploader:
     async def _multipart(self, dirty: DirtyFile) -> PutResult:
         plans = plan_parts(dirty, part_size_for(dirty.size, self._part_bytes))
         upload_id = await self._store.create_multipart_upload(dirty.key, dirty.options)
+        self._remember_upload(dirty, upload_id)
         parts: dict[int, PartInfo] = {}
         base = dirty.base
         try:

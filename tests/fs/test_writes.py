@@ -1,0 +1,175 @@
+"""The write path of the core over MemoryStore: staging, streaming multipart, part copy,
+durability points, journal recovery."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import stat
+
+import pytest
+import trio
+
+from cosfs.config import FsConfig
+from cosfs.cos.memory import MemoryStore
+from cosfs.errors import AlreadyExists, NotEmpty, NotFound, NotPermitted, TransientError
+from cosfs.filesystem import Caller, CosFilesystem
+from cosfs.inodes import ROOT_INO
+
+MiB = 1024 * 1024
+ME = Caller(1000, 1000, 0o022)
+
+
+async def run_fs(store, tmp_path, nursery, **config):
+    fs = CosFilesystem(store, FsConfig(**config), tmp_path / "cache")
+    await fs.start(nursery)
+    return fs
+
+
+@pytest.fixture
+async def env(tmp_path):
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        fs = await run_fs(store, tmp_path, nursery)
+        yield store, fs
+        fs.check_invariants()
+        nursery.cancel_scope.cancel()
+
+
+async def write_file(fs, name: str, data: bytes, chunk: int = 1 << 20, parent: int = ROOT_INO) -> int:
+    opened, attr = await fs.create(parent, name, 0o644, ME)
+    for offset in range(0, len(data), chunk):
+        await fs.write(opened.fh, offset, data[offset:offset + chunk])
+        await trio.sleep(0)
+    await fs.flush(opened.fh)
+    fs.release(opened.fh)
+    return attr.ino
+
+
+async def test_small_file_is_one_put_with_cosfs_metadata(env):
+    store, fs = env
+    await write_file(fs, "a.txt", b"hello")
+    _, body = await store.get_object("a.txt")
+    meta = await store.head_object("a.txt")
+    assert body == b"hello"
+    assert meta.user_meta["mode"] == str(stat.S_IFREG | 0o644)
+    assert (meta.user_meta["uid"], meta.user_meta["gid"]) == ("1000", "1000")
+    assert meta.content_type == "text/plain"
+    assert store.counts["put_object"] == 1 and len(fs.staging) == 0
+
+
+async def test_sequential_big_write_streams_parts_before_close(env):
+    store, fs = env
+    data = random.Random(1).randbytes(40 * MiB + 123)
+    opened, _ = await fs.create(ROOT_INO, "big.bin", 0o644, ME)
+    for offset in range(0, len(data), MiB):
+        await fs.write(opened.fh, offset, data[offset:offset + MiB])
+        await trio.sleep(0.001)
+    assert store.counts["upload_part"] >= 3  # parts went out while the file was being written
+    before_close = store.counts["upload_part"]
+    await fs.flush(opened.fh)
+    fs.release(opened.fh)
+    _, body = await store.get_object("big.bin")
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    assert store.counts["upload_part"] - before_close <= 2  # only the tail (and a straggler) at close
+    assert store.pending_uploads() == 0
+
+
+async def test_random_overwrite_of_big_object_copies_untouched_parts(env):
+    store, fs = env
+    data = bytearray(random.Random(2).randbytes(48 * MiB))
+    await store.put_object("obj", bytes(data))
+    attr = await fs.lookup(ROOT_INO, "obj")
+    opened = await fs.open(attr.ino, write=True)
+    await fs.write(opened.fh, 20 * MiB + 5, b"PATCH")
+    data[20 * MiB + 5:20 * MiB + 10] = b"PATCH"
+    assert bytes(await fs.read(opened.fh, 20 * MiB, 16)) == bytes(data[20 * MiB:20 * MiB + 16])
+    store.counts.clear()
+    await fs.flush(opened.fh)
+    fs.release(opened.fh)
+    _, body = await store.get_object("obj")
+    assert body == bytes(data)
+    assert store.counts["upload_part_copy"] >= 4 and store.counts["upload_part"] == 1
+
+
+async def test_truncate_append_and_read_after_write(env):
+    store, fs = env
+    await store.put_object("t", b"0123456789")
+    attr = await fs.lookup(ROOT_INO, "t")
+    await fs.setattr(attr.ino, size=4)  # truncate(2) by path commits at once
+    assert (await store.get_object("t"))[1] == b"0123"
+    opened = await fs.open(attr.ino, write=True)
+    await fs.setattr(attr.ino, size=8, fh=opened.fh)
+    await fs.write(opened.fh, 8, b"AB")
+    assert bytes(await fs.read(opened.fh, 0, 100)) == b"0123\0\0\0\0AB"
+    assert (await fs.getattr(attr.ino)).size_bytes == 10
+    await fs.flush(opened.fh)
+    fs.release(opened.fh)
+    assert (await store.get_object("t"))[1] == b"0123\0\0\0\0AB"
+
+
+async def test_failed_upload_reports_and_keeps_data(env):
+    store, fs = env
+    opened, _ = await fs.create(ROOT_INO, "f", 0o644, ME)
+    await fs.write(opened.fh, 0, b"precious")
+    store.fail_next("put_object", TransientError("injected"))
+    with pytest.raises(TransientError):
+        await fs.flush(opened.fh)
+    assert "f" in [d.key for d in fs.staging.files()]
+    await fs.fsync(opened.fh)  # the store works again
+    fs.release(opened.fh)
+    assert (await store.get_object("f"))[1] == b"precious"
+
+
+async def test_namespace_changes(env):
+    store, fs = env
+    d = await fs.mkdir(ROOT_INO, "d", 0o755, ME)
+    assert (await store.head_object("d/")).content_type == "application/x-directory"
+    with pytest.raises(AlreadyExists):
+        await fs.mkdir(ROOT_INO, "d", 0o755, ME)
+    await write_file(fs, "x", b"x", parent=d.ino)
+    with pytest.raises(NotEmpty):
+        await fs.rmdir(ROOT_INO, "d")
+    await fs.rename(d.ino, "x", ROOT_INO, "y")
+    assert store.keys() == ["d/", "y"]
+    await fs.rmdir(ROOT_INO, "d")
+    await store.put_object("src/a/1", b"1")
+    await store.put_object("src/b", b"2")
+    await fs.lookup(ROOT_INO, "src")
+    await fs.rename(ROOT_INO, "src", ROOT_INO, "dst")
+    assert store.keys() == ["dst/a/1", "dst/b", "y"]
+    with pytest.raises(NotFound):
+        await fs.lookup(ROOT_INO, "src")
+    link = await fs.symlink(ROOT_INO, "ln", "dst/b", ME)
+    assert stat.S_ISLNK(link.mode) and await fs.readlink(link.ino) == "dst/b"
+    with pytest.raises(NotPermitted):
+        fs.link()
+    y = await fs.lookup(ROOT_INO, "y")
+    await fs.setattr(y.ino, mode=0o600, uid=7, mtime_s=1_600_000_000)
+    meta = await store.head_object("y")
+    assert meta.user_meta["mode"] == str(stat.S_IFREG | 0o600) and meta.user_meta["uid"] == "7"
+    assert meta.user_meta["mtime"] == "1600000000"
+    await fs.setxattr(y.ino, "user.k", b"v\x00w")
+    assert await fs.getxattr(y.ino, "user.k") == b"v\x00w"
+    assert (await store.get_object("y"))[1] == b"x"  # content untouched by metadata changes
+
+
+async def test_write_back_delay_journal_survives_a_crash(tmp_path):
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        fs = await run_fs(store, tmp_path, nursery, write_back_delay_s=3600)
+        opened, _ = await fs.create(ROOT_INO, "later.txt", 0o644, ME)
+        await fs.write(opened.fh, 0, b"acknowledged")
+        await fs.flush(opened.fh)  # returns at once: journaled, not uploaded
+        fs.release(opened.fh)
+        assert store.keys() == []
+        nursery.cancel_scope.cancel()  # the daemon dies here
+    async with trio.open_nursery() as nursery:
+        fs = await run_fs(store, tmp_path, nursery)  # same cache dir: recovery
+        with trio.fail_after(10):
+            while store.keys() != ["later.txt"]:
+                await trio.sleep(0.01)
+        assert (await store.get_object("later.txt"))[1] == b"acknowledged"
+        while len(fs.staging):
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
