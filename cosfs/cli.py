@@ -20,7 +20,7 @@ from cosfs.errors import ConfigError, CosfsError
 LOG_LEVELS = {"crit": logging.CRITICAL, "critical": logging.CRITICAL, "err": logging.ERROR, "error": logging.ERROR,
               "warn": logging.WARNING, "warning": logging.WARNING, "info": logging.INFO, "dbg": logging.DEBUG,
               "debug": logging.DEBUG}
-SUBCOMMANDS = {"serve", "mount", "umount", "unmount", "-h", "--help", "--version"}
+SUBCOMMANDS = {"serve", "mount", "umount", "unmount", "status", "sync", "-h", "--help", "--version"}
 
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,7 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     umount = commands.add_parser("umount", aliases=["unmount"], help="unmount; pending work is finished first")
     umount.add_argument("mountpoint", type=Path)
     umount.set_defaults(handler=run_umount)
+
+    status = commands.add_parser("status", help="show a mount's traffic, cache and pending uploads")
+    status.add_argument("mountpoint", type=Path)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=lambda args: _control().status_command(args.mountpoint, args.json))
+
+    sync = commands.add_parser("sync", help="upload every pending change now and wait for it")
+    sync.add_argument("mountpoint", type=Path)
+    sync.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    sync.set_defaults(handler=lambda args: _control().sync_command(args.mountpoint, args.timeout))
     return parser
+
+
+def _control():
+    from cosfs import control
+
+    return control
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,10 @@ a crash interrupted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import mimetypes
+import os
 import stat
 import time
 from collections.abc import Callable
@@ -120,6 +122,10 @@ class CosFilesystem:
         self._key_locks: dict[str, trio.Lock] = {}
         self._scheduled: set[str] = set()
         self.failed_uploads = 0
+        self.committed_uploads = 0
+        # Set by the mount lifecycle for status reports: bucket, endpoint, mount point.
+        self.labels: dict[str, str] = {}
+        self._started_s = time.time()
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Attach the nursery, load the block cache, and finish what a crash interrupted:
@@ -470,8 +476,49 @@ class CosFilesystem:
         if dirty is not None and not self.inodes.get(inode.ino).open_count:
             await self._settle(inode.key)
 
+    # --- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """What `cosfs status` shows: a JSON-able snapshot of the mount's state."""
+        stats = getattr(self.store, "stats", None)
+        requests = {}
+        if stats is not None:
+            for op in sorted(stats.requests):
+                requests[op] = {"requests": stats.requests[op], "retries": stats.retries[op],
+                                "errors": stats.errors[op]}
+        blocks = self.blocks
+        lookups = blocks.hits + blocks.misses
+        dirty = self.staging.files()
+        return {
+            **self.labels,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self._started_s, 1),
+            "requests": requests,
+            "bytes_in": stats.bytes_in if stats else 0,
+            "bytes_out": stats.bytes_out if stats else 0,
+            "cache": {"disk_bytes": blocks.used_bytes, "disk_capacity_bytes": self.config.cache_size_bytes,
+                      "hits": blocks.hits, "misses": blocks.misses,
+                      "hit_ratio": round(blocks.hits / lookups, 4) if lookups else None},
+            "dirty_files": len(dirty),
+            "uploads_committed": self.committed_uploads,
+            "uploads_failed": self.failed_uploads,
+            "pending": [
+                {"key": d.key, "size_bytes": d.size, "uploaded_bytes": d.uploaded,
+                 "state": xattrs.status_value("user.cosfs.state", None, d).decode(), "error": d.last_error}
+                for d in dirty[:100]
+            ],
+        }
+
+    def sync_now(self) -> None:
+        """Start uploading every pending change at once (`cosfs sync`)."""
+        for dirty in self.staging.files():
+            self._scheduled.discard(dirty.key)
+            self._schedule_commit(dirty.key, delay_s=0)
+
     async def getxattr(self, ino: int, name: str) -> bytes:
         inode = self.inodes.get(ino)
+        if ino == ROOT_INO and name == xattrs.MOUNT_STATUS:
+            return json.dumps(self.status(), separators=(",", ":")).encode()
         if name.startswith(xattrs.STATUS_PREFIX):
             return xattrs.status_value(name, inode, self.staging.get(inode.key))
         if not name.startswith("user."):
@@ -488,6 +535,9 @@ class CosFilesystem:
         return xattrs.names(inode.user_meta) + list(xattrs.STATUS_NAMES)
 
     async def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        if ino == ROOT_INO and name == xattrs.MOUNT_SYNC:
+            self.sync_now()
+            return
         self._check_writable()
         xattrs.check_settable(name, value)
         await self._change_meta(self.inodes.get(ino), xattr_edit=lambda meta: xattrs.set_(meta, name, value))
@@ -662,7 +712,7 @@ class CosFilesystem:
             raise TransientError(f"upload of {key} failed: {exc}") from exc
         size = dirty.size
         self.staging.drop(key)
-        self._scheduled.discard(key)
+        self.committed_uploads += 1
         prefix, _, name = key.rpartition("/")
         prefix = prefix + "/" if prefix else ""
         self.namespace.note_entry(prefix, DirEntry(name, Kind.FILE, key, size, result.etag, time.time()))

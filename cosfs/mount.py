@@ -184,6 +184,8 @@ async def serve_mount(settings: MountSettings, report_ready) -> None:
         cache_dir = settings.cache_dir
         cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fs = CosFilesystem(client, settings.fs, cache_dir)
+        fs.labels = {"bucket": settings.cos.bucket, "endpoint": settings.cos.endpoint_url,
+                     "mountpoint": str(settings.mountpoint), "prefix": settings.fs.prefix}
         operations = CosOperations(fs, settings.kernel_timeout_s)
         pyfuse3.init(operations, str(settings.mountpoint), fuse_options(settings))
         clean = False

@@ -16,6 +16,10 @@ __all__ = ["NoSuchAttribute", "get", "names", "remove", "set_", "status_value"]
 META_KEY = "xattr"
 STATUS_PREFIX = "user.cosfs."
 STATUS_NAMES = ("user.cosfs.state", "user.cosfs.etag")
+# On the mount point: the mount's status as JSON (`cosfs status`), and a write-only trigger
+# that starts every pending upload (`cosfs sync`).
+MOUNT_STATUS = "user.cosfs.status"
+MOUNT_SYNC = "user.cosfs.sync"
 # COS allows 2 KB of user metadata in all; keep xattrs well inside it.
 MAX_XATTR_BYTES = 1024
 
@@ -80,7 +84,7 @@ def status_value(name: str, inode, dirty) -> bytes:
             return b"clean"
         return b"uploading" if dirty.uploading_total and dirty.uploaded < dirty.uploading_total else b"dirty"
     if name == "user.cosfs.etag":
-        if inode.etag is None:
+        if inode is None or inode.etag is None:
             raise NoSuchAttribute(name)
         return inode.etag.encode()
     raise NoSuchAttribute(name)

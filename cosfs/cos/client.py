@@ -37,6 +37,7 @@ log records carry op, key, status, code, message and RequestId, never headers or
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import dataclasses
 import email.utils
@@ -120,6 +121,18 @@ class _Call:
 
     def what(self) -> str:
         return f"{self.op} {self.key!r}" if self.key is not None else self.op
+
+
+@dataclasses.dataclass
+class RequestStats:
+    """What the client did, for `cosfs status` and metrics: attempts, retries and final
+    failures by operation, and body bytes sent and announced received."""
+
+    requests: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    retries: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    bytes_out: int = 0
+    bytes_in: int = 0
 
 
 @dataclasses.dataclass
@@ -230,6 +243,7 @@ class CosClient:
         self._clock = clock
         self._clock_offset_s = 0.0
         self._rng = rng or random.Random()
+        self.stats = RequestStats()
         self._addr: Addressing = addressing_for(
             config.bucket, config.endpoint_url, path_style=config.path_style, region=config.region
         )
@@ -383,6 +397,8 @@ class CosClient:
         resigned = refreshed = False
         while True:
             tries += 1
+            self.stats.requests[call.op] += 1
+            self.stats.bytes_out += len(call.body)
             creds = await self._credentials.get()
             request = self._build(call, creds)
             status: int | None = None
@@ -399,6 +415,9 @@ class CosClient:
             else:
                 status = response.status_code
                 ok = 200 <= status < 300 or status == 304
+                if ok:
+                    length = response.headers.get("content-length", "")
+                    self.stats.bytes_in += int(length) if length.isdigit() else 0
                 if ok and stream:
                     return _Reply(response, None, tries)
                 try:
@@ -438,9 +457,11 @@ class CosClient:
                 level = logging.DEBUG if attempt < QUIET_RETRIES else logging.WARNING
                 log.log(level, "%s failed (try %d: status=%s code=%s %s); retrying in %.2f s",
                         call.what(), tries, status, code or "-", _describe(failure), delay)
+                self.stats.retries[call.op] += 1
                 await trio.sleep(delay)
                 attempt += 1
                 continue
+            self.stats.errors[call.op] += 1
             raise self._final(call, failure, cause, tries, status)
 
     def _final(
