@@ -130,6 +130,7 @@ def mount_settings(args: argparse.Namespace):
         log_level=LOG_LEVELS[str(values["dbglevel"])],
         log_file=str(values["log_file"]),
         kernel_timeout_s=float(values["stat_cache_expire"]),
+        metrics_address=str(values["metrics_address"]),
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from cosfs.config import CosConfig, FsConfig
+from cosfs.config import CosConfig, FsConfig, environment
 from cosfs.cos.client import CosClient
 from cosfs.credentials import CredentialProvider
 from cosfs.errors import AccessDenied, ConfigError, CosError, CosfsError, NotFound, TransientError
@@ -46,6 +46,7 @@ class MountSettings:
     log_file: str = ""
     kernel_timeout_s: float = 60.0
     read_ahead_kb: int = 4096
+    metrics_address: str = ""
 
 
 def check_mountpoint(settings: MountSettings) -> None:
@@ -145,7 +146,7 @@ async def tune_kernel(mountpoint: Path, read_ahead_kb: int) -> None:
 
 def sd_notify(message: str) -> None:
     """Tell systemd (Type=notify) about our state, when NOTIFY_SOCKET is set."""
-    address = os.environ.get("NOTIFY_SOCKET")
+    address = environment().get("NOTIFY_SOCKET")
     if not address:
         return
     if address.startswith("@"):
@@ -158,17 +159,31 @@ def sd_notify(message: str) -> None:
         log.warning("sd_notify failed: %s", exc)
 
 
+class JournalFormatter(logging.Formatter):
+    """stderr lines with syslog priority prefixes (<3>, <4>...), which journald turns into
+    levels: used when systemd connects stderr to the journal (JOURNAL_STREAM is set)."""
+
+    PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
 def setup_logging(settings: MountSettings) -> None:
     root = logging.getLogger()
     root.setLevel(settings.log_level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    plain = "%(asctime)s cosfs[%(process)d] %(levelname)s %(name)s: %(message)s"
     if settings.log_file:
         handler: logging.Handler = logging.FileHandler(settings.log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s cosfs[%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(plain))
+    elif settings.foreground and environment().get("JOURNAL_STREAM"):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter("cosfs[%(process)d] %(name)s: %(message)s"))
     elif settings.foreground or not os.path.exists("/dev/log"):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s cosfs[%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(plain))
     else:
         handler = logging.handlers.SysLogHandler(address="/dev/log")
         handler.setFormatter(logging.Formatter("cosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
@@ -193,6 +208,10 @@ async def serve_mount(settings: MountSettings, report_ready) -> None:
             async with trio.open_nursery() as nursery:
                 await fs.start(nursery)
                 nursery.start_soon(_stop_on_signals, name="signals")
+                if settings.metrics_address:
+                    from cosfs.metrics import serve_metrics
+
+                    await nursery.start(serve_metrics, fs.status, settings.metrics_address)
                 nursery.start_soon(tune_kernel, settings.mountpoint, settings.read_ahead_kb, name="tune-kernel")
                 log.info("mounted %s on %s", settings.cos.bucket, settings.mountpoint)
                 report_ready(None)

@@ -68,6 +68,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("default_acl", "str", "", "accepted for COSFS compatibility; COSFS itself no longer sends an ACL header"),
     Option("use_sse", "str", "", "server-side encryption of new objects: 1 or AES256 (SSE-COS)"),
     Option("noxattr", "flag", False, "disable extended attributes"),
+    Option("metrics_address", "str", "", "serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)"),
     Option("del_cache", "flag", False, "empty the cache directory at mount time"),
 )
 

@@ -43,3 +43,18 @@ def test_status_of_a_plain_directory_is_a_clear_error(tmp_path):
     result = cosfs("status", str(tmp_path))
     assert result.returncode == 1
     assert "is not a cosfs mount point" in result.stderr
+
+
+def test_prometheus_endpoint(cos_server, mount_factory):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    m = mount_factory(cos_server, f"metrics_address=127.0.0.1:{port}")
+    (m.path / "f.txt").write_bytes(b"metrics")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'cosfs_requests_total{operation="put_object"}' in text
+    assert "cosfs_dirty_files 0.0" in text
+    assert "cosfs_uploads_committed_total 1.0" in text
