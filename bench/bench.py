@@ -79,9 +79,8 @@ class Raw:
             marker = text.split("<NextMarker>")[1].split("</NextMarker>")[0]
 
 
-async def upload_big(raw: Raw, key: str, size: int) -> None:
+async def upload_big(raw: Raw, key: str, size: int, part: int = 64 * MiB) -> None:
     """Upload `size` bytes of pseudo-random data as one object via multipart (8 parallel)."""
-    part = 64 * MiB
     block = random.Random(1).randbytes(part)
     async with httpx.AsyncClient(timeout=300) as client:
         url, params, headers = raw.request("POST", key, params={"uploads": ""})
@@ -110,6 +109,12 @@ async def upload_big(raw: Raw, key: str, size: int) -> None:
                               headers={"content-length": str(len(body)), "content-type": "application/xml"})
         r = await client.post(u, params=p, headers=h, content=body.encode())
         r.raise_for_status()
+
+
+async def raw_upload_seconds(raw: Raw, key: str, size: int) -> float:
+    start = time.perf_counter()
+    await upload_big(raw, key, size, part=8 * MiB)
+    return time.perf_counter() - start
 
 
 async def raw_parallel_read(raw: Raw, key: str, size: int, streams: int = 8, chunk: int = 8 * MiB) -> float:
@@ -226,6 +231,52 @@ def random_reads(path: Path, size: int, seconds: float) -> float:
     return count / seconds
 
 
+def write_file(path: Path, size: int) -> float:
+    """Sequential write of `size` bytes including close (which waits for the commit)."""
+    chunk = random.Random(9).randbytes(MiB)
+    start = time.perf_counter()
+    with open(path, "wb", buffering=0) as handle:
+        for offset in range(0, size, MiB):
+            handle.write(chunk[: min(MiB, size - offset)])
+    return time.perf_counter() - start
+
+
+def small_creates(directory: Path, count: int) -> float:
+    directory.mkdir()
+    body = b"x" * 1024
+    start = time.perf_counter()
+    for i in range(count):
+        (directory / f"f{i:04d}").write_bytes(body)
+    return count / (time.perf_counter() - start)
+
+
+def peak_rss_during(mount: Mount, action) -> float:
+    """Peak RSS of the daemon while `action` runs (sampled, plus the kernel's high-water mark)."""
+    import threading
+
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                for line in Path(f"/proc/{mount.process.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+            except OSError:
+                pass
+            done.wait(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        action()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], mount.peak_rss_mib())
+
+
 def timed(command: list[str], cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, check=True)
@@ -237,6 +288,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--random-seconds", type=float, default=20)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--big-write-gib", type=float, default=5, help="size of the RSS-during-write workload")
+    parser.add_argument("--only", choices=["reads", "writes"], default=None)
     args = parser.parse_args()
     size = args.size_mib * MiB
     workdir = Path(tempfile.mkdtemp(prefix="cosfs-bench-"))
@@ -254,6 +307,10 @@ def main() -> None:
             if line.strip() == "ready":
                 break
         raw = Raw(endpoint, secret_id, secret_key)
+        if args.only != "reads":
+            write_rows(args, rows, workdir, endpoint, secret_id, secret_key, raw, mounts)
+        if args.only == "writes":
+            return
         print(f"server {endpoint}; uploading {args.size_mib} MiB and 6,000 small objects...", file=sys.stderr)
         trio.run(upload_big, raw, "big.bin", size)
         trio.run(populate_small, raw)
@@ -317,11 +374,50 @@ def main() -> None:
         rows.append(("daemon peak RSS (all workloads)", f"{peak:.0f} MiB", "goal < 200 MiB", ""))
     finally:
         for mount in mounts:
-            if os.path.ismount(mount.path):
+            if mount.process.poll() is None:
                 mount.close()
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
+        print_table(rows)
+
+
+def write_rows(args, rows, workdir, endpoint, secret_id, secret_key, raw, mounts) -> None:
+    """Sequential write vs a raw multipart upload; small creates; tar x; RSS during a big write."""
+    size = args.size_mib * MiB
+    print(f"write workloads ({args.size_mib} MiB sequential, 500 creates, tar x, "
+          f"{args.big_write_gib:g} GiB for RSS)...", file=sys.stderr)
+    raw_times, cosfs_times, creates, tars = [], [], [], []
+    tarball = workdir / "src.tar"
+    source = Path(trio.__file__).parent
+    subprocess.run(["tar", "cf", str(tarball), "-C", str(source.parent), source.name], check=True)
+    files_in_tar = len(subprocess.run(["tar", "tf", str(tarball)], capture_output=True, text=True).stdout.split())
+    for run in range(args.runs):
+        raw_times.append(trio.run(raw_upload_seconds, raw, f"raw-{run}.bin", size))
+        mount = Mount(workdir, endpoint, secret_id, secret_key, f"w{run}")
+        mounts.append(mount)
+        cosfs_times.append(write_file(mount.path / f"seq-{run}.bin", size))
+        creates.append(small_creates(mount.path / f"small-{run}", 500))
+        (mount.path / f"tar-{run}").mkdir()
+        tars.append(timed(["tar", "xf", str(tarball), "-C", f"tar-{run}"], mount.path))
+        mount.close()
+    raw_mbps = size / statistics.median(raw_times) / MiB
+    cosfs_mbps = size / statistics.median(cosfs_times) / MiB
+    rows.append(("sequential write incl. close", f"{cosfs_mbps:.0f} MB/s",
+                 f"{raw_mbps:.0f} MB/s (multipart, 8 parallel parts)", f"{cosfs_mbps / raw_mbps:.2f} x raw"))
+    rows.append(("500 small-file creates (1 KiB, close each)", f"{statistics.median(creates):.0f} files/s", "", ""))
+    rows.append((f"tar x of a real tarball ({files_in_tar} entries)", f"{statistics.median(tars):.1f} s", "", ""))
+    big = int(args.big_write_gib * 1024 * MiB)
+    mount = Mount(workdir, endpoint, secret_id, secret_key, "rss")
+    mounts.append(mount)
+    peak = peak_rss_during(mount, lambda: write_file(mount.path / "huge.bin", big))
+    mount.close()
+    rows.append((f"daemon peak RSS during a {args.big_write_gib:g} GiB write", f"{peak:.0f} MiB", "goal < 200 MiB", ""))
+
+
+def print_table(rows) -> None:
+    if not rows:
+        return
     widths = [max(len(r[i]) for r in rows + [("workload", "cosfs", "raw (same server, same run)", "ratio")])
               for i in range(4)]
     header = ("workload", "cosfs", "raw (same server, same run)", "ratio")

@@ -15,7 +15,7 @@ from pathlib import Path
 from cosfs import __version__, options
 from cosfs.config import CosConfig, FsConfig, region_endpoint
 from cosfs.credentials import resolve_credentials
-from cosfs.errors import ConfigError, CosfsError
+from cosfs.errors import EXIT_CONFIG, ConfigError, CosfsError
 
 LOG_LEVELS = {"crit": logging.CRITICAL, "critical": logging.CRITICAL, "err": logging.ERROR, "error": logging.ERROR,
               "warn": logging.WARNING, "warning": logging.WARNING, "info": logging.INFO, "dbg": logging.DEBUG,
@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"cosfs: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except CosfsError as exc:
         print(f"cosfs: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,12 @@ class CosfsError(Exception):
 
 
 class ConfigError(CosfsError):
-    """Bad option, bad command line, unusable file: the user must change something."""
+    """Bad option, bad command line, unusable file, refused keys, missing bucket: the user
+    must change something. Commands exit with EXIT_CONFIG for these, so that a service
+    manager does not retry them (cosfs@.service: RestartPreventExitStatus=78)."""
+
+
+EXIT_CONFIG = 78  # sysexits EX_CONFIG
 
 
 class CredentialsError(ConfigError):

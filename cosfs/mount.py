@@ -22,7 +22,7 @@ import trio
 from cosfs.config import CosConfig, FsConfig, environment
 from cosfs.cos.client import CosClient
 from cosfs.credentials import CredentialProvider
-from cosfs.errors import AccessDenied, ConfigError, CosError, CosfsError, NotFound, TransientError
+from cosfs.errors import EXIT_CONFIG, AccessDenied, ConfigError, CosError, CosfsError, NotFound, TransientError
 from cosfs.filesystem import CosFilesystem
 from cosfs.fuse_ops import CosOperations
 
@@ -49,13 +49,27 @@ class MountSettings:
     metrics_address: str = ""
 
 
+def _is_autofs(path: Path) -> bool:
+    """A systemd automount point: listing it would wait for the very mount we are making."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        before, _, after = line.partition(" - ")
+        fields = before.split()
+        if len(fields) > 4 and fields[4] == str(path) and after.split()[:1] == ["autofs"]:
+            return True
+    return False
+
+
 def check_mountpoint(settings: MountSettings) -> None:
     path = settings.mountpoint
     if not path.exists():
         raise ConfigError(f"mount point {path} does not exist")
     if not path.is_dir():
         raise ConfigError(f"mount point {path} is not a directory")
-    if any(path.iterdir()) and not settings.nonempty:
+    if not settings.nonempty and not _is_autofs(path) and any(path.iterdir()):
         raise ConfigError(f"mount point {path} is not empty (use -o nonempty to mount over it)")
     if not os.path.exists("/dev/fuse"):
         raise ConfigError("/dev/fuse does not exist: load the fuse module or, in a container, pass --device /dev/fuse")
@@ -77,7 +91,8 @@ async def check_bucket(client: CosClient, cos: CosConfig) -> None:
             raise ConfigError("COS refused the request because this machine's clock is off: sync it (NTP)") from None
         raise ConfigError(f"access to bucket {cos.bucket} denied ({code or 'AccessDenied'}): check the keys' permissions") from None
     except TransientError as exc:
-        raise ConfigError(f"cannot reach {cos.endpoint_url}: {exc}") from None
+        # Not a configuration error: a service manager may retry it.
+        raise TransientError(f"cannot reach {cos.endpoint_url}: {exc}") from None
 
 
 async def _denial_code(client: CosClient, exc: AccessDenied) -> str:
@@ -207,7 +222,7 @@ async def serve_mount(settings: MountSettings, report_ready) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 await fs.start(nursery)
-                nursery.start_soon(_stop_on_signals, name="signals")
+                nursery.start_soon(_stop_on_signals, fs, name="signals")
                 if settings.metrics_address:
                     from cosfs.metrics import serve_metrics
 
@@ -231,36 +246,41 @@ async def serve_mount(settings: MountSettings, report_ready) -> None:
             pyfuse3.close(unmount=clean)
 
 
-async def _stop_on_signals() -> None:
+async def _stop_on_signals(fs: CosFilesystem) -> None:
+    """SIGTERM/SIGINT: commit pending changes while the mount still answers, then unmount."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 continue
-            log.info("signal %d: unmounting", signum)
+            log.info("signal %d: committing %d pending file(s), then unmounting", signum, len(fs.staging))
+            sd_notify("STOPPING=1")
+            await fs.drain()
             pyfuse3.terminate()
             return
 
 
 def mount(settings: MountSettings) -> int:
-    """Mount; in the background unless `foreground`. Returns the exit code for the CLI."""
+    """Mount; in the background unless `foreground`. Returns the exit code for the CLI:
+    0 once the mount is live, EXIT_CONFIG for configuration errors, 1 otherwise."""
     check_mountpoint(settings)
     if settings.foreground:
         setup_logging(settings)
-        return _run(settings, lambda error: None if error is None else print(f"cosfs: {error}", file=sys.stderr))
+        return _run(settings, lambda code, error: None if error is None else print(f"cosfs: {error}", file=sys.stderr))
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
         os.close(write_fd)
         with os.fdopen(read_fd, "r") as pipe:
             message = pipe.read()
-        if message.startswith("ok"):
+        if message.startswith("0 "):
             return 0
-        print(f"cosfs: {message.strip() or 'the mount daemon died before it was ready'}", file=sys.stderr)
+        code_text, _, error = message.partition(" ")
+        print(f"cosfs: {error.strip() or 'the mount daemon died before it was ready'}", file=sys.stderr)
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-        return 1
+        return int(code_text) if code_text.isdigit() else 1
     # The daemon: a new session, no terminal, reports once through the pipe.
     os.close(read_fd)
     os.setsid()
@@ -270,28 +290,33 @@ def mount(settings: MountSettings) -> int:
     setup_logging(settings)
     pipe = os.fdopen(write_fd, "w")
 
-    def report(error: str | None) -> None:
+    def report(code: int, error: str | None) -> None:
         if pipe.closed:
             return
-        pipe.write("ok\n" if error is None else error + "\n")
+        pipe.write(f"{code} {error or 'mounted'}\n")
         pipe.close()
 
     code = _run(settings, report)
-    report(f"mount failed (exit {code})")
+    report(code or 1, f"mount failed (exit {code})")
     os._exit(code)
 
 
 def _run(settings: MountSettings, report) -> int:
+    """Run the mount; `report(code, error)` is called once: (0, None) when live, else why not."""
     try:
-        trio.run(serve_mount, settings, report)
+        trio.run(serve_mount, settings, lambda error: report(0, error))
         return 0
+    except ConfigError as exc:
+        log.error("%s", exc)
+        report(EXIT_CONFIG, str(exc))
+        return EXIT_CONFIG
     except CosfsError as exc:
         log.error("%s", exc)
-        report(str(exc))
+        report(1, str(exc))
         return 1
     except RuntimeError as exc:  # pyfuse3.init failures (mount refused by the kernel)
         log.error("mount failed: %s", exc)
-        report(f"mount failed: {exc}")
+        report(1, f"mount failed: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -41,7 +41,7 @@ def test_status_sync_and_file_state(cos_server, mount_factory):
 
 def test_status_of_a_plain_directory_is_a_clear_error(tmp_path):
     result = cosfs("status", str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 78  # EX_CONFIG
     assert "is not a cosfs mount point" in result.stderr
 
 
