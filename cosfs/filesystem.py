@@ -94,6 +94,13 @@ def posix_meta(mode: int, uid: int, gid: int, mtime_s: float, extra: dict[str, s
     return meta
 
 
+def upload_parallelism(config: FsConfig) -> int:
+    """Parts in flight at once: each holds a part in memory (plus a transient copy), so the
+    count is bounded by half the memory budget as well as by parallel_count."""
+    by_memory = (config.memory_budget_bytes // 2) // (2 * config.part_size_bytes)
+    return max(2, min(config.parallel_fetches, by_memory))
+
+
 def content_type_for(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
@@ -112,7 +119,7 @@ class CosFilesystem:
                                  config.parallel_fetches, memory_bytes=config.memory_budget_bytes // 2)
         self.uploader = Uploader(store, self._read_dirty_range, part_bytes=config.part_size_bytes,
                                  multipart_threshold_bytes=config.multipart_threshold_bytes,
-                                 parallel_parts=config.parallel_fetches,
+                                 parallel_parts=upload_parallelism(config),
                                  on_upload_id=lambda dirty: self.staging.save(dirty, data=False))
         self.renames = RenameJournal(cache_dir, store)
         self.files: HandleTable[FileHandle] = HandleTable()
@@ -341,6 +348,8 @@ class CosFilesystem:
 
     async def _read_dirty_range(self, dirty: DirtyFile, start: int, end: int) -> bytes:
         """Bytes [start, end) of a dirty file: staged writes over base data over zeros."""
+        if dirty.written.covers(start, end):
+            return self.staging.read_staged(dirty, start, end)  # the common case: one read, no join
         pieces = []
         for a, b, source in dirty.pieces(start, end):
             if source == "staged":

@@ -118,6 +118,8 @@ class _Call:
     body: bytes = b""
     payload_sha256: str | None = None
     timeout: httpx.Timeout | None = None
+    # Request body streams of this call's attempts, released when the call ends (see _send).
+    streams: list[_BodyStream] = dataclasses.field(default_factory=list)
 
     def what(self) -> str:
         return f"{self.op} {self.key!r}" if self.key is not None else self.op
@@ -155,10 +157,17 @@ async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
 
 class _BodyStream(httpx.AsyncByteStream):
     """A request body of one bytes chunk, iterated without an async generator: when a send
-    fails half-way, httpx abandons the iterator, and trio warns about abandoned generators."""
+    fails half-way, httpx abandons the iterator, and trio warns about abandoned generators.
+
+    httpx's request and response objects reference each other, so a finished request lives
+    until the cyclic garbage collector runs, which counts objects, not bytes: `release`
+    drops the body at once, or every part of a big upload would linger in memory."""
 
     def __init__(self, body: bytes) -> None:
         self._body = body
+
+    def release(self) -> None:
+        self._body = b""
 
     def __aiter__(self) -> _OneChunk:  # type: ignore[override]
         return _OneChunk(self._body)
@@ -323,8 +332,10 @@ class CosClient:
         headers["accept-encoding"] = "identity"
         target = raw_path + ("?" + query if query else "")
         url = httpx.URL(scheme=addr.scheme, host=addr.host, port=addr.port, raw_path=target.encode("ascii"))
+        stream = _BodyStream(call.body)
+        call.streams.append(stream)
         return httpx.Request(
-            call.method, url, headers=headers, stream=_BodyStream(call.body),
+            call.method, url, headers=headers, stream=stream,
             extensions={"timeout": (call.timeout or self._timeout).as_dict()},
         )
 
@@ -377,7 +388,15 @@ class CosClient:
             self._clock_offset_s = server_s - self._clock()
             log.info("server clock differs by %.0f s; signing with the server's time", self._clock_offset_s)
 
-    async def _send(
+    async def _send(self, call: _Call, **options) -> _Reply:
+        try:
+            return await self._send_attempts(call, **options)
+        finally:
+            for body_stream in call.streams:
+                body_stream.release()
+            call.streams.clear()
+
+    async def _send_attempts(
         self,
         call: _Call,
         *,
