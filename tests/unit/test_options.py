@@ -42,3 +42,11 @@ def test_sizes():
     assert options.parse_size("10", 1 << 20) == 10 << 20
     with pytest.raises(ValueError):
         options.parse_size("ten")
+
+
+def test_every_option_is_documented_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [opt.name for opt in options.OPTIONS if f"| `{opt.name}` |" not in readme]
+    assert missing == []
