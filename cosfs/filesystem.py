@@ -142,10 +142,9 @@ class CosFilesystem:
         self.blocks.load()
         await self.renames.recover()
         for dirty in self.staging.recover():
+            # The commit resumes the newest interrupted multipart upload of ours and aborts
+            # the older ones.
             log.warning("finishing the upload of %s journaled by an earlier mount", dirty.key)
-            for upload_id in dirty.upload_ids:  # interrupted uploads of ours: start afresh
-                await self.uploader.abort(dirty.key, upload_id)
-            dirty.upload_ids.clear()
             self._schedule_commit(dirty.key, delay_s=0)
 
     def _lock(self, key: str) -> trio.Lock:

@@ -11,6 +11,7 @@ the staged data stays, so nothing is lost.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -187,6 +188,8 @@ class Uploader:
         stream: StreamingUpload | None = dirty.stream
         dirty.stream = None
         if stream is not None and self._nursery is not None:
+            if stream.upload_id in dirty.upload_ids:
+                dirty.upload_ids.remove(stream.upload_id)  # never resumed: it is being aborted
             self._nursery.start_soon(self._abort_stream, stream, name=f"abort {stream.key}")
 
     async def _abort_stream(self, stream: StreamingUpload) -> None:
@@ -246,32 +249,58 @@ class Uploader:
             body = await self._read(dirty, 0, dirty.size)
             result = await self._store.put_object(dirty.key, body, dirty.options)
             dirty.uploaded = dirty.size
+            for upload_id in dirty.upload_ids:  # left by earlier, larger versions of the file
+                await self.abort(dirty.key, upload_id)
             return result
         return await self._multipart(dirty)
 
     async def _multipart(self, dirty: DirtyFile) -> PutResult:
         plans = plan_parts(dirty, part_size_for(dirty.size, self._part_bytes))
-        upload_id = await self._store.create_multipart_upload(dirty.key, dirty.options)
-        self._remember_upload(dirty, upload_id)
+        resumed = await self._resumable(dirty)
+        if resumed is not None:
+            upload_id, kept = resumed
+            log.info("resuming the multipart upload of %s: %d part(s) already in COS", dirty.key, len(kept))
+        else:
+            upload_id, kept = await self._store.create_multipart_upload(dirty.key, dirty.options), {}
+            self._remember_upload(dirty, upload_id)
         parts: dict[int, PartInfo] = {}
         base = dirty.base
         try:
             async with trio.open_nursery() as nursery:
                 for plan in plans:
-                    nursery.start_soon(self._one_part, dirty, upload_id, plan, base, parts)
+                    nursery.start_soon(self._one_part, dirty, upload_id, plan, base, parts, kept.get(plan.number))
             ordered = [parts[plan.number] for plan in plans]
-            return await self._store.complete_multipart_upload(dirty.key, upload_id, ordered)
+            result = await self._store.complete_multipart_upload(dirty.key, upload_id, ordered)
         except BaseException:
             with trio.CancelScope(shield=True):
-                try:
-                    await self._store.abort_multipart_upload(dirty.key, upload_id)
-                except CosfsError as exc:
-                    log.warning("could not abort multipart upload of %s: %s", dirty.key, exc)
+                await self.abort(dirty.key, upload_id)
             raise
+        for other in dirty.upload_ids:
+            if other != upload_id:
+                await self.abort(dirty.key, other)
+        return result
+
+    async def _resumable(self, dirty: DirtyFile) -> tuple[str, dict[int, PartInfo]] | None:
+        """The newest journaled upload of ours that still exists, with its uploaded parts
+        (after a crash: the next mount resumes it instead of sending every part again)."""
+        for upload_id in reversed(dirty.upload_ids):
+            try:
+                parts = await self._store.list_parts(dirty.key, upload_id)
+            except CosfsError:
+                continue
+            return upload_id, {p.part_number: p for p in parts}
+        return None
 
     async def _one_part(self, dirty: DirtyFile, upload_id: str, plan: PartPlan, base: ObjectRef | None,
-                        parts: dict[int, PartInfo]) -> None:
+                        parts: dict[int, PartInfo], kept: PartInfo | None = None) -> None:
         async with self._limiter:
+            if kept is not None and not plan.copy and kept.size_bytes == plan.end - plan.start:
+                # Reuse a part an interrupted upload sent, if its bytes are still these.
+                body = await self._read(dirty, plan.start, plan.end)
+                if hashlib.md5(body).hexdigest() == kept.etag.strip('"'):
+                    parts[plan.number] = dataclasses.replace(kept, crc64=None)
+                    dirty.uploaded += plan.end - plan.start
+                    return
             if plan.copy and base is not None:
                 info = await self._store.upload_part_copy(
                     dirty.key, upload_id, plan.number, base.key, (plan.start, plan.end - 1),

@@ -173,3 +173,30 @@ async def test_write_back_delay_journal_survives_a_crash(tmp_path):
         while len(fs.staging):
             await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+
+
+async def test_crash_mid_upload_resumes_the_multipart_upload(tmp_path):
+    store = MemoryStore()
+    data = random.Random(3).randbytes(40 * MiB)
+    async with trio.open_nursery() as nursery:
+        fs = await run_fs(store, tmp_path, nursery, write_back_delay_s=3600)
+        opened, _ = await fs.create(ROOT_INO, "resume.bin", 0o644, ME)
+        for offset in range(0, len(data), MiB):
+            await fs.write(opened.fh, offset, data[offset:offset + MiB])
+        await fs.flush(opened.fh)  # journaled; streamed parts are on their way
+        fs.release(opened.fh)
+        with trio.fail_after(10):
+            while store.counts["upload_part"] < 4:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()  # kill -9 before Complete
+    assert store.keys() == [] and store.pending_uploads() == 1
+    sent_before = store.counts["upload_part"]
+    async with trio.open_nursery() as nursery:
+        fs = await run_fs(store, tmp_path, nursery)
+        with trio.fail_after(10):
+            while store.keys() != ["resume.bin"]:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert (await store.get_object("resume.bin"))[1] == data
+    assert store.counts["upload_part"] - sent_before <= 1  # only the tail: the rest was resumed
+    assert store.pending_uploads() == 0
