@@ -102,6 +102,7 @@ def mount_settings(args: argparse.Namespace):
         part_size_bytes=int(values["multipart_size"]),
         multipart_threshold_bytes=2 * int(values["multipart_size"]),
         write_back_delay_s=float(values["write_back_delay"]),
+        xattrs=not values["noxattr"],
     )
     cache_dir = str(values["cache_dir"] or values["use_cache"])
     if not cache_dir:

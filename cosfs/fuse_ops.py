@@ -202,20 +202,29 @@ class CosOperations(pyfuse3.Operations):
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         return self.entry(await self.fs.mknod(parent_inode, decode_name(name), mode, caller(ctx)))
 
+    def _xattrs_enabled(self) -> None:
+        # ENOSYS makes the kernel stop asking for xattrs on this mount (-o noxattr).
+        if not self.fs.config.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+
     @fuse_boundary
     async def getxattr(self, inode, name, ctx):
+        self._xattrs_enabled()
         return await self.fs.getxattr(inode, decode_name(name))
 
     @fuse_boundary
     async def listxattr(self, inode, ctx):
+        self._xattrs_enabled()
         return [n.encode() for n in await self.fs.listxattr(inode)]
 
     @fuse_boundary
     async def setxattr(self, inode, name, value, ctx):
+        self._xattrs_enabled()
         await self.fs.setxattr(inode, decode_name(name), value)
 
     @fuse_boundary
     async def removexattr(self, inode, name, ctx):
+        self._xattrs_enabled()
         await self.fs.removexattr(inode, decode_name(name))
 
 
