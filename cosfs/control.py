@@ -19,8 +19,11 @@ def read_status(mountpoint: Path) -> dict:
     try:
         raw = os.getxattr(mountpoint, MOUNT_STATUS)
     except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+        if exc.errno == errno.ENODATA:
             raise ConfigError(f"{mountpoint} is not a cosfs mount point") from None
+        if exc.errno in (errno.ENOTSUP, errno.ENOSYS):
+            raise ConfigError(f"{mountpoint} is not a cosfs mount point, or it was mounted with -o noxattr "
+                              "(which also turns off cosfs status and sync)") from None
         if exc.errno == errno.ENOTCONN:
             raise ConfigError(f"{mountpoint}: the cosfs daemon is gone (Transport endpoint is not connected); "
                               f"run fusermount3 -u {mountpoint}") from None

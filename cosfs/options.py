@@ -67,7 +67,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("storage_class", "choice", "", "storage class of new objects", ("", "standard", "standard_ia", "intelligent_tiering", "maz_standard", "maz_standard_ia", "archive", "deep_archive")),
     Option("default_acl", "str", "", "accepted for COSFS compatibility; COSFS itself no longer sends an ACL header"),
     Option("use_sse", "str", "", "server-side encryption of new objects: 1 or AES256 (SSE-COS)"),
-    Option("noxattr", "flag", False, "disable extended attributes"),
+    Option("noxattr", "flag", False, "disable extended attributes (also user.cosfs.* and so cosfs status/sync)"),
     Option("metrics_address", "str", "", "serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)"),
     Option("del_cache", "flag", False, "empty the cache directory at mount time"),
 )
