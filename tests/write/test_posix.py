@@ -689,3 +689,179 @@ def test_read_only_mount_refuses_every_change(cos_server, bucket, mount_factory)
     assert (m.path / "keep.txt").read_bytes() == b"keep"
     assert bucket.keys() == ["dir/", "keep.txt"]
     assert bucket.get("keep.txt") == b"keep"
+
+
+# --- harder cases: changes after parts were streamed, shared handles, moves under open files --
+
+
+def test_changes_after_streamed_parts_reach_the_bucket(cos_server, bucket, mount_factory):
+    """A file written sequentially past 16 MiB streams its parts while open; a later write
+    into an already sent part, and a truncation, must still land."""
+    m = mount_factory(cos_server)
+    chunk = random.Random(18).randbytes(MiB)
+    expected = bytearray()
+    fd = os.open(m.path / "stream.bin", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        for i in range(40):
+            piece = bytes([i]) + chunk[1:]
+            os.write(fd, piece)
+            expected += piece
+        time.sleep(0.5)  # let streamed parts go out
+        os.pwrite(fd, b"REWRITTEN", 100)  # part 1, already sent
+        expected[100:109] = b"REWRITTEN"
+        os.ftruncate(fd, 30 * MiB + 5)  # cuts part 4, drops part 5
+        del expected[30 * MiB + 5:]
+        os.pwrite(fd, b"TAIL", 30 * MiB + 5)
+        expected += b"TAIL"
+        assert os.pread(fd, 20, 95) == bytes(expected[95:115])
+    finally:
+        os.close(fd)
+    assert int(bucket.head("stream.bin")["content-length"]) == len(expected)
+    assert sha(bucket.get("stream.bin")) == sha(bytes(expected))
+    # the same file shrunk below the multipart threshold
+    fd = os.open(m.path / "stream.bin", os.O_RDWR)
+    try:
+        os.ftruncate(fd, 5 * MiB)
+        os.pwrite(fd, b"end", 5 * MiB)
+    finally:
+        os.close(fd)
+    assert sha(bucket.get("stream.bin")) == sha(bytes(expected[:5 * MiB]) + b"end")
+
+
+def test_truncate_and_extend_a_large_object(cos_server, bucket, mount_factory):
+    body = random.Random(19).randbytes(40 * MiB)
+    bucket.put("cut.bin", body)
+    bucket.put("grow.bin", body)
+    m = mount_factory(cos_server)
+    os.truncate(m.path / "cut.bin", 20 * MiB + 7)
+    assert sha(bucket.get("cut.bin")) == sha(body[:20 * MiB + 7])
+    with open(m.path / "grow.bin", "ab") as handle:
+        handle.write(b"appended tail" * 1000)
+    assert sha(bucket.get("grow.bin")) == sha(body + b"appended tail" * 1000)
+    assert os.path.getsize(m.path / "grow.bin") == len(body) + 13000
+
+
+def test_sparse_write_far_past_the_end(cos_server, bucket, mount_factory):
+    bucket.put("base.bin", b"base")
+    m = mount_factory(cos_server)
+    fd = os.open(m.path / "sparse.bin", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.pwrite(fd, b"far", 5 * MiB)
+    finally:
+        os.close(fd)
+    assert sha(bucket.get("sparse.bin")) == sha(bytes(5 * MiB) + b"far")
+    fd = os.open(m.path / "base.bin", os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"!", 2 * MiB)
+    finally:
+        os.close(fd)
+    assert sha(bucket.get("base.bin")) == sha(b"base" + bytes(2 * MiB - 4) + b"!")
+    assert (m.path / "base.bin").read_bytes()[:4] == b"base"
+
+
+def test_two_descriptors_on_one_file(cos_server, bucket, mount_factory):
+    m = mount_factory(cos_server)
+    path = m.path / "shared.txt"
+    a = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    b = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(a, b"aaaa", 0)
+        os.pwrite(b, b"bb", 2)
+        assert os.pread(a, 10, 0) == b"aabb"
+        os.close(a)
+        a = -1
+        assert bucket.get("shared.txt") == b"aabb"  # the first close committed both writes
+        os.pwrite(b, b"cc", 4)
+    finally:
+        if a >= 0:
+            os.close(a)
+        os.close(b)
+    assert bucket.get("shared.txt") == b"aabbcc"
+    assert path.read_bytes() == b"aabbcc"
+
+
+def test_reader_sees_writes_of_another_descriptor(cos_server, bucket, mount_factory):
+    bucket.put("seen.txt", b"0123456789")
+    m = mount_factory(cos_server)
+    path = m.path / "seen.txt"
+    assert path.read_bytes() == b"0123456789"  # in the kernel's page cache now
+    writer = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(writer, b"AB", 3)
+        reader = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(reader, 20, 0) == b"012AB56789"
+        finally:
+            os.close(reader)
+    finally:
+        os.close(writer)
+    assert bucket.get("seen.txt") == b"012AB56789"
+    assert path.read_bytes() == b"012AB56789"
+
+
+def test_unlink_and_recreate_while_the_old_file_is_open(cos_server, bucket, mount_factory):
+    m = mount_factory(cos_server)
+    write_file(m.path / "f.txt", b"first")
+    old = os.open(m.path / "f.txt", os.O_RDONLY)
+    try:
+        os.unlink(m.path / "f.txt")
+        write_file(m.path / "f.txt", b"second version")
+        assert bucket.get("f.txt") == b"second version"
+        assert (m.path / "f.txt").read_bytes() == b"second version"
+    finally:
+        os.close(old)
+    assert bucket.get("f.txt") == b"second version"
+
+
+def test_rename_directory_holding_a_file_open_for_writing(cos_server, bucket, mount_factory):
+    m = mount_factory(cos_server)
+    os.mkdir(m.path / "proj")
+    fd = os.open(m.path / "proj" / "notes.txt", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"before the move;")
+        os.rename(m.path / "proj", m.path / "moved")
+        os.write(fd, b"after the move")
+    finally:
+        os.close(fd)
+    assert bucket.get("moved/notes.txt") == b"before the move;after the move"
+    assert bucket.keys("proj") == []
+    assert (m.path / "moved" / "notes.txt").read_bytes() == b"before the move;after the move"
+    assert sorted(bucket.keys()) == ["moved/", "moved/notes.txt"]
+
+
+def test_metadata_changes_on_a_file_being_written(cos_server, bucket, mount_factory):
+    m = mount_factory(cos_server)
+    path = m.path / "busy.txt"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"busy")
+        os.chmod(path, 0o640)
+        os.setxattr(path, "user.tag", b"v1")
+        os.utime(path, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+        assert os.getxattr(path, "user.cosfs.state") in (b"dirty", b"uploading")
+    finally:
+        os.close(fd)
+    meta = check_meta(bucket, "busy.txt", stat.S_IFREG | 0o640)
+    assert decode_xattr_header(meta["xattr"]) == {"user.tag": b"v1"}
+    assert bucket.get("busy.txt") == b"busy"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert os.getxattr(path, "user.tag") == b"v1"
+    # utime after the last write wins, as tar and cp -p expect
+    assert int(meta["mtime"]) == 1_600_000_000
+    assert os.stat(path).st_mtime_ns == 1_600_000_000 * 10**9
+
+
+def test_xattrs_and_utime_on_directories(cos_server, bucket, mount_factory):
+    bucket.put("implicit/child.txt", b"c")
+    m = mount_factory(cos_server)
+    os.mkdir(m.path / "d")
+    os.setxattr(m.path / "d", "user.kind", b"dir")
+    assert os.getxattr(m.path / "d", "user.kind") == b"dir"
+    assert decode_xattr_header(bucket.meta("d/")["xattr"]) == {"user.kind": b"dir"}
+    assert bucket.head("d/")["content-type"] == "application/x-directory"
+    # chmod of an implicit directory gives it a marker that holds the mode
+    os.chmod(m.path / "implicit", 0o750)
+    assert stat.S_IMODE(os.stat(m.path / "implicit").st_mode) == 0o750
+    check_meta(bucket, "implicit/", stat.S_IFDIR | 0o750, uid=int(bucket.meta("implicit/")["uid"]),
+               gid=int(bucket.meta("implicit/")["gid"]))
+    assert bucket.get("implicit/child.txt") == b"c"
