@@ -865,3 +865,95 @@ def test_xattrs_and_utime_on_directories(cos_server, bucket, mount_factory):
     check_meta(bucket, "implicit/", stat.S_IFDIR | 0o750, uid=int(bucket.meta("implicit/")["uid"]),
                gid=int(bucket.meta("implicit/")["gid"]))
     assert bucket.get("implicit/child.txt") == b"c"
+
+
+# --- descriptors that outlive their name: unlinked or replaced files ------------------------
+
+
+def pending_files(m) -> int:
+    return json.loads(os.getxattr(m.path, "user.cosfs.status"))["dirty_files"]
+
+
+def test_open_unlinked_file_stays_usable(cos_server, bucket, mount_factory):
+    """tempfile.TemporaryFile: open, unlink, then use the descriptor as scratch space. POSIX:
+    writes and reads work, close succeeds, and the name never comes back."""
+    import tempfile
+
+    m = mount_factory(cos_server)
+    with tempfile.TemporaryFile(dir=m.path) as scratch:
+        scratch.write(b"scratch data " * 100)
+        scratch.flush()
+        scratch.seek(0)
+        assert scratch.read() == b"scratch data " * 100
+    assert os.listdir(m.path) == []
+    fd = os.open(m.path / "gone.txt", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, b"before unlink;")
+        os.unlink(m.path / "gone.txt")
+        os.write(fd, b"after unlink")
+        assert os.pread(fd, 100, 0) == b"before unlink;after unlink"
+    finally:
+        os.close(fd)
+    time.sleep(0.5)
+    assert bucket.keys() == []
+    raises_errno(errno.ENOENT, os.stat, m.path / "gone.txt")
+    assert pending_files(m) == 0
+
+
+def test_writes_to_a_replaced_file_never_reach_its_successor(cos_server, bucket, mount_factory):
+    """The editor/rsync pattern while another process still has the old file open for writing:
+    rename(new, target) replaces target. What the old descriptor writes afterwards belongs to
+    the replaced file, which has no name any more: it must not land in `target`, and its close
+    must not fail or leave an upload that can never succeed."""
+    m = mount_factory(cos_server)
+    write_file(m.path / "target.txt", b"old target")
+    write_file(m.path / "partial.txt", b"old partial")
+    whole = os.open(m.path / "target.txt", os.O_WRONLY)
+    part = os.open(m.path / "partial.txt", os.O_WRONLY)
+    try:
+        write_file(m.path / "new.txt", b"new content")
+        write_file(m.path / "new2.txt", b"new content 2")
+        os.rename(m.path / "new.txt", m.path / "target.txt")
+        os.rename(m.path / "new2.txt", m.path / "partial.txt")
+        os.pwrite(whole, b"rewritten by the old descriptor", 0)  # covers the old file entirely
+        os.pwrite(part, b"XX", 3)  # a partial change of the replaced object
+    finally:
+        errors = []
+        for fd in (whole, part):
+            try:
+                os.close(fd)
+            except OSError as exc:
+                errors.append(exc)
+    time.sleep(0.5)
+    outcome = {"close errors": errors, "target.txt": bucket.get("target.txt"), "partial.txt": bucket.get("partial.txt")}
+    assert outcome == {"close errors": [], "target.txt": b"new content", "partial.txt": b"new content 2"}
+    assert (m.path / "target.txt").read_bytes() == b"new content"
+    assert (m.path / "partial.txt").read_bytes() == b"new content 2"
+    assert sorted(bucket.keys()) == ["partial.txt", "target.txt"]
+    assert pending_files(m) == 0
+
+
+def test_writes_to_an_unlinked_file_never_reach_a_new_file_of_that_name(cos_server, bucket, mount_factory):
+    m = mount_factory(cos_server)
+    write_file(m.path / "f.txt", b"first")
+    old = os.open(m.path / "f.txt", os.O_WRONLY)
+    try:
+        os.unlink(m.path / "f.txt")
+        new = os.open(m.path / "f.txt", os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.write(new, b"the new file")
+            try:
+                os.pwrite(old, b"OLD", 0)
+            except OSError as exc:  # the orphan may refuse, but must never write into the new file
+                assert exc.errno != errno.EIO, exc
+        finally:
+            os.close(new)
+    finally:
+        try:
+            os.close(old)
+        except OSError as exc:
+            raise AssertionError(f"closing the unlinked file's descriptor failed: {exc!r}") from None
+    time.sleep(0.5)
+    assert bucket.get("f.txt") == b"the new file"
+    assert (m.path / "f.txt").read_bytes() == b"the new file"
+    assert pending_files(m) == 0
