@@ -12,6 +12,7 @@ import json
 import os
 import random
 import stat
+import subprocess
 import time
 from urllib.parse import unquote
 
@@ -957,3 +958,39 @@ def test_writes_to_an_unlinked_file_never_reach_a_new_file_of_that_name(cos_serv
     assert bucket.get("f.txt") == b"the new file"
     assert (m.path / "f.txt").read_bytes() == b"the new file"
     assert pending_files(m) == 0
+
+
+# --- what listings show ------------------------------------------------------------------
+
+
+def test_listing_keeps_what_this_mount_knows(cos_server, bucket, mount_factory):
+    """readdir (LIST) cannot tell a symlink from a file nor see x-cos-meta-*; entries this
+    mount created or looked up must not lose their type and attributes to a listing."""
+    m = mount_factory(cos_server)
+    write_file(m.path / "target", b"t")
+    os.symlink("target", m.path / "link")
+    os.chmod(m.path / "target", 0o600)
+    os.utime(m.path / "target", (1_300_000_000, 1_300_000_000))
+    assert stat.S_ISLNK(os.lstat(m.path / "link").st_mode)
+    assert sorted(os.listdir(m.path)) == ["link", "target"]
+    assert stat.S_ISLNK(os.lstat(m.path / "link").st_mode), stat.filemode(os.lstat(m.path / "link").st_mode)
+    assert os.readlink(m.path / "link") == "target"
+    st = os.stat(m.path / "target")
+    assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o600, 1_300_000_000)
+
+
+def test_fresh_mount_listing_shows_symlinks_and_stored_metadata(cos_server, bucket, mount_factory):
+    """A fresh mount, listed before anything is looked up (ls -l, find, tar c, cp -a, rsync
+    from the mount all do this): symbolic links must show as links, and stat after the
+    listing must give the stored mode/uid/gid/mtime, else copies out of the mount are wrong."""
+    m = mount_factory(cos_server)
+    write_file(m.path / "target", b"t")
+    os.symlink("target", m.path / "link")
+    os.chmod(m.path / "target", 0o600)
+    os.utime(m.path / "target", (1_300_000_000, 1_300_000_000))
+    m2 = mount_factory(cos_server)
+    found = subprocess.run(["find", ".", "-type", "l"], cwd=m2.path, capture_output=True, text=True, check=True)
+    assert found.stdout.split() == ["./link"]
+    assert stat.S_ISLNK(os.lstat(m2.path / "link").st_mode)
+    st = os.stat(m2.path / "target")
+    assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o600, 1_300_000_000)
