@@ -65,7 +65,16 @@ def acknowledged_changes(m, bucket: Bucket) -> dict[str, bytes]:
     with open(m.path / "log.txt", "ab") as handle:
         handle.write(b"appended\n")
     expected["log.txt"] = b"first\nappended\n"
+    # journaled, then renamed or unlinked before any upload
+    write_file(m.path / "draft.txt", b"draft that became final")
+    os.rename(m.path / "draft.txt", m.path / "docs" / "final.txt")
+    expected["docs/final.txt"] = b"draft that became final"
+    write_file(m.path / "temp.txt", b"never to be seen")
+    os.unlink(m.path / "temp.txt")
     return expected
+
+
+GONE = ("draft.txt", "temp.txt")
 
 
 def seed_bucket(bucket: Bucket) -> None:
@@ -91,6 +100,7 @@ def test_kill_9_after_close_loses_nothing(cos_server, tmp_path):
         assert second.cache_dir == mounted.cache_dir
         for key, data in expected.items():
             bucket.wait_for(key, data, timeout_s=20)
+        assert [key for key in GONE if bucket.exists(key)] == []
         for key, data in expected.items():
             assert sha((second.path / key).read_bytes()) == sha(data), key
         assert open_uploads(bucket) == [], "multipart uploads of the crashed mount were left behind"
@@ -111,6 +121,9 @@ def test_kill_9_while_uploads_are_in_flight(server_factory, tmp_path):
     second = None
     try:
         expected = acknowledged_changes(mounted, bucket)
+        last = random.Random(34).randbytes(12 * MiB)  # one PUT, starting 0.1 s after close
+        write_file(mounted.path / "last.bin", last)
+        expected["last.bin"] = last
         # kill as soon as the daemon reports an upload in progress
         deadline = time.monotonic() + 10
         uploading = []
@@ -123,6 +136,7 @@ def test_kill_9_while_uploads_are_in_flight(server_factory, tmp_path):
         second = start_mount(server, tmp_path, name="crash")
         for key, data in expected.items():
             bucket.wait_for(key, data, timeout_s=30)
+        assert [key for key in GONE if bucket.exists(key)] == []
         assert open_uploads(bucket) == [], "multipart uploads of the crashed mount were left behind"
         assert incomplete, "every upload had finished before the kill: the test proves nothing"
     finally:
