@@ -994,3 +994,37 @@ def test_fresh_mount_listing_shows_symlinks_and_stored_metadata(cos_server, buck
     assert stat.S_ISLNK(os.lstat(m2.path / "link").st_mode)
     st = os.stat(m2.path / "target")
     assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o600, 1_300_000_000)
+
+
+def test_shared_writable_mmap(cos_server, bucket, mount_factory):
+    import mmap
+
+    bucket.put("mapped.bin", bytes(3 * 4096))
+    m = mount_factory(cos_server)
+    fd = os.open(m.path / "mapped.bin", os.O_RDWR)
+    try:
+        with mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mapped:
+            mapped[100:105] = b"hello"
+            mapped[2 * 4096:2 * 4096 + 5] = b"world"
+            mapped.flush()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    expected = bytearray(3 * 4096)
+    expected[100:105] = b"hello"
+    expected[2 * 4096:2 * 4096 + 5] = b"world"
+    assert bucket.get("mapped.bin") == bytes(expected)
+    assert (m.path / "mapped.bin").read_bytes() == bytes(expected)
+
+
+def test_xattr_too_large_is_refused_cleanly(cos_server, bucket, mount_factory):
+    m = mount_factory(cos_server)
+    write_file(m.path / "f", b"f")
+    os.setxattr(m.path / "f", "user.small", b"ok")
+    with pytest.raises(OSError) as info:
+        os.setxattr(m.path / "f", "user.big", b"x" * 4096)
+    # setxattr(2): E2BIG or ENOSPC when the value does not fit
+    assert info.value.errno in (errno.E2BIG, errno.ENOSPC), info.value
+    assert os.getxattr(m.path / "f", "user.small") == b"ok"
+    assert decode_xattr_header(bucket.meta("f")["xattr"]) == {"user.small": b"ok"}
+    assert bucket.get("f") == b"f"
