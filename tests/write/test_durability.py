@@ -218,3 +218,37 @@ def test_full_cache_disk_gives_enospc_and_corrupts_nothing(cos_server, tmp_path)
         subprocess.run(["umount", str(cache)], check=False)
         if os.path.ismount(cache):
             subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+def test_kill_9_with_an_unlinked_file_still_open(cos_server, tmp_path):
+    """An open file whose name was removed has no key: a crash must not make the next mount
+    upload it under any name, nor leave it pending forever."""
+    bucket = Bucket(cos_server)
+    mounted = start_mount(cos_server, tmp_path, "write_back_delay=30", name="crash")
+    second = None
+    try:
+        write_file(mounted.path / "kept.txt", b"kept")
+        fd = os.open(mounted.path / "scratch.bin", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            os.write(fd, b"scratch " * 1000)
+            os.fsync(fd)  # committed under its name, then unlinked while open
+            os.unlink(mounted.path / "scratch.bin")
+            os.write(fd, b"more scratch")
+            os.fsync(fd)
+            kill_daemon(mounted)
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the daemon is gone
+        second = start_mount(cos_server, tmp_path, name="crash")
+        bucket.wait_for("kept.txt", b"kept", timeout_s=20)
+        time.sleep(1)
+        assert bucket.keys() == ["kept.txt"]
+        status = json.loads(os.getxattr(second.path, "user.cosfs.status"))
+        assert status["dirty_files"] == 0, status["pending"]
+        assert os.listdir(second.path) == ["kept.txt"]
+    finally:
+        if second is not None:
+            unmount(second.path, second.process)
+        unmount(mounted.path, mounted.process)
