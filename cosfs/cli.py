@@ -103,6 +103,7 @@ def mount_settings(args: argparse.Namespace):
         multipart_threshold_bytes=2 * int(values["multipart_size"]),
         write_back_delay_s=float(values["write_back_delay"]),
         xattrs=not values["noxattr"],
+        listing_heads=values["listing_metadata"] == "head",
     )
     cache_dir = str(values["cache_dir"] or values["use_cache"])
     if not cache_dir:

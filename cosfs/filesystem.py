@@ -28,7 +28,7 @@ import trio
 from cosfs import xattrs
 from cosfs.blocks import BlockCache, ObjectRef
 from cosfs.config import FsConfig
-from cosfs.cos.store import MAX_SINGLE_COPY_BYTES, ObjectStore, WriteOptions
+from cosfs.cos.store import MAX_SINGLE_COPY_BYTES, ObjectMeta, ObjectStore, WriteOptions
 from cosfs.errors import (
     AlreadyExists,
     CosfsError,
@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 ReaddirReply = Callable[[str, Attr, int], bool]
 
 DIRECTORY_CONTENT_TYPE = "application/x-directory"
+# Keys of files that lost their name while open (unlink, rename over them): NUL can never be
+# in an object key, so these are never uploaded and never collide with a real name.
+ORPHAN_PREFIX = "\0orphan/"
 RENAME_EXCHANGE = 2
 RENAME_NOREPLACE = 1
 
@@ -142,6 +145,9 @@ class CosFilesystem:
         self.blocks.load()
         await self.renames.recover()
         for dirty in self.staging.recover():
+            if dirty.key.startswith(ORPHAN_PREFIX):
+                self.staging.drop(dirty.key)  # a nameless file's data dies with its descriptors
+                continue
             # The commit resumes the newest interrupted multipart upload of ours and aborts
             # the older ones.
             log.warning("finishing the upload of %s journaled by an earlier mount", dirty.key)
@@ -205,6 +211,8 @@ class CosFilesystem:
         directory = self.inodes.get(handle.ino)
         if start_id == 0 or handle.entries is None:
             handle.entries = await self.namespace.list_dir(directory)
+            if self.config.listing_heads:
+                await self.namespace.fill_metadata(handle.entries, 2 * self.config.parallel_fetches)
         for index in range(start_id, len(handle.entries)):
             entry = handle.entries[index]
             dirty = self.staging.get(entry.key) if entry.kind == Kind.FILE else None
@@ -411,6 +419,9 @@ class CosFilesystem:
         handle = self.files.pop(fh)
         inode = self.inodes.get(handle.ino)
         self.inodes.closed(handle.ino)
+        if inode.key.startswith(ORPHAN_PREFIX) and not inode.open_count:
+            self._discard(inode.key)
+            return
         dirty = self.staging.get(inode.key)
         if handle.writable and dirty is not None and not dirty.clean:
             # flush normally committed or scheduled it; make sure nothing is left behind.
@@ -465,6 +476,7 @@ class CosFilesystem:
             dirty = self.staging.get(inode.key)
             if dirty is not None:
                 dirty.options = dataclasses.replace(dirty.options, user_meta=meta)
+                dirty.mtime_s = new_mtime
                 dirty.generation += 1
                 self.staging.save(dirty)
             elif inode.kind == Kind.DIR:
@@ -477,8 +489,11 @@ class CosFilesystem:
                 options = WriteOptions(content_type=inode.content_type, user_meta=meta)
                 result = await self.store.copy_object(inode.key, inode.key, replace_metadata=options,
                                                       source_if_match=inode.etag)
-                inode.etag = result.etag
+                # Same bytes: the kernel's cached pages stay valid under the new ETag.
                 inode.page_cache_etag = result.etag if inode.page_cache_etag == inode.etag else None
+                inode.etag = result.etag
+                self.namespace.remember_meta(ObjectMeta(inode.key, attr.size_bytes, result.etag, time.time(),
+                                                        inode.content_type, result.crc64, dict(meta)))
         inode.user_meta = meta
         inode.attr = dataclasses.replace(attr, mode=new_mode, uid=new_uid, gid=new_gid, mtime_ns=int(new_mtime * 1e9))
         if dirty is not None and not self.inodes.get(inode.ino).open_count:
@@ -566,11 +581,42 @@ class CosFilesystem:
         inode = await self.namespace.lookup(parent, name)
         if inode.kind == Kind.DIR:
             raise IsADirectory(inode.key)
-        async with self._lock(inode.key):
-            self._discard(inode.key)
-            await self.store.delete_object(inode.key)
+        key = inode.key
+        async with self._lock(key):
+            await self._orphan(inode)
+            self._discard(key)
+            await self.store.delete_object(key)
         self.namespace.note_removed(parent.key, name)
         self.inodes.unlink_name(parent.ino, name)
+
+    async def _orphan(self, inode: Inode) -> None:
+        """An open file is losing its name: its descriptors keep working on a private copy
+        (POSIX unlinked-but-open semantics), which is never uploaded and is dropped at the
+        last close. The caller holds the key's lock."""
+        if not inode.open_count:
+            return
+        orphan_key = f"{ORPHAN_PREFIX}{inode.ino}"
+        dirty = self.staging.get(inode.key)
+        if dirty is None:
+            dirty = self.staging.start(inode.key, None, 0, self._options_of(inode))
+            if inode.etag is not None and inode.attr.size_bytes:
+                dirty.base = ObjectRef(inode.key, inode.etag, inode.attr.size_bytes)
+                dirty.base_limit = dirty.size = inode.attr.size_bytes
+        else:
+            self.uploader.abandon(dirty)
+        # Base bytes live in the object about to go away: copy them into staging now.
+        for start, end, source in list(dirty.pieces(0, dirty.size)):
+            if source == "base" and dirty.base is not None:
+                for offset in range(start, end, 8 * 1024 * 1024):
+                    chunk = bytes(await self.blocks.read(dirty.base, offset, min(end, offset + 8 * 1024 * 1024) - offset))
+                    self.staging.write(dirty, offset, chunk)
+        dirty.base, dirty.base_limit = None, 0
+        self.staging.rekey(inode.key, orphan_key)
+        inode.key = orphan_key
+        inode.etag = None
+        for handle in self.files.values():
+            if handle.ino == inode.ino:
+                handle.ref = None
 
     async def symlink(self, parent_ino: int, name: str, target: str, caller: Caller) -> Attr:
         self._check_writable()
@@ -581,6 +627,8 @@ class CosFilesystem:
         meta = posix_meta(stat.S_IFLNK | 0o777, caller.uid, caller.gid, time.time())
         body = target.encode("utf-8", "surrogateescape")
         result = await self.store.put_object(key, body, WriteOptions(user_meta=meta))
+        self.namespace.remember_meta(ObjectMeta(key, len(body), result.etag, time.time(), "application/octet-stream",
+                                                result.crc64, dict(meta)))
         entry = DirEntry(name, Kind.SYMLINK, key, len(body), result.etag, time.time())
         self.namespace.note_entry(parent.key, entry)
         attr = Attr(0, stat.S_IFLNK | 0o777, len(body), caller.uid, caller.gid, time.time_ns())
@@ -629,6 +677,8 @@ class CosFilesystem:
             raise IsADirectory(target.key)
         old_key, new_key = source.key, new_parent.key + new_name
         async with self._lock(old_key), self._lock(new_key):
+            if target is not None:
+                await self._orphan(target)  # its open descriptors must not write into new_key
             dirty = self.staging.get(old_key)
             self._discard(new_key)  # a pending write to the target is overwritten
             if dirty is not None and dirty.base is None:
@@ -710,6 +760,13 @@ class CosFilesystem:
         dirty = self.staging.get(key)
         if dirty is None or dirty.clean:
             return
+        if key.startswith(ORPHAN_PREFIX):
+            dirty.committed_generation = dirty.generation  # nameless: nothing to upload
+            return
+        # COSFS's mtime header carries the file's mtime: the last write, or a later utimens.
+        user_meta = dict(dirty.options.user_meta)
+        user_meta["mtime"] = str(int(dirty.mtime_s))
+        dirty.options = dataclasses.replace(dirty.options, user_meta=user_meta)
         self.staging.save(dirty)
         try:
             result = await self.uploader.commit(dirty)
@@ -724,6 +781,8 @@ class CosFilesystem:
         prefix, _, name = key.rpartition("/")
         prefix = prefix + "/" if prefix else ""
         self.namespace.note_entry(prefix, DirEntry(name, Kind.FILE, key, size, result.etag, time.time()))
+        self.namespace.remember_meta(ObjectMeta(key, size, result.etag, time.time(), dirty.options.content_type,
+                                                result.crc64, dict(dirty.options.user_meta)))
         for inode in self.inodes.children_with_key(key):
             inode.etag = result.etag
             inode.page_cache_etag = result.etag if inode.open_count else None

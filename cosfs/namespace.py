@@ -80,6 +80,7 @@ class Namespace:
         self._negative: TTLCache[tuple[str, str], bool] = TTLCache(
             maxsize=config.max_stat_entries, ttl=config.negative_ttl_s, timer=clock)
         self._warned: LRUCache[str, bool] = LRUCache(maxsize=10_000)
+        self._metas: LRUCache[tuple[str, str], ObjectMeta] = LRUCache(maxsize=config.max_stat_entries)
         self._listing_in_flight: dict[str, trio.Event] = {}
         # Implicit directories have no object and so no time of their own: show the mount's.
         self._mounted_at_s = time.time()
@@ -246,12 +247,43 @@ class Namespace:
                                    etag=entry.etag, expires_at_s=self._expiry(), meta_complete=entry.kind == Kind.DIR)
 
     def inode_for_entry(self, parent: Inode, entry: DirEntry) -> Inode:
-        """The inode for a listed entry (readdirplus), keeping fresher HEAD data if any."""
+        """The inode for a listed entry (readdirplus). LIST carries no x-cos-meta-*, so what a
+        HEAD (or our own write) said about the same version (key + ETag) wins over the
+        listing's defaults: a symlink stays a symlink, a chmod'ed file keeps its mode."""
+        if entry.kind != Kind.DIR and entry.etag is not None:
+            meta = self._metas.get((entry.key, entry.etag))
+            if meta is not None:
+                return self.inode_from_head(parent, entry.name, meta)
         existing = self._inodes.child(parent.ino, entry.name)
-        if (existing is not None and existing.expires_at_s > self._clock() and existing.key == entry.key
-                and existing.etag == entry.etag and existing.kind == entry.kind):
+        if (existing is not None and existing.key == entry.key and existing.etag == entry.etag
+                and (existing.meta_complete or existing.expires_at_s > self._clock())):
+            existing.expires_at_s = max(existing.expires_at_s, self._expiry())
             return existing
         return self._upsert_entry(parent, entry)
+
+    def remember_meta(self, meta: ObjectMeta) -> None:
+        """Metadata of one object version, for listings of it (bounded LRU)."""
+        self._metas[(meta.key, meta.etag)] = meta
+
+    async def fill_metadata(self, entries: list[DirEntry], parallel: int) -> None:
+        """`listing_metadata=head`: HEAD (bounded parallel) every listed object whose version's
+        metadata is not known yet, so readdir shows symlinks and stored modes and mtimes."""
+        todo = [e for e in entries if e.kind != Kind.DIR and e.etag is not None
+                and (e.key, e.etag) not in self._metas]
+        if not todo:
+            return
+        limiter = trio.CapacityLimiter(parallel)
+
+        async def head(entry: DirEntry) -> None:
+            async with limiter:
+                try:
+                    self.remember_meta(await self._store.head_object(entry.key))
+                except NotFound:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for entry in todo:
+                nursery.start_soon(head, entry)
 
     async def lookup(self, parent: Inode, name: str) -> Inode:
         """The child `name` of `parent`, from caches when fresh, else from HEAD + LIST."""
@@ -326,6 +358,7 @@ class Namespace:
         mode = _int_or_none(head.user_meta.get("mode"))
         if mode is not None and stat.S_ISLNK(mode):
             kind = Kind.SYMLINK
+        self.remember_meta(head)
         inode = self._inodes.upsert(parent.ino, name, head.key, self.attr_from_meta(kind, head),
                                     etag=head.etag, expires_at_s=self._expiry(), meta_complete=True)
         inode.user_meta = dict(head.user_meta)

@@ -53,6 +53,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("negative_cache_expire", "float", 10.0, "seconds a 'no such file' answer is trusted"),
     Option("max_stat_cache_size", "int", 100_000, "most negative entries kept"),
     Option("enable_noobj_cache", "flag", True, "COSFS compatibility: negative caching is always on (see negative_cache_expire)"),
+    Option("listing_metadata", "choice", "list", "list: readdir shows sizes and times from LIST only (no HEAD per entry; default modes); head: also HEAD each listed object once per version (bounded parallel) so listings show symlinks and stored modes, owners and mtimes (rsync, cp -a, tar c)", ("list", "head")),
     Option("cache_dir", "str", "", "local cache directory (default /var/cache/cosfs/BUCKET as root, else ~/.cache/cosfs/BUCKET)"),
     Option("use_cache", "str", "", "COSFS spelling of cache_dir"),
     Option("cache_size", "size", 2048 * MiB, "most bytes of cached blocks on disk (suffixes K, M, G; bare number = MB)", unit_bytes=MiB),
