@@ -79,6 +79,10 @@ class NoSuchAttribute(CosfsError):
     log_level = logging.DEBUG
 
 
+class AttributeTooLarge(CosfsError):
+    """An extended attribute that does not fit in COS's 2 KB of user metadata."""
+
+
 class NotPermitted(CosfsError):
     """The operation can never work on this filesystem (hard links)."""
 
@@ -194,6 +198,7 @@ ERRNO_FOR: dict[type[BaseException], int] = {
     ReadOnly: errno.EROFS,
     NotPermitted: errno.EPERM,
     NoSuchAttribute: errno.ENODATA,
+    AttributeTooLarge: errno.E2BIG,
     CacheFull: errno.ENOSPC,
     TooLarge: errno.EFBIG,
     TransientError: errno.EIO,

@@ -9,7 +9,7 @@ import json
 from collections.abc import MutableMapping
 from urllib.parse import quote, unquote
 
-from cosfs.errors import InvalidName, NoSuchAttribute, NotPermitted, TooLarge
+from cosfs.errors import AttributeTooLarge, InvalidName, NoSuchAttribute, NotPermitted
 
 __all__ = ["NoSuchAttribute", "get", "names", "remove", "set_", "status_value"]
 
@@ -59,7 +59,7 @@ def check_settable(name: str, value: bytes) -> None:
     if not name.startswith("user."):
         raise InvalidName("only user.* extended attributes can be stored in COS")
     if len(name) + len(value) > MAX_XATTR_BYTES:
-        raise TooLarge("extended attributes are limited by COS's 2 KB of user metadata")
+        raise AttributeTooLarge("extended attributes are limited by COS's 2 KB of user metadata")
 
 
 def set_(meta: MutableMapping[str, str], name: str, value: bytes) -> None:
@@ -67,7 +67,7 @@ def set_(meta: MutableMapping[str, str], name: str, value: bytes) -> None:
     table[name] = base64.b64encode(value).decode()
     encoded = quote(json.dumps(table, separators=(",", ":")), safe="")
     if len(encoded) > 2 * MAX_XATTR_BYTES:
-        raise TooLarge("extended attributes are limited by COS's 2 KB of user metadata")
+        raise AttributeTooLarge("extended attributes are limited by COS's 2 KB of user metadata")
     _store(meta, table)
 
 
