@@ -111,8 +111,9 @@ def server_factory(tmp_path: Path) -> Iterator:
     """Start servers with extra arguments (faults, buckets); all are stopped at teardown."""
     started: list[ServerProcess] = []
 
-    def factory(*extra_args: str, **kwargs) -> ServerProcess:
-        root = tmp_path / f"server-root-{len(started)}"
+    def factory(*extra_args: str, root: Path | None = None, **kwargs) -> ServerProcess:
+        """`root=` restarts a server on an earlier server's files."""
+        root = root or tmp_path / f"server-root-{len(started)}"
         kwargs.setdefault("access_log", tmp_path / f"access-{len(started)}.log")
         server = start_server(root, *extra_args, **kwargs)
         started.append(server)

@@ -1,11 +1,6 @@
-"""Fixtures for tests/cos: `cos_server`/`server_factory` as in tests/conftest.py, but closing each
-stopped server's stdout pipe (otherwise its ResourceWarning fails the run under
-filterwarnings=error), and clients configured for a server."""
+"""Fixtures for tests/cos: clients configured for a `cosfs serve` process (tests/conftest.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,40 +8,7 @@ from cosfs.config import CosConfig
 from cosfs.cos.auth import Credentials
 from cosfs.cos.client import CosClient
 from cosfs.credentials import StaticCredentials
-from tests.conftest import ServerProcess, start_server
-
-
-def _stop(server: ServerProcess) -> None:
-    server.stop()
-    if server.process.stdout is not None:
-        server.process.stdout.close()
-
-
-@pytest.fixture
-def cos_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path / "server-root", access_log=tmp_path / "access.log")
-    try:
-        yield server
-    finally:
-        _stop(server)
-
-
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator:
-    started: list[ServerProcess] = []
-
-    def factory(*extra_args: str, **kwargs) -> ServerProcess:
-        root = kwargs.pop("root", None) or tmp_path / f"server-root-{len(started)}"
-        kwargs.setdefault("access_log", tmp_path / f"access-{len(started)}.log")
-        server = start_server(root, *extra_args, **kwargs)
-        started.append(server)
-        return server
-
-    try:
-        yield factory
-    finally:
-        for server in started:
-            _stop(server)
+from tests.conftest import ServerProcess
 
 
 def client_for(server: ServerProcess, *, secret_key: str | None = None, bucket: str | None = None,
