@@ -124,7 +124,7 @@ class CosFilesystem:
                                  multipart_threshold_bytes=config.multipart_threshold_bytes,
                                  parallel_parts=upload_parallelism(config),
                                  on_upload_id=lambda dirty: self.staging.save(dirty, data=False))
-        self.renames = RenameJournal(cache_dir, store)
+        self.renames = RenameJournal(cache_dir, store, self._copy)
         self.files: HandleTable[FileHandle] = HandleTable()
         self.dirs: HandleTable[DirHandle] = HandleTable()
         self._nursery: trio.Nursery | None = None

@@ -14,12 +14,13 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
-from cosfs.cos.store import MAX_SINGLE_COPY_BYTES, ObjectStore
-from cosfs.errors import CosfsError, NotFound, TooLarge
+from cosfs.cos.store import ObjectStore
+from cosfs.errors import CosfsError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,11 @@ log = logging.getLogger(__name__)
 class RenameJournal:
     """Owner of the rename journal directory."""
 
-    def __init__(self, cache_dir: Path, store: ObjectStore) -> None:
+    def __init__(self, cache_dir: Path, store: ObjectStore,
+                 copy: Callable[[str, str, int], Awaitable[None]]) -> None:
         self._dir = cache_dir / "renames"
         self._store = store
+        self._copy = copy  # server-side copy of any size (multipart copy above 5 GB)
 
     async def rename_prefix(self, old_prefix: str, new_prefix: str, parallel: int) -> int:
         """Move every key under old_prefix to new_prefix; returns how many moved."""
@@ -54,10 +57,8 @@ class RenameJournal:
                         return  # done by the interrupted walk
                 except NotFound:
                     pass
-                if size > MAX_SINGLE_COPY_BYTES:
-                    raise TooLarge(f"{key}: directory renames copy objects up to 5 GB in one request")
                 try:
-                    await self._store.copy_object(key, destination)
+                    await self._copy(key, destination, size)
                 except NotFound:
                     pass  # deleted meanwhile: nothing to move
 
