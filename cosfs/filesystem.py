@@ -47,7 +47,6 @@ from cosfs.handles import DirHandle, FileHandle, HandleTable
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
 from cosfs.namespace import DirEntry, Namespace, check_name, root_attr
 from cosfs.prefetch import ReadAhead
-from cosfs.ranges import RangeSet
 from cosfs.renames import RenameJournal
 from cosfs.staging import DirtyFile, StagingArea
 from cosfs.uploader import Uploader, part_size_for, plan_parts
@@ -61,6 +60,8 @@ DIRECTORY_CONTENT_TYPE = "application/x-directory"
 # Keys of files that lost their name while open (unlink, rename over them): NUL can never be
 # in an object key, so these are never uploaded and never collide with a real name.
 ORPHAN_PREFIX = "\0orphan/"
+# Multipart copies (renames of objects over 5 GB) move 512 MiB per Upload Part - Copy.
+COPY_PART_BYTES = 512 * 1024 * 1024
 RENAME_EXCHANGE = 2
 RENAME_NOREPLACE = 1
 
@@ -708,12 +709,11 @@ class CosFilesystem:
             return
         head = await self.store.head_object(old_key)
         options = WriteOptions(content_type=head.content_type, user_meta=dict(head.user_meta))
-        whole = DirtyFile(new_key, Path("/dev/null"), ObjectRef(old_key, head.etag, head.size_bytes),
-                          head.size_bytes, head.size_bytes, RangeSet(), options, 0)
         upload_id = await self.store.create_multipart_upload(new_key, options)
         try:
             parts = []
-            for plan in plan_parts(whole, part_size_for(size, max(self.config.part_size_bytes, 512 * 1024 * 1024))):
+            part_bytes = part_size_for(size, max(self.config.part_size_bytes, COPY_PART_BYTES))
+            for plan in plan_parts(head.size_bytes, part_bytes, base_limit=head.size_bytes):
                 parts.append(await self.store.upload_part_copy(new_key, upload_id, plan.number, old_key,
                                                                (plan.start, plan.end - 1), source_if_match=head.etag))
             await self.store.complete_multipart_upload(new_key, upload_id, parts)

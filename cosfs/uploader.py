@@ -21,6 +21,7 @@ import trio
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import MAX_PARTS, MIN_PART_BYTES, ObjectStore, PartInfo, PutResult
 from cosfs.errors import CosfsError
+from cosfs.ranges import RangeSet
 from cosfs.staging import DirtyFile
 
 log = logging.getLogger(__name__)
@@ -46,16 +47,16 @@ def part_size_for(size_bytes: int, preferred_bytes: int) -> int:
     return math.ceil(size / MiB) * MiB
 
 
-def plan_parts(dirty: DirtyFile, part_bytes: int) -> list[PartPlan]:
-    """Cut [0, size) into parts; a part is copied when it is wholly untouched base data."""
+def plan_parts(size: int, part_bytes: int, *, base_limit: int = 0, written: RangeSet | None = None) -> list[PartPlan]:
+    """Cut [0, size) into parts; a part is copied from the base object when it lies below
+    `base_limit` (0: no base), is big enough to copy, and holds no written byte."""
     plans = []
-    for number, start in enumerate(range(0, dirty.size, part_bytes), start=1):
-        end = min(start + part_bytes, dirty.size)
+    for number, start in enumerate(range(0, size, part_bytes), start=1):
+        end = min(start + part_bytes, size)
         copy = (
-            dirty.base is not None
-            and end <= dirty.base_limit
+            end <= base_limit
             and end - start >= MIN_COPY_PART_BYTES
-            and not dirty.written.overlaps(start, end)
+            and not (written is not None and written.overlaps(start, end))
         )
         plans.append(PartPlan(number, start, end, copy))
     return plans
@@ -255,7 +256,8 @@ class Uploader:
         return await self._multipart(dirty)
 
     async def _multipart(self, dirty: DirtyFile) -> PutResult:
-        plans = plan_parts(dirty, part_size_for(dirty.size, self._part_bytes))
+        plans = plan_parts(dirty.size, part_size_for(dirty.size, self._part_bytes),
+                           base_limit=dirty.base_limit if dirty.base is not None else 0, written=dirty.written)
         resumed = await self._resumable(dirty)
         if resumed is not None:
             upload_id, kept = resumed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.write.bucket import Bucket, sha
+from tests.write.bucket import Bucket
 
 SOURCE_TREE = Path("/usr/share/doc/git")  # ~600 real files, 31 directories, 3 symlinks
 

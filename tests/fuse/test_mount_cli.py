@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuse.conftest import FUSERMOUNT, is_mounted, require_fuse, sdk_client, unmount, wait_mounted, write_passwd
+from tests.fuse.conftest import FUSERMOUNT, is_mounted, require_fuse, sdk_client, unmount, write_passwd
 
 VENV_BIN = str(Path(sys.executable).parent)
 

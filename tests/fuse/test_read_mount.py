@@ -142,7 +142,7 @@ def test_cold_ls_costs_list_only_and_warm_reread_costs_nothing(cos_server, sdk, 
     subprocess.run(["ls", "-l", str(m.path / "many")], capture_output=True, check=True)
     assert count_requests(cos_server, before) == {}
     data = (m.path / "warm.bin").read_bytes()
-    os.system(f"echo 3 > /proc/sys/vm/drop_caches 2>/dev/null")
+    os.system("echo 3 > /proc/sys/vm/drop_caches 2>/dev/null")
     before = len(cos_server.access_lines())
     assert (m.path / "warm.bin").read_bytes() == data
     counts = count_requests(cos_server, before)
