@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import trio
 
 from cosfs.cos.store import ObjectStore
+from cosfs.durable import write_json_durably
 from cosfs.errors import CosfsError, NotFound
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class RenameJournal:
         """Move every key under old_prefix to new_prefix; returns how many moved."""
         self._dir.mkdir(parents=True, exist_ok=True)
         entry = self._dir / f"{uuid.uuid4().hex}.json"
-        _write_durably(entry, {"old": old_prefix, "new": new_prefix})
+        write_json_durably(entry, {"old": old_prefix, "new": new_prefix})
         moved = await self._walk(old_prefix, new_prefix, parallel)
         entry.unlink()
         return moved
@@ -87,16 +87,3 @@ class RenameJournal:
                 continue
             entry.unlink()
 
-
-def _write_durably(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(record, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -27,6 +27,7 @@ from typing import Any
 
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import WriteOptions
+from cosfs.durable import write_json_durably
 from cosfs.errors import CacheFull
 from cosfs.ranges import RangeSet
 
@@ -209,21 +210,10 @@ class StagingArea:
             "mtime_s": dirty.mtime_s,
             "upload_ids": list(dirty.upload_ids),
         }
-        path = self._stem(dirty.key).with_suffix(".json")
-        tmp = path.with_suffix(".json.tmp")
         with _disk_errors():
             if data:
                 os.fsync(self._fd(dirty))
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-            dir_fd = os.open(self._dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_json_durably(self._stem(dirty.key).with_suffix(".json"), record)
 
     def recover(self) -> list[DirtyFile]:
         """Dirty files journaled by an earlier mount (their data files must exist)."""
