@@ -282,10 +282,11 @@ class TempFile:
         self.crc = crc64.combine(self.crc, crc, length) if self.size else crc
         self.size += length
 
-    def finish(self, record: ObjectRecord) -> None:
-        """Append the trailer and make the file durable (blocking)."""
+    def finish(self, record: ObjectRecord, durable: bool = True) -> None:
+        """Append the trailer and (unless durable=False) make the file durable (blocking)."""
         _write_all(self.fd, [_trailer(record)])
-        os.fsync(self.fd)
+        if durable:
+            os.fsync(self.fd)
         os.close(self.fd)
         self._closed = True
 
@@ -570,8 +571,11 @@ class Bucket:
         return upload
 
     async def commit_part(self, upload: Upload, number: int, temp: TempFile, record: ObjectRecord) -> ObjectRecord:
+        # Parts are not fsynced one by one: Complete copies them into the object, which is.
+        # A process crash (kill -9) loses nothing; only an OS crash can lose parts of an
+        # upload that was never completed, which the client then sends again.
         try:
-            await trio.to_thread.run_sync(temp.finish, record)
+            await trio.to_thread.run_sync(temp.finish, record, False)
         except BaseException:
             temp.discard()
             raise
