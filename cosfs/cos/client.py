@@ -194,6 +194,14 @@ class _Truncated(Exception):
     """A body shorter than its Content-Length."""
 
 
+def _bytes_spec(byte_range: tuple[int, int]) -> str:
+    """`bytes=first-last` (inclusive) for Range and x-cos-copy-source-range."""
+    first, last = byte_range
+    if first < 0 or last < first:
+        raise ValueError(f"bad byte range {byte_range}")
+    return f"bytes={first}-{last}"
+
+
 def _quote_etag(etag: str) -> str:
     return etag if etag.startswith('"') else f'"{etag}"'
 
@@ -565,10 +573,7 @@ class CosClient:
     def _get_call(self, op: str, key: str, byte_range: tuple[int, int] | None, if_match: str | None) -> _Call:
         headers: dict[str, str] = {}
         if byte_range is not None:
-            first, last = byte_range
-            if first < 0 or last < first:
-                raise ValueError(f"bad byte range {byte_range}")
-            headers["range"] = f"bytes={first}-{last}"
+            headers["range"] = _bytes_spec(byte_range)
         if if_match:
             headers["if-match"] = _quote_etag(if_match)
         return _Call(op, "GET", key, headers=headers)
@@ -821,10 +826,7 @@ class CosClient:
     ) -> PartInfo:
         headers = {"x-cos-copy-source": self._addr.copy_source(source_key)}
         if source_range is not None:
-            first, last = source_range
-            if first < 0 or last < first:
-                raise ValueError(f"bad source range {source_range}")
-            headers["x-cos-copy-source-range"] = f"bytes={first}-{last}"
+            headers["x-cos-copy-source-range"] = _bytes_spec(source_range)
         if source_if_match:
             headers["x-cos-copy-source-if-match"] = _quote_etag(source_if_match)
         call = _Call("upload_part_copy", "PUT", key,
