@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fuse.conftest import mount_factory  # noqa: F401  (re-exported fixture)
+from tests.fuse.conftest import expect_log, mount_factory  # noqa: F401  (re-exported fixtures)
 from tests.write.bucket import Bucket
 
 

@@ -1,5 +1,14 @@
 """Real FUSE mounts of a `cosfs serve` bucket. Every mount is unmounted and every process we
-started is stopped (by PID) at teardown, even when the test failed."""
+started is stopped (by PID) at teardown, even when the test failed.
+
+Every mount made through `mount_factory` has its log checked after it is unmounted: a
+WARNING/ERROR/CRITICAL line (or stderr output) the test did not declare with the `expect_log`
+fixture fails the test, and so does a declaration that nothing matched (tests/logcheck.py):
+
+    def test_x(cos_server, mount_factory, expect_log):
+        expect_log(r"WARNING cosfs.namespace: skipping key", why="the bucket holds odd keys")
+        m = mount_factory(cos_server)
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.conftest import ServerProcess
+from tests.logcheck import LogCheck
 
 FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
 
@@ -51,6 +61,7 @@ class Mounted:
     server: ServerProcess
     log_file: Path
     cache_dir: Path
+    stderr_file: Path
 
     def log(self) -> str:
         return self.log_file.read_text() if self.log_file.exists() else ""
@@ -63,14 +74,18 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[4] == target for line in handle if len(line.split()) > 4)
 
 
-def wait_mounted(path: Path, process: subprocess.Popen | None, timeout_s: float = 30.0) -> None:
+def wait_mounted(path: Path, process: subprocess.Popen | None, timeout_s: float = 30.0,
+                 stderr_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if is_mounted(path):
             return
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"cosfs mount exited with {process.returncode} before mounting:\n"
-                                 + (process.stderr.read() if process.stderr else ""))
+            if stderr_file is not None and stderr_file.exists():
+                said = stderr_file.read_text(errors="replace")
+            else:
+                said = process.stderr.read() if process.stderr else ""
+            raise AssertionError(f"cosfs mount exited with {process.returncode} before mounting:\n" + said)
         time.sleep(0.05)
     raise AssertionError(f"{path} was not mounted within {timeout_s} s")
 
@@ -102,33 +117,60 @@ def start_mount(server: ServerProcess, tmp_path: Path, *options: str, name: str 
     passwd = write_passwd(tmp_path / f"{name}.passwd", server)
     log_file = tmp_path / f"{name}.log"
     cache_dir = tmp_path / f"{name}.cache"
+    # stderr goes to a file (appended to by a later mount of the same name): never a pipe
+    # nobody drains, and what escaped logging can be checked like the log.
+    stderr_file = tmp_path / f"{name}.stderr"
     opts = [f"url={server.endpoint}", f"passwd_file={passwd}", f"cache_dir={cache_dir}", f"log_file={log_file}",
             "dbglevel=info", *options]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cosfs", "mount", bucket or server.bucket, str(mountpoint), "-f", "-o", ",".join(opts)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(stderr_file, "a") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cosfs", "mount", bucket or server.bucket, str(mountpoint), "-f", "-o",
+             ",".join(opts)],
+            stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     try:
-        wait_mounted(mountpoint, process)
+        wait_mounted(mountpoint, process, stderr_file=stderr_file)
     except BaseException:
         unmount(mountpoint, process)
         raise
-    return Mounted(mountpoint, process, server, log_file, cache_dir)
+    return Mounted(mountpoint, process, server, log_file, cache_dir, stderr_file)
 
 
 @pytest.fixture
-def mount_factory(tmp_path: Path) -> Iterator:
+def expect_log(request: pytest.FixtureRequest) -> Iterator[LogCheck]:
+    """`expect_log(regex, count=None, why="")` declares a WARNING/ERROR/CRITICAL record the
+    test's daemons will log. Checked at teardown, after `mount_factory` (which depends on
+    this fixture) has unmounted everything; `expect_log.watch(log_file)` adds a log of a
+    daemon started some other way."""
+    check = LogCheck()
+    failed_before = request.session.testsfailed
+    yield check
+    check.verify(test_failed=request.session.testsfailed > failed_before)
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path, expect_log: LogCheck) -> Iterator:
+    """`mount_factory(server, *options, name=None, bucket=None)` mounts and returns Mounted.
+    Mounts with the same `name` share the mount point, cache directory and log (a remount
+    after a crash). All are unmounted at teardown; then expect_log checks their logs."""
     started: list[Mounted] = []
 
-    def factory(server: ServerProcess, *options: str, **kwargs) -> Mounted:
-        mounted = start_mount(server, tmp_path, *options, name=f"mnt{len(started)}", **kwargs)
+    def factory(server: ServerProcess, *options: str, name: str | None = None, **kwargs) -> Mounted:
+        mounted = start_mount(server, tmp_path, *options, name=name or f"mnt{len(started)}", **kwargs)
         started.append(mounted)
+        expect_log.watch(mounted.log_file, mounted.stderr_file)
         return mounted
 
     try:
         yield factory
     finally:
-        for mounted in started:
-            unmount(mounted.path, mounted.process)
+        errors: list[BaseException] = []
+        for mounted in reversed(started):
+            try:
+                unmount(mounted.path, mounted.process)
+            except BaseException as exc:  # unmount the others all the same
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def count_requests(server: ServerProcess, since: int = 0) -> dict[str, int]:
