@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from tests.write.barriers import status, wait_settled, wait_until
 from tests.write.bucket import Bucket, sha
 
 MiB = 1024 * 1024
@@ -55,6 +56,20 @@ def check_meta(bucket: Bucket, key: str, mode: int, *, uid: int | None = None, g
 def write_file(path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
+
+
+def expect_refusal(expect_log, op: str, code: str, detail: str, count: int, *, why: str) -> None:
+    """The daemon logs every refusal that reaches it (fuse_ops.fuse_boundary) at the error's
+    log_level: WARNING for all but ENOENT/ENODATA. `count` refusals of `op` with errno `code`."""
+    expect_log(rf"^WARNING cosfs\.fuse_ops: {op} failed \({code}\): {detail}", count=count, why=why)
+
+
+# BUG: ENOTEMPTY is logged as a WARNING (errors.NotEmpty keeps CosfsError's log_level). It is an
+# ordinary answer to a correct request that an application handles (rmdir
+# --ignore-fail-on-non-empty, rm -r racing a writer, rename onto a directory), nothing an
+# operator must look at, so it belongs at DEBUG like NotFound; as it is, tree walks flood the
+# log. Declared so the test passes; once fixed, these declarations fail and must go.
+NOT_EMPTY_IS_A_WARNING = "BUG: ENOTEMPTY logged as a WARNING"
 
 
 # --- create, write, close ----------------------------------------------------------------
@@ -277,14 +292,17 @@ def test_fsync_returns_once_the_object_is_in_the_bucket(cos_server, bucket, moun
 def test_write_back_delay_close_returns_before_upload(cos_server, bucket, mount_factory):
     m = mount_factory(cos_server, "write_back_delay=2")
     write_file(m.path / "later.txt", b"later")
-    assert not bucket.exists("later.txt")  # journaled, uploaded 2 s later
+    # close returned with the change journaled and its upload not even started (a commit at
+    # close would have left it clean); then the bucket cannot have it yet
+    assert status(m.path)["pending"][0]["key"] == "later.txt"
+    assert os.getxattr(m.path / "later.txt", "user.cosfs.state") == b"dirty"
+    assert not bucket.exists("later.txt")
     assert (m.path / "later.txt").read_bytes() == b"later"
-    assert os.getxattr(m.path / "later.txt", "user.cosfs.state") in (b"dirty", b"uploading")
+    # the delayed upload starts on its own
     bucket.wait_for("later.txt", b"later", timeout_s=15)
-    deadline = time.monotonic() + 5
-    while os.getxattr(m.path / "later.txt", "user.cosfs.state") != b"clean":
-        assert time.monotonic() < deadline, "state did not become clean after the upload"
-        time.sleep(0.1)
+    wait_until(lambda: os.getxattr(m.path / "later.txt", "user.cosfs.state") == b"clean",
+               "later.txt became clean after its upload", timeout_s=5)
+    assert wait_settled(m.path)["uploads_committed"] == 1
 
 
 # --- unlink, mkdir, rmdir ----------------------------------------------------------------
@@ -305,11 +323,15 @@ def test_unlink(cos_server, bucket, mount_factory):
     raises_errno(errno.EISDIR, os.unlink, m.path / "adir")
     assert bucket.exists("adir/")
     # unlink of a file still open for writing: its staged data is dropped, nothing uploads
+    committed = status(m.path)["uploads_committed"]
     fd = os.open(m.path / "open.txt", os.O_CREAT | os.O_WRONLY, 0o644)
     os.write(fd, b"doomed")
+    assert status(m.path)["dirty_files"] == 1  # staged
     os.unlink(m.path / "open.txt")
     os.close(fd)
-    time.sleep(0.5)
+    # barrier: the daemon has processed the last release (the nameless data is gone); from
+    # then on nothing is left that could ever upload
+    assert wait_settled(m.path)["uploads_committed"] == committed
     assert not bucket.exists("open.txt")
     raises_errno(errno.ENOENT, os.stat, m.path / "open.txt")
 
@@ -337,7 +359,9 @@ def test_mkdir_makes_a_marker(cos_server, bucket, mount_factory):
     assert bucket.get("d/f.txt") == b"in d"
 
 
-def test_rmdir(cos_server, bucket, mount_factory):
+def test_rmdir(cos_server, bucket, mount_factory, expect_log):
+    # BUG: see NOT_EMPTY_IS_A_WARNING
+    expect_refusal(expect_log, "rmdir", "ENOTEMPTY", ".+/$", 4, why=NOT_EMPTY_IS_A_WARNING)
     bucket.put("implicit/b/c.txt", b"deep")  # 'implicit' and 'implicit/b' have no markers
     m = mount_factory(cos_server)
     os.mkdir(m.path / "full")
@@ -476,7 +500,9 @@ def test_rename_directory_with_nested_content(cos_server, bucket, mount_factory)
     assert bucket.get("dst/sub/new.txt") == b"new"
 
 
-def test_rename_directory_onto_directories(cos_server, bucket, mount_factory):
+def test_rename_directory_onto_directories(cos_server, bucket, mount_factory, expect_log):
+    # BUG: see NOT_EMPTY_IS_A_WARNING
+    expect_refusal(expect_log, "rename", "ENOTEMPTY", "full/$", 1, why=NOT_EMPTY_IS_A_WARNING)
     m = mount_factory(cos_server)
     for name in ("a", "full", "empty"):
         os.mkdir(m.path / name)
@@ -566,7 +592,9 @@ def decode_xattr_header(value: str) -> dict[str, bytes]:
     return {name: base64.b64decode(b64) for name, b64 in json.loads(unquote(value)).items()}
 
 
-def test_user_xattrs_round_trip(cos_server, bucket, mount_factory):
+def test_user_xattrs_round_trip(cos_server, bucket, mount_factory, expect_log):
+    expect_refusal(expect_log, "setxattr", "EPERM", "user\\.cosfs\\.state is maintained by cosfs", 1,
+                   why="an application tries to set an attribute cosfs reserves")
     body = b"xattr carrier"
     bucket.put("x.txt", body)
     m = mount_factory(cos_server)
@@ -596,7 +624,11 @@ def test_user_xattrs_round_trip(cos_server, bucket, mount_factory):
     assert "user.colour" in os.listxattr(m2.path / "x.txt")
 
 
-def test_hard_links_and_fifos_are_refused(cos_server, bucket, mount_factory):
+def test_hard_links_and_fifos_are_refused(cos_server, bucket, mount_factory, expect_log):
+    # an application needs what COS cannot store: worth telling the operator
+    expect_refusal(expect_log, "link", "EPERM", "hard links cannot be stored in COS", 1, why="link()")
+    expect_refusal(expect_log, "mknod", "EPERM", "device nodes, FIFOs and sockets cannot be stored in COS", 2,
+                   why="mkfifo() and mknod(S_IFIFO)")
     m = mount_factory(cos_server)
     write_file(m.path / "f", b"f")
     raises_errno(errno.EPERM, os.link, m.path / "f", m.path / "hard")
@@ -695,6 +727,20 @@ def test_read_only_mount_refuses_every_change(cos_server, bucket, mount_factory)
 # --- harder cases: changes after parts were streamed, shared handles, moves under open files --
 
 
+def streamed_parts(server, key: str) -> set[int]:
+    """Part numbers of `key` the server stored (200 to an Upload Part), from its access log:
+    `TIME METHOD PATH QUERY STATUS ...`."""
+    parts = set()
+    for line in server.access_lines():
+        method, path, query, code = line.split()[1:5]
+        if method == "PUT" and path == f"/{server.bucket}/{key}" and code == "200" and "uploadId=" in query:
+            for field in query.split("&"):
+                name, _, value = field.partition("=")
+                if name == "partNumber":
+                    parts.add(int(value))
+    return parts
+
+
 def test_changes_after_streamed_parts_reach_the_bucket(cos_server, bucket, mount_factory):
     """A file written sequentially past 16 MiB streams its parts while open; a later write
     into an already sent part, and a truncation, must still land."""
@@ -707,7 +753,9 @@ def test_changes_after_streamed_parts_reach_the_bucket(cos_server, bucket, mount
             piece = bytes([i]) + chunk[1:]
             os.write(fd, piece)
             expected += piece
-        time.sleep(0.5)  # let streamed parts go out
+        # barrier: the server has stored parts 1-4 (8 MiB each; the last part waits for close)
+        wait_until(lambda: streamed_parts(cos_server, "stream.bin") >= {1, 2, 3, 4},
+                   "parts 1-4 of stream.bin were streamed while it was open")
         os.pwrite(fd, b"REWRITTEN", 100)  # part 1, already sent
         expected[100:109] = b"REWRITTEN"
         os.ftruncate(fd, 30 * MiB + 5)  # cuts part 4, drops part 5
@@ -871,10 +919,6 @@ def test_xattrs_and_utime_on_directories(cos_server, bucket, mount_factory):
 # --- descriptors that outlive their name: unlinked or replaced files ------------------------
 
 
-def pending_files(m) -> int:
-    return json.loads(os.getxattr(m.path, "user.cosfs.status"))["dirty_files"]
-
-
 def test_open_unlinked_file_stays_usable(cos_server, bucket, mount_factory):
     """tempfile.TemporaryFile: open, unlink, then use the descriptor as scratch space. POSIX:
     writes and reads work, close succeeds, and the name never comes back."""
@@ -895,10 +939,11 @@ def test_open_unlinked_file_stays_usable(cos_server, bucket, mount_factory):
         assert os.pread(fd, 100, 0) == b"before unlink;after unlink"
     finally:
         os.close(fd)
-    time.sleep(0.5)
+    # barrier: the last release was processed and dropped the nameless data; nothing is left
+    # that could upload later
+    assert wait_settled(m.path)["uploads_committed"] == 0
     assert bucket.keys() == []
     raises_errno(errno.ENOENT, os.stat, m.path / "gone.txt")
-    assert pending_files(m) == 0
 
 
 def test_writes_to_a_replaced_file_never_reach_its_successor(cos_server, bucket, mount_factory):
@@ -916,6 +961,7 @@ def test_writes_to_a_replaced_file_never_reach_its_successor(cos_server, bucket,
         write_file(m.path / "new2.txt", b"new content 2")
         os.rename(m.path / "new.txt", m.path / "target.txt")
         os.rename(m.path / "new2.txt", m.path / "partial.txt")
+        committed = status(m.path)["uploads_committed"]
         os.pwrite(whole, b"rewritten by the old descriptor", 0)  # covers the old file entirely
         os.pwrite(part, b"XX", 3)  # a partial change of the replaced object
     finally:
@@ -925,13 +971,14 @@ def test_writes_to_a_replaced_file_never_reach_its_successor(cos_server, bucket,
                 os.close(fd)
             except OSError as exc:
                 errors.append(exc)
-    time.sleep(0.5)
+    # barrier: both replaced files' last releases were processed; nothing left can upload
+    settled = wait_settled(m.path)
     outcome = {"close errors": errors, "target.txt": bucket.get("target.txt"), "partial.txt": bucket.get("partial.txt")}
     assert outcome == {"close errors": [], "target.txt": b"new content", "partial.txt": b"new content 2"}
     assert (m.path / "target.txt").read_bytes() == b"new content"
     assert (m.path / "partial.txt").read_bytes() == b"new content 2"
     assert sorted(bucket.keys()) == ["partial.txt", "target.txt"]
-    assert pending_files(m) == 0
+    assert settled["uploads_committed"] == committed, "the old descriptors' writes were uploaded somewhere"
 
 
 def test_writes_to_an_unlinked_file_never_reach_a_new_file_of_that_name(cos_server, bucket, mount_factory):
@@ -940,6 +987,7 @@ def test_writes_to_an_unlinked_file_never_reach_a_new_file_of_that_name(cos_serv
     old = os.open(m.path / "f.txt", os.O_WRONLY)
     try:
         os.unlink(m.path / "f.txt")
+        committed = status(m.path)["uploads_committed"]
         new = os.open(m.path / "f.txt", os.O_CREAT | os.O_WRONLY, 0o644)
         try:
             os.write(new, b"the new file")
@@ -954,10 +1002,11 @@ def test_writes_to_an_unlinked_file_never_reach_a_new_file_of_that_name(cos_serv
             os.close(old)
         except OSError as exc:
             raise AssertionError(f"closing the unlinked file's descriptor failed: {exc!r}") from None
-    time.sleep(0.5)
+    # barrier: the orphan's last release was processed; nothing left can upload
+    settled = wait_settled(m.path)
     assert bucket.get("f.txt") == b"the new file"
     assert (m.path / "f.txt").read_bytes() == b"the new file"
-    assert pending_files(m) == 0
+    assert settled["uploads_committed"] == committed + 1, "the unlinked file's writes were uploaded somewhere"
 
 
 # --- what listings show ------------------------------------------------------------------
@@ -1018,7 +1067,9 @@ def test_shared_writable_mmap(cos_server, bucket, mount_factory):
     assert (m.path / "mapped.bin").read_bytes() == bytes(expected)
 
 
-def test_xattr_too_large_is_refused_cleanly(cos_server, bucket, mount_factory):
+def test_xattr_too_large_is_refused_cleanly(cos_server, bucket, mount_factory, expect_log):
+    expect_refusal(expect_log, "setxattr", "E2BIG", "extended attributes are limited by COS's 2 KB", 1,
+                   why="an application needs more user metadata than COS stores")
     m = mount_factory(cos_server)
     write_file(m.path / "f", b"f")
     os.setxattr(m.path / "f", "user.small", b"ok")
