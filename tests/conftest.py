@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import signal
 import subprocess
@@ -56,18 +57,23 @@ def start_server(
     buckets: tuple[str, ...] = (DEFAULT_BUCKET,),
     access_log: Path | None = None,
     timeout_s: float = 20.0,
+    env: dict[str, str] | None = None,
 ) -> ServerProcess:
-    """Start `python -m cosfs serve` on a free loopback port and wait for its 'ready' line."""
+    """Start `python -m cosfs serve` on a free loopback port and wait for its 'ready' line.
+
+    The secret key goes through the environment (COSFS_SERVE_SECRET_KEY), never argv; `env`
+    adds variables (TZ=...)."""
     secret_id = "AKIDtest" + secrets.token_hex(8)
     secret_key = secrets.token_hex(16)
     args = [sys.executable, "-m", "cosfs", "serve", "--root", str(root), "--address", "127.0.0.1:0",
-            "--secret-id", secret_id, "--secret-key", secret_key]
+            "--secret-id", secret_id]
     for bucket in buckets:
         args += ["--bucket", bucket]
     if access_log is not None:
         args += ["--access-log", str(access_log)]
     args += list(extra_args)
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {}), "COSFS_SERVE_SECRET_KEY": secret_key})
     endpoint = None
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s

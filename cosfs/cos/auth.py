@@ -7,9 +7,11 @@ reads a clock, the environment or the network.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
@@ -77,8 +79,13 @@ def cos_signature(
     params: Mapping[str, str] | Iterable[tuple[str, str]],
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
     key_time: str,
+    sign_time: str | None = None,
 ) -> tuple[str, str, str]:
-    """(signature, header list, url param list) for a decoded path such as '/dir/a b.txt'."""
+    """(signature, header list, url param list) for a decoded path such as '/dir/a b.txt'.
+
+    As in COS, `key_time` (q-key-time) keys the SignKey and `sign_time` (q-sign-time, by
+    default the same string, as every SDK sends) goes into the StringToSign, so both are signed.
+    """
     param_pairs = _cos_pairs(params.items() if isinstance(params, Mapping) else params)
     header_pairs = _cos_pairs(headers.items() if isinstance(headers, Mapping) else headers)
     http_string = "\n".join(
@@ -90,7 +97,8 @@ def cos_signature(
         ]
     ) + "\n"
     sign_key = hmac.new(secret_key.encode(), key_time.encode(), hashlib.sha1).hexdigest()
-    string_to_sign = f"sha1\n{key_time}\n{hashlib.sha1(http_string.encode()).hexdigest()}\n"
+    sign_time = key_time if sign_time is None else sign_time
+    string_to_sign = f"sha1\n{sign_time}\n{hashlib.sha1(http_string.encode()).hexdigest()}\n"
     signature = hmac.new(sign_key.encode(), string_to_sign.encode(), hashlib.sha1).hexdigest()
     return (
         signature,
@@ -140,6 +148,16 @@ def parse_cos_authorization(value: str) -> dict[str, str]:
     return fields
 
 
+_WINDOW_RE = re.compile(r"([0-9]{1,12});([0-9]{1,12})")
+
+
+def _window(fields: Mapping[str, str], name: str) -> tuple[int, int]:
+    match = _WINDOW_RE.fullmatch(fields[name])
+    if match is None:
+        raise AuthFailure("AccessDenied", f"{name} is malformed")
+    return int(match.group(1)), int(match.group(2))
+
+
 def verify_cos(
     fields: Mapping[str, str],
     lookup_secret: Mapping[str, str],
@@ -151,9 +169,11 @@ def verify_cos(
 ) -> str:
     """Check a q-sign signature as COS does; return the SecretId or raise AuthFailure.
 
-    `params` are the decoded query parameters without the q-* ones; `headers` has lower-cased
-    names. `paths` are the decoded URI paths to try (path-style requests may be signed either
-    with or without the bucket segment).
+    `params` are the decoded query parameters without the q-* ones, no two names differing
+    only in case (a signature names them lower-cased; the caller refuses such requests);
+    `headers` has lower-cased names. `paths` are the decoded URI paths to try (path-style
+    requests may be signed either with or without the bucket segment). The validity window
+    checked is q-sign-time, which must lie within q-key-time; both are signed.
     """
     if fields.get("q-sign-algorithm", "").lower() != "sha1":
         raise AuthFailure("AccessDenied", "q-sign-algorithm must be sha1")
@@ -164,12 +184,10 @@ def verify_cos(
     secret_key = lookup_secret.get(secret_id)
     if secret_key is None:
         raise AuthFailure("InvalidAccessKeyId", "The access key Id format you provided is invalid.")
-    key_time = fields["q-key-time"]
-    try:
-        start_text, end_text = fields["q-sign-time"].split(";")
-        start_s, end_s = int(start_text), int(end_text)
-    except ValueError:
-        raise AuthFailure("AccessDenied", "q-sign-time is malformed") from None
+    key_start, key_end = _window(fields, "q-key-time")
+    start_s, end_s = _window(fields, "q-sign-time")
+    if start_s < key_start or end_s > key_end:
+        raise AuthFailure("AccessDenied", "q-sign-time must lie within q-key-time")
     if start_s > now_s + MAX_CLOCK_SKEW_S:
         raise AuthFailure("RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.")
     if now_s > end_s:
@@ -188,10 +206,11 @@ def verify_cos(
         if name not in headers:
             raise AuthFailure("SignatureDoesNotMatch", f"signed header {name} is absent")
         signed_headers.append((name, headers[name]))
-    given = fields["q-signature"].lower()
+    given = fields["q-signature"].lower().encode()
     for path in paths:
-        expected, _, _ = cos_signature(secret_key, method, path, signed_params, signed_headers, key_time)
-        if hmac.compare_digest(expected, given):
+        expected, _, _ = cos_signature(secret_key, method, path, signed_params, signed_headers,
+                                       fields["q-key-time"], fields["q-sign-time"])
+        if hmac.compare_digest(expected.encode(), given):
             return secret_id
     raise AuthFailure(
         "SignatureDoesNotMatch",
@@ -315,7 +334,7 @@ def verify_sigv4(
     if secret_key is None:
         raise AuthFailure("InvalidAccessKeyId", "The access key Id format you provided is invalid.")
     try:
-        signed_at = time.mktime(time.strptime(request_time, "%Y%m%dT%H%M%SZ")) - time.timezone
+        signed_at = calendar.timegm(time.strptime(request_time, "%Y%m%dT%H%M%SZ"))
     except ValueError:
         raise AuthFailure("AccessDenied", "X-Amz-Date is malformed") from None
     if expires_s is not None:
@@ -329,7 +348,7 @@ def verify_sigv4(
     expected = sigv4_signature(
         secret_key, region, method, canonical_uri, params, headers, signed_names, payload_hash, request_time, service
     )
-    if not hmac.compare_digest(expected, given):
+    if not hmac.compare_digest(expected.encode(), given.encode()):
         raise AuthFailure(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",

@@ -11,9 +11,12 @@ Access log (``--access-log FILE``), one line per response, space separated::
     2026-11-24T07:00:00.123Z GET /examplebucket-1250000000/key prefix=a/ 200 1234 1.2ms 5f1c...
 
 TIME is UTC ISO 8601 with milliseconds; PATH is the request path as sent (percent-encoded,
-never containing spaces); QUERY is the raw query string with security-token values redacted,
-or ``-`` when empty; BYTES counts response body bytes sent; DURATION is in milliseconds with
-an ``ms`` suffix. A request that could not be parsed is logged with METHOD and PATH ``-``.
+never containing spaces); QUERY is the raw query string with the values of signatures and
+security tokens replaced by ``REDACTED`` (``q-signature``, ``sign``, ``X-Amz-Signature``,
+``x-cos-security-token``, ``X-Amz-Security-Token``), or ``-`` when empty; BYTES counts
+response body bytes sent; DURATION is in milliseconds with an ``ms`` suffix. A request that
+could not be parsed is logged with METHOD and PATH ``-``. No header is logged (so no
+Authorization value), and `main` creates the file with mode 0600.
 """
 
 from __future__ import annotations
@@ -21,20 +24,20 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import logging
-import re
+import os
 import secrets
 import time
 from typing import TextIO
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 import h11
 import trio
 
 from cosfs.server import buckets, multipart, objects
 from cosfs.server.authn import Authenticator, parse_query
-from cosfs.server.common import BUCKET_RE, CosError, Ctx
+from cosfs.server.common import BUCKET_RE, CosError, Ctx, Query
 from cosfs.server.faults import FaultInjector
-from cosfs.server.http import ClientGone, Request, ResetConnection, Response
+from cosfs.server.http import BodyTimeout, ClientGone, FileBody, Request, ResetConnection, Response, invalid_header
 from cosfs.server.responses import error_xml
 from cosfs.server.storage import Storage
 
@@ -42,7 +45,8 @@ log = logging.getLogger(__name__)
 
 LOCATION_XML = b'<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint>ap-guangzhou</LocationConstraint>'
 
-_TOKEN_RE = re.compile(r"((?:x-cos-security-token|X-Amz-Security-Token)=)[^&]*", re.IGNORECASE)
+# Query parameters whose values let a reader of the access log replay a request.
+SECRET_PARAMS = frozenset({"q-signature", "sign", "x-amz-signature", "x-cos-security-token", "x-amz-security-token"})
 
 
 class App:
@@ -86,7 +90,7 @@ class App:
         else:
             method = request.method
             path, _, query = request.target.partition("?")
-            query = _TOKEN_RE.sub(r"\1REDACTED", query) if query else "-"
+            query = redact_query(query) if query else "-"
             path = path or "-"
         request_id = next((v for n, v in response.headers if n == "x-cos-request-id"), "-")
         line = (f"{stamp} {method} {path} {query} {response.status} {response.sent_bytes} "
@@ -105,11 +109,12 @@ class App:
         try:
             ctx = self.parse(request, request_id)
             response = await self.dispatch(ctx)
+            _check_headers(response)
         except CosError as exc:
             response = self.error_response(exc.status, exc.code, exc.message,
                                            ctx.resource if ctx else "/", request_id,
                                            head=request.method == "HEAD", extra=exc.headers)
-        except (ClientGone, ResetConnection, h11.RemoteProtocolError):
+        except (ClientGone, ResetConnection, h11.RemoteProtocolError, BodyTimeout):
             raise
         except Exception:
             log.exception("internal error on %s %s", request.method, request.target.partition("?")[0])
@@ -134,9 +139,9 @@ class App:
         except UnicodeDecodeError:
             raise CosError("InvalidURI", "Could not parse the specified URI.") from None
         params = parse_query(raw_query)
-        query: dict[str, str] = {}
-        for name, value in params:
-            query.setdefault(name, value)
+        query = Query(params)
+        if len(query) != len(params):
+            raise CosError("InvalidArgument", "A query parameter is given more than once.")
         host = request.headers.get("host", "")
         hostname = _hostname(host)
         label = hostname.split(".", 1)[0]
@@ -253,6 +258,28 @@ class App:
             if "append" in query:
                 return await objects.append_object(ctx, bucket)
         raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+
+
+def redact_query(raw_query: str) -> str:
+    """The raw query with the values of signatures and tokens replaced by REDACTED.
+
+    Names are compared decoded and in any case, as the server reads them (parse_qsl splits on
+    '&' only)."""
+    parts = []
+    for part in raw_query.split("&"):
+        name, _, _ = part.partition("=")
+        parts.append(f"{name}=REDACTED" if unquote_plus(name).lower() in SECRET_PARAMS else part)
+    return "&".join(parts)
+
+
+def _check_headers(response: Response) -> None:
+    """Refuse a response whose headers HTTP/1.1 cannot carry: some values come from the request
+    (``response-content-type=...%0D%0A...``), and h11 would only fail once sending."""
+    name = invalid_header(response.headers)
+    if name is not None:
+        if isinstance(response.body, FileBody):
+            os.close(response.body.fd)
+        raise CosError("InvalidArgument", f"The value of the {name} header cannot be sent in HTTP.")
 
 
 def _hostname(host: str) -> str:

@@ -2,10 +2,16 @@
 
 Follows the verification recipe of the COS reference (section 1.5) using the same functions
 the client signs with (cosfs.cos.auth). Anonymous requests are refused.
+
+Only what was signed is honoured: a valid signature that leaves out a query parameter or an
+``x-cos-*``/``x-amz-*`` header is refused (AccessDenied), because the handlers act on all of
+them (a presigned GET signing only ``host`` must not become a copy or change the response
+headers). The security token is the exception: it is checked against the configured one.
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 import time
 from collections.abc import Mapping
@@ -14,6 +20,7 @@ from urllib.parse import parse_qsl
 from cosfs.cos.auth import (
     UNSIGNED_PAYLOAD,
     AuthFailure,
+    cos_quote,
     parse_cos_authorization,
     parse_sigv4_authorization,
     sigv4_quote,
@@ -26,6 +33,7 @@ Q_PARAMS = frozenset(
     {"q-sign-algorithm", "q-ak", "q-sign-time", "q-key-time", "q-header-list", "q-url-param-list", "q-signature"}
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+TOKEN_NAMES = frozenset({"x-cos-security-token", "x-amz-security-token"})
 
 
 class Authenticator:
@@ -45,7 +53,7 @@ class Authenticator:
                      or ctx.query.get("x-cos-security-token") or ctx.query.get("X-Amz-Security-Token"))
             if given is None:
                 raise CosError("InvalidToken", "The request needs x-cos-security-token for temporary credentials.")
-            if given != self._token:
+            if not hmac.compare_digest(given.encode(), self._token.encode()):
                 raise CosError("InvalidToken", "The provided token is malformed or otherwise invalid.")
         return secret_id
 
@@ -71,6 +79,7 @@ class Authenticator:
             if not request_time:
                 raise AuthFailure("AccessDenied", "SigV4 requests need x-amz-date.")
             secret_id = self._sigv4(ctx, fields, ctx.params, payload, request_time, now, None)
+            _require_signed_headers(ctx, fields["SignedHeaders"].split(";"))
             if _HEX64.fullmatch(payload):
                 ctx.expected_sha256 = payload
             return secret_id
@@ -78,11 +87,11 @@ class Authenticator:
             fields = parse_cos_authorization(authorization)
             params = ctx.params
         elif "q-signature" in ctx.query:
-            fields = {k: v for k, v in ctx.params if k in Q_PARAMS}
-            params = [(k, v) for k, v in ctx.params if k not in Q_PARAMS]
+            fields = {k.lower(): v for k, v in ctx.params if k.lower() in Q_PARAMS}
+            params = [(k, v) for k, v in ctx.params if k.lower() not in Q_PARAMS]
         elif "sign" in ctx.query:
             fields = parse_cos_authorization(ctx.query["sign"])
-            params = [(k, v) for k, v in ctx.params if k != "sign"]
+            params = [(k, v) for k, v in ctx.params if k.lower() != "sign"]
         elif "X-Amz-Signature" in ctx.query:
             query = ctx.query
             fields = {"Credential": query.get("X-Amz-Credential", ""),
@@ -93,11 +102,19 @@ class Authenticator:
             except ValueError:
                 raise AuthFailure("AuthorizationQueryParametersError", "X-Amz-Expires is not a number") from None
             params = [(k, v) for k, v in ctx.params if k != "X-Amz-Signature"]
-            return self._sigv4(ctx, fields, params, UNSIGNED_PAYLOAD, query.get("X-Amz-Date", ""), now, expires)
+            secret_id = self._sigv4(ctx, fields, params, UNSIGNED_PAYLOAD, query.get("X-Amz-Date", ""), now,
+                                    expires)
+            _require_signed_headers(ctx, fields["SignedHeaders"].split(";"))
+            return secret_id
         else:
             raise AuthFailure("AccessDenied", "Access Denied.")
-        lowered = {name: value for name, value in headers.items()}
-        return verify_cos(fields, self._secrets, method, self._cos_paths(ctx), params, lowered, now)
+        secret_id = verify_cos(fields, self._secrets, method, self._cos_paths(ctx), params, headers, now)
+        signed_params = set(fields.get("q-url-param-list", "").split(";"))
+        for name, _ in params:
+            if name.lower() not in TOKEN_NAMES and cos_quote(name).lower() not in signed_params:
+                raise AuthFailure("AccessDenied", f"The query parameter {name} is not signed (q-url-param-list).")
+        _require_signed_headers(ctx, fields.get("q-header-list", "").split(";"))
+        return secret_id
 
     def _sigv4(self, ctx: Ctx, fields, params, payload: str, request_time: str, now: float,
                expires: int | None) -> str:
@@ -113,6 +130,15 @@ class Authenticator:
                 failure = exc
         assert failure is not None
         raise failure
+
+
+def _require_signed_headers(ctx: Ctx, signed: list[str]) -> None:
+    """Refuse an x-cos-*/x-amz-* header the signature does not cover (SigV4 always covers the
+    whole query; q-sign parameters are checked by the caller)."""
+    covered = set(signed)
+    for name in ctx.headers:
+        if name.startswith(("x-cos-", "x-amz-")) and name not in TOKEN_NAMES and cos_quote(name).lower() not in covered:
+            raise AuthFailure("AccessDenied", f"The header {name} is not signed.")
 
 
 def parse_query(raw_query: str) -> list[tuple[str, str]]:

@@ -14,7 +14,9 @@ MAX_OBJECT_BYTES = 5 * 1024**3
 MAX_PART_BYTES = 5 * 1024**3
 MIN_PART_BYTES = 1024 * 1024
 MAX_PART_NUMBER = 10_000
-MAX_XML_BODY_BYTES = 4 * 1024 * 1024
+# Complete and Delete bodies are read into memory; 10,000 parts or 1,000 keys of 850 bytes
+# take about 1 MiB.
+MAX_XML_BODY_BYTES = 2 * 1024 * 1024
 MAX_USER_META_BYTES = 2048
 
 # Bucket names: <name>-<appid>; the name part 1..50 of [a-z0-9-], not starting or ending in '-'.
@@ -73,6 +75,27 @@ class CosError(Exception):
         self.headers = headers or []
 
 
+class Query(dict):
+    """Query parameters by lower-cased name.
+
+    A COS signature names parameters lower-cased, so `PREFIX=` and `prefix=` verify alike; the
+    handlers must not tell them apart either, or a signed value could be swapped for an unsigned
+    one. `App.parse` refuses requests that repeat a name in any case.
+    """
+
+    def __init__(self, params: list[tuple[str, str]]) -> None:
+        super().__init__((name.lower(), value) for name, value in params)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+    def get(self, name: str, default=None):  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
 @dataclasses.dataclass
 class Ctx:
     """One parsed request: addressing, decoded path and query, and the bucket if any."""
@@ -83,7 +106,7 @@ class Ctx:
     raw_query: str
     path: str  # percent-decoded
     params: list[tuple[str, str]]  # form-decoded query
-    query: dict[str, str]  # first value per name
+    query: Query
     bucket_name: str | None
     key: str  # "" for bucket-level requests
     virtual_host: bool

@@ -1,10 +1,15 @@
 """The HTTP/1.1 connection loop of `cosfs serve` (trio + h11).
 
 One task per connection; requests on a connection are served one after another (keep-alive),
-connections concurrently. Request bodies are streamed to the handler (`Body`), with
-`Expect: 100-continue` answered when the handler first reads, and chunked request bodies
-decoded by h11. Response bodies are bytes or a `FileBody`, which is sent with os.sendfile
-straight from the object file (zero copy), optionally cut short (fault injection).
+connections concurrently, at most `Limits.max_connections` at a time (more wait in the listen
+backlog). Request bodies are streamed to the handler (`Body`), with `Expect: 100-continue`
+answered when the handler first reads, and chunked request bodies decoded by h11. Response
+bodies are bytes or a `FileBody`, which is sent with os.sendfile straight from the object file
+(zero copy), optionally cut short (fault injection).
+
+Slow clients are bounded by `Limits`: the next request's head must arrive within the idle
+timeout, and every wait for more of a body, or for the client to take more of a response,
+within the I/O timeout. Whatever goes wrong on one connection closes that connection only.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import http
 import logging
+import math
 import os
+import re
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -25,13 +32,30 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 RECEIVE_BYTES = 1024 * 1024
 SENDFILE_CHUNK = 16 * 1024 * 1024
-IDLE_TIMEOUT_S = 300.0
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 DRAIN_TIMEOUT_S = 5.0
 
 
+# h11's rule for a header value (RFC 7230 field-content, no surrounding white space): h11
+# raises on anything else, and only when the response is already being sent.
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one client may hold: a connection slot, and the server's patience."""
+
+    idle_timeout_s: float = 300.0  # for the whole head of the next request on a connection
+    io_timeout_s: float = 60.0  # for each piece of a request body, and each write of a response
+    max_connections: int = 256
+
+
 class ClientGone(Exception):
     """The peer closed or broke the connection in the middle of a request."""
+
+
+class BodyTimeout(Exception):
+    """The client sent nothing of the request body it announced for `Limits.io_timeout_s`."""
 
 
 class ResetConnection(Exception):
@@ -113,6 +137,18 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+def encode_header_value(value: str) -> bytes:
+    return value.encode("latin-1", "replace")
+
+
+def invalid_header(headers: list[tuple[str, str]]) -> str | None:
+    """The name of the first header whose value HTTP/1.1 cannot carry (CR, LF, NUL...), or None."""
+    for name, value in headers:
+        if not _FIELD_VALUE.fullmatch(encode_header_value(value)):
+            return name
+    return None
+
+
 Handler = Callable[[Request], Awaitable[Response]]
 ErrorResponder = Callable[[int, str, str], Response]
 AfterResponse = Callable[[Request | None, Response, float], None]
@@ -122,25 +158,30 @@ class Connection:
     """One client connection: h11 state, socket, and the request/response cycle."""
 
     def __init__(self, stream: trio.SocketStream, handler: Handler, error_response: ErrorResponder,
-                 after_response: AfterResponse) -> None:
+                 after_response: AfterResponse, limits: Limits) -> None:
         self.stream = stream
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.handler = handler
         self.error_response = error_response
         self.after_response = after_response
+        self.limits = limits
 
-    async def _receive_more(self) -> None:
-        try:
-            data = await self.stream.receive_some(RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
-            raise ClientGone(str(exc)) from None
-        self.conn.receive_data(data)
+    async def _receive_more(self, timeout_s: float) -> None:
+        with trio.move_on_after(timeout_s):
+            try:
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+                raise ClientGone(str(exc)) from None
+            self.conn.receive_data(data)
+            return
+        raise BodyTimeout()
 
-    async def _next_event(self):
+    async def _next_event(self, timeout_s: float = math.inf):
+        """The next h11 event, each receive waiting at most `timeout_s` (else BodyTimeout)."""
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
-                await self._receive_more()
+                await self._receive_more(timeout_s)
                 continue
             return event
 
@@ -148,7 +189,7 @@ class Connection:
         if self.conn.they_are_waiting_for_100_continue:
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
         while True:
-            event = await self._next_event()
+            event = await self._next_event(self.limits.io_timeout_s)
             if isinstance(event, h11.Data):
                 if event.data:
                     return bytes(event.data) if not isinstance(event.data, bytes) else event.data
@@ -161,11 +202,21 @@ class Connection:
 
     async def _send(self, event) -> None:
         data = self.conn.send(event)
-        if data:
+        if not data:
+            return
+        with trio.move_on_after(self.limits.io_timeout_s):
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
                 raise ClientGone(str(exc)) from None
+            return
+        raise ClientGone("the client stopped reading the response")
+
+    async def _wait_writable(self, sock: trio.socket.SocketType) -> None:
+        with trio.move_on_after(self.limits.io_timeout_s):
+            await trio.lowlevel.wait_writable(sock)
+            return
+        raise ClientGone("the client stopped reading the response")
 
     async def _sendfile(self, body: FileBody) -> int:
         """Send the file range directly with os.sendfile; return bytes sent."""
@@ -180,7 +231,7 @@ class Connection:
             try:
                 n = os.sendfile(fd, body.fd, offset, min(remaining, SENDFILE_CHUNK))
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
+                await self._wait_writable(sock)
                 continue
             except OSError as exc:
                 raise ClientGone(str(exc)) from None
@@ -198,7 +249,7 @@ class Connection:
             reason = http.HTTPStatus(response.status).phrase.encode()
         except ValueError:
             pass
-        headers = [(name.encode("latin-1"), value.encode("latin-1", "replace")) for name, value in response.headers]
+        headers = [(name.encode("latin-1"), encode_header_value(value)) for name, value in response.headers]
         body = response.body
         try:
             await self._send(h11.Response(status_code=response.status, headers=headers, reason=reason))
@@ -246,6 +297,10 @@ class Connection:
             pass
         except ResetConnection:
             self._reset()
+        except Exception:
+            # Whatever one request breaks costs its own connection only: raised further, it
+            # would end serve_listener's nursery and with it every connection and the server.
+            log.exception("closing a connection after an unexpected error")
         finally:
             with trio.CancelScope(shield=True):
                 try:
@@ -257,7 +312,7 @@ class Connection:
         while True:
             start = trio.current_time()
             try:
-                with trio.fail_after(IDLE_TIMEOUT_S) if self.conn.their_state is h11.IDLE else _null():
+                with trio.fail_after(self.limits.idle_timeout_s):
                     event = await self._next_event()
             except trio.TooSlowError:
                 return
@@ -281,7 +336,7 @@ class Connection:
             )
             try:
                 response = await self.handler(request)
-            except h11.RemoteProtocolError as exc:
+            except (h11.RemoteProtocolError, BodyTimeout) as exc:
                 await self._protocol_error(exc, request)
                 return
             try:
@@ -301,17 +356,19 @@ class Connection:
             else:
                 return
 
-    async def _protocol_error(self, exc: h11.RemoteProtocolError, request: Request | None = None) -> None:
+    async def _protocol_error(self, exc: h11.RemoteProtocolError | BodyTimeout,
+                              request: Request | None = None) -> None:
+        """Answer a request that cannot be read to its end (400), then close the connection."""
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        status = exc.error_status_hint or 400
-        if status == 431 or "exceeds" in str(exc) or "too long" in str(exc).lower():
+        if isinstance(exc, BodyTimeout):
+            code, message = "RequestTimeout", ("Your socket connection to the server was not read from or written "
+                                               "to within the timeout period.")
+        elif exc.error_status_hint == 431 or "exceeds" in str(exc) or "too long" in str(exc).lower():
             code, message = "RequestHeaderSectionTooLarge", "Your request header section exceeds the maximum allowed size."
-            status = 400
         else:
             code, message = "InvalidRequest", f"Bad HTTP request: {exc}"
-            status = 400
-        response = self.error_response(status, code, message)
+        response = self.error_response(400, code, message)
         response.headers.append(("Connection", "close"))
         try:
             await self.send_response(None, response)
@@ -319,14 +376,6 @@ class Connection:
             pass
         finally:
             self.after_response(request, response, 0.0)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -342,15 +391,25 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 async def serve_listener(listener: trio.SocketListener, make_connection: Callable[[trio.SocketStream], Connection],
-                         task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Accept connections forever; each one runs in its own task."""
+                         slots: trio.Semaphore, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Accept connections forever, each in its own task holding one of `slots` (shared by all
+    listeners): at the limit the server stops accepting and new clients wait in the backlog."""
     async with trio.open_nursery() as nursery:
         task_status.started()
         while True:
+            await slots.acquire()
             try:
                 stream = await listener.accept()
             except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                slots.release()
                 log.warning("accept failed: %s", exc)
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(make_connection(stream).serve, name="http-connection")
+            nursery.start_soon(_serve_connection, make_connection(stream), slots, name="http-connection")
+
+
+async def _serve_connection(connection: Connection, slots: trio.Semaphore) -> None:
+    try:
+        await connection.serve()
+    finally:
+        slots.release()

@@ -1,8 +1,14 @@
 """`cosfs serve`: arguments, startup banner, signals.
 
     cosfs serve --root DIR [--address 127.0.0.1:9000] [--bucket NAME-APPID]...
-                [--secret-id ID --secret-key KEY] [--security-token TOKEN]
+                [--secret-id ID [--secret-key-file FILE]] [--security-token TOKEN]
                 [--access-log FILE] [--fault SPEC] [--allow-remote]
+                [--idle-timeout S] [--io-timeout S] [--max-connections N]
+
+The SecretKey for --secret-id comes from --secret-key-file (mode 0600 or stricter; white space
+around the key is ignored) or from the environment variable COSFS_SERVE_SECRET_KEY, not from
+the command line, which every local user can read in the process list; ``--secret-key KEY``
+still works but warns. Without --secret-id a key pair is generated.
 
 On start it prints (stdout, flushed, one per line) ``endpoint: http://HOST:PORT``,
 ``bucket: NAME`` for each bucket, ``secret-id: ID``, ``secret-key: KEY`` only when the key was
@@ -15,7 +21,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import secrets
+import stat
 import signal
 import string
 import sys
@@ -27,13 +35,14 @@ from cosfs.server.app import App
 from cosfs.server.authn import Authenticator
 from cosfs.server.common import BUCKET_RE
 from cosfs.server.faults import FaultInjector, FaultSpecError, parse_fault_spec
-from cosfs.server.http import Connection, serve_listener
-from cosfs.server.storage import Storage
+from cosfs.server.http import Connection, Limits, serve_listener
+from cosfs.server.storage import ForeignRoot, Storage
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1:9000"
 DEFAULT_BUCKET = "examplebucket-1250000000"
+SECRET_KEY_ENV = "COSFS_SERVE_SECRET_KEY"
 
 
 class StartupError(Exception):
@@ -41,17 +50,31 @@ class StartupError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", required=True, help="directory holding the buckets (created if missing)")
+    parser.add_argument("--root", required=True,
+                        help="directory holding the buckets (created if missing; an existing one must be empty "
+                             "or made by cosfs serve)")
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help="HOST:PORT to listen on (port 0: any free port)")
     parser.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")
     parser.add_argument("--bucket", action="append", default=[], metavar="NAME-APPID",
                         help=f"bucket to serve (repeatable; created if missing; default {DEFAULT_BUCKET})")
     parser.add_argument("--secret-id", help="SecretId clients must sign with (generated if omitted)")
-    parser.add_argument("--secret-key", help="SecretKey clients must sign with (generated if omitted)")
+    parser.add_argument("--secret-key-file", metavar="FILE",
+                        help=f"file (mode 0600) holding the SecretKey for --secret-id; or set ${SECRET_KEY_ENV}")
+    parser.add_argument("--secret-key", help=f"the SecretKey (visible in the process list: prefer --secret-key-file "
+                                             f"or ${SECRET_KEY_ENV})")
     parser.add_argument("--security-token", help="require this x-cos-security-token on every request")
     parser.add_argument("--access-log", help="append one line per request to this file")
     parser.add_argument("--fault", default="", metavar="SPEC",
                         help="inject faults, e.g. 503=0.1,500=0.02,reset=0.02,truncate=0.01,delay=50ms,seed=1")
+    defaults = Limits()
+    parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout_s, metavar="SECONDS",
+                        help="close a connection that takes longer to send the next request's head "
+                             f"(default {defaults.idle_timeout_s:g})")
+    parser.add_argument("--io-timeout", type=float, default=defaults.io_timeout_s, metavar="SECONDS",
+                        help="answer RequestTimeout (or drop the connection) when a client sends no more of a body, "
+                             f"or takes no more of a response, for this long (default {defaults.io_timeout_s:g})")
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections, metavar="N",
+                        help=f"serve at most N connections at once; more wait (default {defaults.max_connections})")
 
 
 def parse_address(text: str, allow_remote: bool) -> tuple[str, int]:
@@ -73,6 +96,34 @@ def parse_address(text: str, allow_remote: bool) -> tuple[str, int]:
     return host, port
 
 
+def secret_key(args: argparse.Namespace, environ) -> str | None:
+    """The SecretKey from --secret-key-file, --secret-key (with a warning) or the environment;
+    None when none is given."""
+    if args.secret_key_file is not None and args.secret_key is not None:
+        raise StartupError("give --secret-key-file or --secret-key, not both")
+    if args.secret_key is not None:
+        print(f"cosfs serve: warning: --secret-key shows the key to every local user in the process list; "
+              f"use --secret-key-file or ${SECRET_KEY_ENV}", file=sys.stderr, flush=True)
+        return args.secret_key
+    if args.secret_key_file is None:
+        return environ.get(SECRET_KEY_ENV) or None
+    try:
+        with open(args.secret_key_file, encoding="utf-8") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise StartupError(f"--secret-key-file {args.secret_key_file} is not a regular file")
+            if mode & 0o077:
+                raise StartupError(f"--secret-key-file {args.secret_key_file} is readable by others "
+                                   f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
+            key = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read --secret-key-file {args.secret_key_file}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not key:
+        raise StartupError(f"--secret-key-file {args.secret_key_file} is empty")
+    return key
+
+
 def _generated_secret(length: int) -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(length))
@@ -90,8 +141,15 @@ def run(args: argparse.Namespace) -> int:
             spec = parse_fault_spec(args.fault or "")
         except FaultSpecError as exc:
             raise StartupError(f"bad --fault: {exc}") from None
-        if (args.secret_id is None) != (args.secret_key is None):
-            raise StartupError("--secret-id and --secret-key go together")
+        given_key = secret_key(args, os.environ)
+        if args.secret_id is None and given_key is not None:
+            raise StartupError(f"a secret key (--secret-key-file, ${SECRET_KEY_ENV} or --secret-key) "
+                               f"needs --secret-id")
+        if args.secret_id is not None and given_key is None:
+            raise StartupError(f"--secret-id needs its secret key: --secret-key-file or ${SECRET_KEY_ENV}")
+        limits = Limits(args.idle_timeout, args.io_timeout, args.max_connections)
+        if min(limits.idle_timeout_s, limits.io_timeout_s) <= 0 or limits.max_connections < 1:
+            raise StartupError("--idle-timeout, --io-timeout and --max-connections must be positive")
         root = Path(args.root)
         if root.exists() and not root.is_dir():
             raise StartupError(f"--root {root} is not a directory")
@@ -100,24 +158,27 @@ def run(args: argparse.Namespace) -> int:
             storage.load(BUCKET_RE)
             for name in bucket_names:
                 storage.create_bucket(name)
+        except ForeignRoot as exc:
+            raise StartupError(f"refusing --root {exc}") from None
         except OSError as exc:
             raise StartupError(f"cannot use --root {root}: {exc.strerror or exc}") from None
         access_log = None
         if args.access_log:
             try:
-                access_log = open(args.access_log, "a", buffering=1, encoding="utf-8")
+                fd = os.open(args.access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                access_log = open(fd, "a", buffering=1, encoding="utf-8")
             except OSError as exc:
                 raise StartupError(f"cannot open --access-log {args.access_log}: {exc.strerror or exc}") from None
     except StartupError as exc:
         print(f"cosfs serve: {exc}", file=sys.stderr, flush=True)
         return 2
-    generated = args.secret_key is None
     secret_id = args.secret_id or "AKID" + _generated_secret(32)
-    secret_key = args.secret_key or _generated_secret(32)
-    app = App(storage, Authenticator({secret_id: secret_key}, args.security_token),
+    key = given_key or _generated_secret(32)
+    app = App(storage, Authenticator({secret_id: key}, args.security_token),
               FaultInjector(spec) if spec.active else None, access_log)
     try:
-        return trio.run(_serve, app, host, port, bucket_names, secret_id, secret_key if generated else None)
+        return trio.run(_serve, app, host, port, bucket_names, limits, secret_id,
+                        None if given_key else key)
     except StartupError as exc:
         print(f"cosfs serve: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -126,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             access_log.close()
 
 
-async def _serve(app: App, host: str, port: int, bucket_names: list[str], secret_id: str,
+async def _serve(app: App, host: str, port: int, bucket_names: list[str], limits: Limits, secret_id: str,
                  generated_key: str | None) -> int:
     try:
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=512)
@@ -138,12 +199,13 @@ async def _serve(app: App, host: str, port: int, bucket_names: list[str], secret
 
     def make_connection(stream: trio.SocketStream) -> Connection:
         return Connection(stream, app.handle, lambda status, code, message: app.error_response(status, code, message),
-                          app.after_response)
+                          app.after_response, limits)
 
+    slots = trio.Semaphore(limits.max_connections)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             for one in listeners:
-                await nursery.start(serve_listener, one, make_connection)
+                await nursery.start(serve_listener, one, make_connection, slots)
             lines = [f"endpoint: http://{shown_host}:{actual_port}"]
             lines += [f"bucket: {name}" for name in bucket_names]
             lines.append(f"secret-id: {secret_id}")

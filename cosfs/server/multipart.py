@@ -51,10 +51,16 @@ def _encoding(ctx: Ctx) -> bool:
 
 
 async def read_xml(ctx: Ctx):
+    """(body, parsed root) of an XML request body, which is held in memory: one larger than
+    MAX_XML_BODY_BYTES is refused, by its Content-Length before reading any of it."""
+    too_large = CosError("EntityTooLarge", f"The XML body is larger than {MAX_XML_BODY_BYTES} bytes.")
+    declared = ctx.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_XML_BODY_BYTES:
+        raise too_large
     try:
         body = await ctx.request.body.read_all(MAX_XML_BODY_BYTES)
     except BodyTooLarge:
-        raise CosError("MalformedXML", "The XML body is too large.") from None
+        raise too_large from None
     try:
         return body, xml.parse(body)
     except ProtocolError:

@@ -2,10 +2,16 @@
 
 Layout under ``--root``::
 
+    ROOT/.cosfs-serve-root                                  marks a root this server made
     ROOT/<bucket>/objects/<h0h1>/<h2h3>/<sha256(key) hex>   one file per object
     ROOT/<bucket>/uploads/<upload id>/upload.json           a multipart upload's final headers
     ROOT/<bucket>/uploads/<upload id>/<part number>         one file per uploaded part
     ROOT/<bucket>/tmp/                                      files being written (wiped at startup)
+
+**Whose files.** A root is used only if it is new, empty or carries the marker, so pointing
+``--root`` at a directory of other files fails instead of deleting them. Even in its own root
+the server deletes at startup only names it makes: temp files (`TEMP_NAME`) and
+``.deleted-<bucket>`` directories.
 
 **Key mapping.** A key never becomes a path: the object file is named by the SHA-256 of the
 key's UTF-8 bytes, two fan-out directories deep. Any legal key (``..``, ``//``, a trailing
@@ -39,6 +45,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import struct
@@ -50,10 +57,18 @@ import trio
 
 from cosfs.cos import crc64
 
+ROOT_MARKER = ".cosfs-serve-root"
+# The names this module gives temp files and directories under tmp/, and upload ids.
+TEMP_NAME = re.compile(r"[0-9a-f]+-[0-9a-f]{16}|(?:upload|aborted|done)-[0-9a-f]+")
+UPLOAD_ID = re.compile(r"[0-9a-f]+")
 MAGIC = b"COSFSOB1"
 TRAILER = struct.Struct(">Q8s")
 COPY_CHUNK = 64 * 1024 * 1024
 WRITE_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class ForeignRoot(Exception):
+    """The --root directory holds files this server did not make."""
 
 
 class StorageError(Exception):
@@ -318,26 +333,35 @@ async def absorb_stream(temp: TempFile, chunks: AsyncIterator[bytes], limit: int
             async for batch in receive:
                 await trio.to_thread.run_sync(step, batch)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(worker, hash_receive, temp.hash, name="put-hasher")
-        nursery.start_soon(worker, write_receive, temp.write, name="put-writer")
-        async with hash_send, write_send:
-            batch: list[bytes] = []
-            batch_bytes = 0
-            total = 0
-            async for chunk in chunks:
-                total += len(chunk)
-                if limit is not None and total > limit:
-                    raise StorageError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed object size.")
-                batch.append(chunk)
-                batch_bytes += len(chunk)
-                if batch_bytes >= WRITE_BATCH_BYTES:
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker, hash_receive, temp.hash, name="put-hasher")
+            nursery.start_soon(worker, write_receive, temp.write, name="put-writer")
+            async with hash_send, write_send:
+                batch: list[bytes] = []
+                batch_bytes = 0
+                total = 0
+                async for chunk in chunks:
+                    total += len(chunk)
+                    if limit is not None and total > limit:
+                        raise StorageError("EntityTooLarge",
+                                           "Your proposed upload exceeds the maximum allowed object size.")
+                    batch.append(chunk)
+                    batch_bytes += len(chunk)
+                    if batch_bytes >= WRITE_BATCH_BYTES:
+                        await hash_send.send(batch)
+                        await write_send.send(batch)
+                        batch, batch_bytes = [], 0
+                if batch:
                     await hash_send.send(batch)
                     await write_send.send(batch)
-                    batch, batch_bytes = [], 0
-            if batch:
-                await hash_send.send(batch)
-                await write_send.send(batch)
+    except BaseExceptionGroup as group:
+        # trio wraps what the receiving loop raised (the client left, sent a bad chunk, took too
+        # long, sent too much) in a group; the workers were merely cancelled. Raise the error
+        # itself so that the handlers answer it as they do when it is raised outside a nursery.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -376,6 +400,8 @@ class Bucket:
         for directory in (self.objects_dir, self.uploads_dir, self.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():
+            if not TEMP_NAME.fullmatch(leftover.name):
+                continue
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
@@ -399,6 +425,8 @@ class Bucket:
                     self.records[record.key] = record
         self.sorted_keys = sorted(self.records)
         for upload_dir in self.uploads_dir.iterdir():
+            if not UPLOAD_ID.fullmatch(upload_dir.name):
+                continue
             try:
                 doc = json.loads((upload_dir / "upload.json").read_bytes())
                 upload = Upload(
@@ -410,8 +438,7 @@ class Bucket:
                     storage_class=doc["storage_class"],
                 )
             except (OSError, ValueError, KeyError):
-                shutil.rmtree(upload_dir, ignore_errors=True)
-                continue
+                continue  # upload.json is renamed in complete: this one is not ours (or damaged)
             for part_file in upload_dir.iterdir():
                 if not part_file.name.isdigit():
                     continue
@@ -638,10 +665,21 @@ class Storage:
         self.buckets: dict[str, Bucket] = {}
 
     def load(self, bucket_pattern) -> None:
-        """Open every bucket directory under the root (blocking; at startup)."""
+        """Open every bucket directory under the root (blocking; at startup).
+
+        A missing or empty root is made ours with the marker; any other root without it raises
+        ForeignRoot before anything in it is touched.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        marker = self.root / ROOT_MARKER
+        if not marker.exists():
+            if any(self.root.iterdir()):
+                raise ForeignRoot(f"{self.root} is not empty and was not made by cosfs serve (no {ROOT_MARKER}); "
+                                  f"use a new or empty directory")
+            marker.write_text("This directory holds the buckets of `cosfs serve`.\n")
         for entry in sorted(self.root.iterdir()):
-            if entry.is_dir() and entry.name.startswith(".deleted-"):
+            if (entry.is_dir() and entry.name.startswith(".deleted-")
+                    and bucket_pattern.fullmatch(entry.name.removeprefix(".deleted-"))):
                 shutil.rmtree(entry, ignore_errors=True)  # a DELETE Bucket cut short by a crash
                 continue
             if entry.is_dir() and bucket_pattern.fullmatch(entry.name):
