@@ -4,9 +4,13 @@ Two tiers. Recently fetched blocks stay in memory (bounded by `memory_bytes`) so
 reader is served without touching the disk; every block is also written to local disk under
 `<cache_dir>/blocks/<hh>/<version-hash>.<index>` by a worker thread, and the disk tier is
 bounded by `capacity_bytes` (least recently used evicted first). The version hash is SHA-256 of
-key and ETag, so a replaced object can never be served from old blocks, and the disk tier
-survives remounts: a block is valid exactly when the object still has that ETag. Block files
-are written under a temporary name and renamed, so a crash never leaves a torn block.
+key and ETag (of key, size and Last-Modified for a server that sends no ETag), so a replaced
+object can never be served from old blocks, and the disk tier survives remounts: a block is
+valid exactly when the object still has that ETag. Block files are written under a temporary
+name and renamed, so a crash never leaves a torn block; they are private to the mount's user
+(files 0600, directories 0700, whatever the umask). A block file that vanishes or shrinks
+under a running mount (a cleaner, another process) is dropped from the index and fetched
+again.
 
 Fetches are single-flight: concurrent readers of a missing block wait for one GET. A run of
 missing blocks is fetched by one ranged GET with If-Match and split into blocks as it streams.
@@ -24,8 +28,9 @@ from pathlib import Path
 
 import trio
 
-from cosfs.cos.store import ObjectStore
-from cosfs.errors import IntegrityError, ProtocolError
+from cosfs.cos.store import ObjectMeta, ObjectStore
+from cosfs.durable import private_dir, private_file
+from cosfs.errors import IntegrityError, ProtocolError, Stale
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +39,43 @@ Ident = tuple[str, int]  # (version hash, block index)
 
 @dataclasses.dataclass(frozen=True)
 class ObjectRef:
-    """One version of an object: the unit the cache keys on."""
+    """One version of an object: the unit the cache keys on. The ETag names the version; a
+    server that sends none leaves size and Last-Modified (`last_modified_s`, 0 if unknown) as
+    the best name there is, since an empty ETag alone would name every version alike."""
 
     key: str
     etag: str
     size_bytes: int
+    last_modified_s: float = 0.0
 
     @property
     def version_hash(self) -> str:
-        return hashlib.sha256(f"{self.key}\0{self.etag}".encode("utf-8", "surrogateescape")).hexdigest()[:40]
+        version = self.etag or f"\0{self.size_bytes}\0{self.last_modified_s!r}"
+        return hashlib.sha256(f"{self.key}\0{version}".encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+def version_problem(ref: ObjectRef, meta: ObjectMeta) -> str | None:
+    """Why the answer `meta` to a read of `ref` is of another version, or None. An ETag other
+    than the one asked for (a server that ignored If-Match) is one; without an ETag to ask
+    for, another size or Last-Modified is."""
+    if ref.etag:
+        if meta.etag and meta.etag != ref.etag:
+            return f"ETag {meta.etag!r} instead of {ref.etag!r}"
+        return None
+    if meta.size_bytes != ref.size_bytes:
+        return f"size {meta.size_bytes} instead of {ref.size_bytes}"
+    if ref.last_modified_s and meta.last_modified_s and meta.last_modified_s != ref.last_modified_s:
+        return f"Last-Modified {meta.last_modified_s} instead of {ref.last_modified_s}"
+    return None
 
 
 class BlockCache:
     """Owner of cached blocks, in memory and on disk, and of their LRU orders.
 
     Invariants:
-    - `_disk` maps ident -> size for exactly the block files present; `_disk_bytes` is their
-      sum and stays <= capacity after every insertion.
+    - `_disk` maps ident -> size for exactly the block files written (one removed by someone
+      else is dropped when a read finds it gone); `_disk_bytes` is their sum and stays <=
+      capacity after every insertion.
     - `_hot` maps ident -> block bytes; `_hot_bytes` is their sum and stays <= memory_bytes.
     - A block is readable when it is in `_hot` or `_disk`. `_fetching` maps blocks being
       downloaded to the Event set when they land or the fetch fails (then `_failures` holds
@@ -86,20 +111,29 @@ class BlockCache:
         return self._disk_bytes
 
     def load(self) -> None:
-        """Index the blocks left by an earlier mount (oldest first) and drop temp files."""
-        self._dir.mkdir(parents=True, exist_ok=True)
+        """Index the blocks left by an earlier mount (oldest first), drop temp files, and make
+        what an earlier version left readable to others private."""
+        self._dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self._dir)
         found: list[tuple[float, Ident, int]] = []
         for sub in self._dir.iterdir():
             if not sub.is_dir():
                 continue
+            private_dir(sub)
             for path in sub.iterdir():
                 if path.name.endswith(".tmp"):
                     path.unlink(missing_ok=True)
                     continue
                 version, _, index = path.name.partition(".")
-                if index.isdigit():
+                if not index.isdigit():
+                    continue
+                try:
                     st = path.stat()
-                    found.append((st.st_atime, (version, int(index)), st.st_size))
+                    if st.st_mode & 0o077:
+                        path.chmod(0o600)
+                except FileNotFoundError:  # removed meanwhile by someone else
+                    continue
+                found.append((st.st_atime, (version, int(index)), st.st_size))
         found.sort()
         for _, ident, size in found:
             self._disk[ident] = size
@@ -136,15 +170,20 @@ class BlockCache:
         if absent:
             self.misses += len(absent)
             await self.fetch_run(ref, absent[0], absent[-1])
+        missed = set(absent)
         pieces = []
         for index in range(first, last + 1):
             ident = (version, index)
-            await self._wait_for(ref, ident)
             start, _ = self.block_range(ref, index)
             lo = max(offset, start) - start
             hi = min(end, start + self._block) - start
-            pieces.append(self._read_block(ident, lo, hi))
-        self.hits += (last - first + 1) - len(absent)
+            await self._wait_for(ref, ident)
+            while (piece := self._read_block(ident, lo, hi)) is None:
+                self.misses += 1  # its file vanished: no longer present, so fetched again
+                missed.add(index)
+                await self._wait_for(ref, ident)
+            pieces.append(piece)
+        self.hits += (last - first + 1) - len(missed)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _wait_for(self, ref: ObjectRef, ident: Ident) -> None:
@@ -159,7 +198,9 @@ class BlockCache:
                 continue
             await pending.wait()
 
-    def _read_block(self, ident: Ident, lo: int, hi: int) -> bytes | memoryview:
+    def _read_block(self, ident: Ident, lo: int, hi: int) -> bytes | memoryview | None:
+        """Bytes [lo, hi) of a present block, or None when its file has vanished or shrunk
+        (then it is no longer present, and the caller fetches it again)."""
         data = self._hot.get(ident)
         if data is not None:
             self._hot.move_to_end(ident)
@@ -170,14 +211,36 @@ class BlockCache:
         self._disk.move_to_end(ident)
         # Block files are small and usually in the page cache: a pread costs less than a
         # thread hand-off, so it is done inline.
-        fd = os.open(self._path(ident), os.O_RDONLY)
+        try:
+            fd = os.open(self._path(ident), os.O_RDONLY)
+        except FileNotFoundError:
+            log.warning("block cache: block file %s vanished; fetching it again", self._path(ident))
+            self._forget_disk(ident)
+            return None
         try:
             piece = os.pread(fd, hi - lo, lo)
         finally:
             os.close(fd)
         if len(piece) != hi - lo:
-            raise IntegrityError(f"cached block {ident} is shorter than expected")
+            log.warning("block cache: block file %s is shorter than it was written; fetching it again",
+                        self._path(ident))
+            self._forget_disk(ident)
+            return None
         return piece
+
+    def _drop(self, ident: Ident) -> None:
+        """Drop a block from both tiers."""
+        data = self._hot.pop(ident, None)
+        if data is not None:
+            self._hot_bytes -= len(data)
+        self._forget_disk(ident)
+
+    def _forget_disk(self, ident: Ident) -> None:
+        """Drop a block from the disk tier, index and file (a missing file is fine)."""
+        size = self._disk.pop(ident, None)
+        if size is not None:
+            self._disk_bytes -= size
+        self._path(ident).unlink(missing_ok=True)
 
     async def fetch_run(self, ref: ObjectRef, first: int, last: int) -> None:
         """Fetch the contiguous run of absent blocks starting at the first absent one in
@@ -200,6 +263,10 @@ class BlockCache:
             async with self.limiter:
                 await self._download(ref, run, events)
         except BaseException as exc:
+            if isinstance(exc, (ProtocolError, IntegrityError)):
+                # The body broke the store's contract: blocks it gave already are not trusted.
+                for i in run:
+                    self._drop((version, i))
             for i in run:
                 if not self._present((version, i)) and isinstance(exc, Exception):
                     self._failures[(version, i)] = exc
@@ -218,7 +285,10 @@ class BlockCache:
         index = run[0]
         block: bytearray | None = None
         filled = 0
-        async with self._store.open_object(ref.key, byte_range=(start, end - 1), if_match=ref.etag) as (_, chunks):
+        async with self._store.open_object(ref.key, byte_range=(start, end - 1), if_match=ref.etag) as (meta, chunks):
+            problem = version_problem(ref, meta)
+            if problem:
+                raise Stale(f"{ref.key!r} changed while open: the server answered {problem}")
             async for chunk in chunks:
                 view = memoryview(chunk)
                 while view and index <= run[-1]:
@@ -237,6 +307,8 @@ class BlockCache:
                         events[index].set()
                         await self._write_disk((version, index), data)
                         index += 1
+                if view:
+                    raise ProtocolError(f"long body for {ref.key}: more than blocks {run[0]}..{run[-1]}")
         if index <= run[-1]:
             raise ProtocolError(f"short body for {ref.key}: blocks {index}..{run[-1]} missing")
 
@@ -265,12 +337,7 @@ class BlockCache:
 
     def _evict_disk(self, incoming: int) -> None:
         while self._disk and self._disk_bytes + incoming > self._capacity:
-            ident, size = self._disk.popitem(last=False)
-            self._disk_bytes -= size
-            try:
-                self._path(ident).unlink()
-            except FileNotFoundError:
-                pass
+            self._forget_disk(next(iter(self._disk)))
 
     def check_invariants(self) -> None:
         assert self._disk_bytes == sum(self._disk.values())
@@ -283,8 +350,9 @@ def _write_block_file(path: Path, data: bytearray) -> None:
     """Worker thread: write a block under a temporary name and rename it into place."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(exist_ok=True)
-        with open(tmp, "wb") as handle:
+        if not path.parent.is_dir():
+            private_dir(path.parent)
+        with open(private_file(tmp), "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
     except BaseException:

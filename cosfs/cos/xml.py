@@ -80,8 +80,9 @@ def _fill(parent: ET.Element, children: Iterable[tuple[str, Child]]) -> None:
 
 # --- COS response bodies ------------------------------------------------------------------
 # Appended parse/build functions for the client (and anyone else): each takes the raw bytes of
-# a response, refuses anything that is not the expected document with ProtocolError, and
-# returns the frozen value types of `cosfs.cos.store`.
+# a response, refuses with ProtocolError a document without the children it needs (the root's
+# name is not checked: COS names are given for reference), and returns the frozen value types
+# of `cosfs.cos.store`.
 
 import calendar as _calendar
 import dataclasses as _dataclasses
@@ -122,11 +123,15 @@ def parse_iso_time(value: str) -> float:
     return result
 
 
-def _root(body: bytes, *expected: str) -> ET.Element:
+def _root(body: bytes, what: str = "", *needed: str) -> ET.Element:
+    """The root of a reply if it has at least one of the `needed` children. Its own name is
+    not checked: S3-compatible servers name roots differently (or namespace them), and the
+    children carry the meaning. `what` names the document in errors."""
     # COS may prefix a long-running Complete reply with whitespace keep-alives.
     root = parse(body.lstrip())
-    if expected and root.tag not in expected:
-        raise ProtocolError(f"expected <{expected[0]}>, got <{root.tag}>")
+    if needed and not any(root.find(name) is not None for name in needed):
+        wanted = " or ".join(f"<{name}>" for name in needed)
+        raise ProtocolError(f"<{root.tag}> is not {what}: it has no {wanted}")
     return root
 
 
@@ -191,7 +196,7 @@ def error_in_body(body: bytes) -> ErrorBody | None:
 
 def parse_list_bucket(body: bytes) -> _store.ListPage:
     """A GET Bucket `<ListBucketResult>`, url-decoded when `EncodingType` is `url`."""
-    root = _root(body, "ListBucketResult")
+    root = _root(body, "a bucket listing", "IsTruncated", "Contents", "CommonPrefixes", "Name", "Prefix")
     decode = _unquote if _url_encoded(root) else (lambda s: s)
     entries = []
     for item in root.findall("Contents"):
@@ -219,10 +224,10 @@ def parse_list_bucket(body: bytes) -> _store.ListPage:
 
 def parse_copy_result(body: bytes) -> _store.CopyResult:
     """`<CopyObjectResult>` (or `<CopyPartResult>`); ETag is required."""
-    root = _root(body, "CopyObjectResult", "CopyPartResult")
+    root = _root(body)
     etag = _etag(text(root, "ETag"))
     if not etag:
-        raise ProtocolError(f"<{root.tag}> without <ETag>")
+        raise ProtocolError(f"<{root.tag}> is not a copy result: it has no <ETag>")
     return _store.CopyResult(
         etag=etag,
         crc64=_crc(text(root, "CRC64")),
@@ -240,26 +245,26 @@ class CompleteResult:
 
 def parse_complete_result(body: bytes) -> CompleteResult:
     """`<CompleteMultipartUploadResult>`; an answer without ETag is a failure."""
-    root = _root(body, "CompleteMultipartUploadResult")
+    root = _root(body)
     etag = _etag(text(root, "ETag"))
     if not etag:
-        raise ProtocolError("<CompleteMultipartUploadResult> without <ETag>")
+        raise ProtocolError(f"<{root.tag}> is not a Complete result: it has no <ETag>")
     return CompleteResult(etag=etag, location=text(root, "Location"), key=text(root, "Key"),
                           crc64=_crc(text(root, "CRC64")))
 
 
 def parse_initiate_result(body: bytes) -> str:
     """The UploadId of an `<InitiateMultipartUploadResult>`."""
-    root = _root(body, "InitiateMultipartUploadResult")
+    root = _root(body)
     upload_id = child_text(root, "UploadId", "UploadID")
     if not upload_id:
-        raise ProtocolError("<InitiateMultipartUploadResult> without <UploadId>")
+        raise ProtocolError(f"<{root.tag}> is not an Initiate result: it has no <UploadId>")
     return upload_id
 
 
 def parse_delete_result(body: bytes) -> _store.DeleteResult:
     """`<DeleteResult>` of DELETE Multiple Objects (keys url-decoded if EncodingType is url)."""
-    root = _root(body, "DeleteResult")
+    root = _root(body, "a Delete result", "Deleted", "Error")
     decode = _unquote if _url_encoded(root) else (lambda s: s)
     deleted = tuple(decode(text(d, "Key")) for d in root.findall("Deleted"))
     failed = tuple(
@@ -278,7 +283,7 @@ class PartsPage:
 
 def parse_list_parts(body: bytes) -> PartsPage:
     """One page of `<ListPartsResult>`."""
-    root = _root(body, "ListPartsResult")
+    root = _root(body, "a part listing", "IsTruncated", "Part", "UploadId", "UploadID")
     parts = []
     for item in root.findall("Part"):
         number = _int(item, "PartNumber")
@@ -305,7 +310,7 @@ class UploadsPage:
 
 def parse_list_uploads(body: bytes) -> UploadsPage:
     """One page of `<ListMultipartUploadsResult>` (keys url-decoded if the encoding is url)."""
-    root = _root(body, "ListMultipartUploadsResult")
+    root = _root(body, "an upload listing", "IsTruncated", "Upload", "Bucket")
     decode = _unquote if _url_encoded(root) else (lambda s: s)
     uploads = tuple(
         _store.UploadInfo(
