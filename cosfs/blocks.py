@@ -285,7 +285,8 @@ class BlockCache:
         index = run[0]
         block: bytearray | None = None
         filled = 0
-        async with self._store.open_object(ref.key, byte_range=(start, end - 1), if_match=ref.etag) as (meta, chunks):
+        async with self._store.open_object(ref.key, byte_range=(start, end - 1),
+                                          if_match=ref.etag or None) as (meta, chunks):
             problem = version_problem(ref, meta)
             if problem:
                 raise Stale(f"{ref.key!r} changed while open: the server answered {problem}")

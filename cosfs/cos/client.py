@@ -98,6 +98,8 @@ THREAD_HASH_BYTES = 1024 * 1024
 # A stream closed with at most this much left unread is read to its end (cheaper than a new
 # connection, and httpx's generators then end cleanly); longer ones are cut off.
 DRAIN_LIMIT_BYTES = 256 * 1024
+# Reads that unwind a body's generators after its connection was closed (see _close_current).
+UNWIND_READS = 3
 # Retries up to this attempt number are logged at DEBUG, later ones at WARNING.
 QUIET_RETRIES = 2
 
@@ -1172,12 +1174,16 @@ class _ObjectStream:
         self._use(response)
 
     async def _close_current(self) -> None:
-        # Close the chunk generator explicitly: an abandoned async generator would be
-        # finalised later by the garbage collector, outside any trio task.
-        try:
-            await self._chunks.aclose()
-        finally:
-            await self._response.aclose()
+        """Close the current response, read or not. httpx reads a body through a chain of
+        async generators that end cleanly only by running to their end; trio warns about each
+        one abandoned half-way when the garbage collector finds it. Once the connection is
+        closed, a read ends the body or fails at once (after at most the bytes already
+        buffered), which unwinds the whole chain."""
+        await self._response.aclose()
+        with contextlib.suppress(Exception):
+            for _ in range(UNWIND_READS):
+                await self._chunks.__anext__()
+        await self._chunks.aclose()
 
     async def _drain(self, limit: int) -> int:
         """Read the rest of the current body, stopping past `limit` bytes (httpx's chunk

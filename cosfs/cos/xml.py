@@ -310,7 +310,7 @@ class UploadsPage:
 
 def parse_list_uploads(body: bytes) -> UploadsPage:
     """One page of `<ListMultipartUploadsResult>` (keys url-decoded if the encoding is url)."""
-    root = _root(body, "an upload listing", "IsTruncated", "Upload", "Bucket")
+    root = _root(body, "an upload listing", "IsTruncated", "Upload")
     decode = _unquote if _url_encoded(root) else (lambda s: s)
     uploads = tuple(
         _store.UploadInfo(

@@ -40,7 +40,9 @@ class BrokenStream(httpx.AsyncByteStream):
 class FakeCos:
     """Handler for httpx.MockTransport. `script` holds fault names consumed one per request:
     '503', '500', 'slowdown', 'reset', 'connect', 'truncate', 'expired', 'skew', 'token',
-    'error200', 'badcrc', 'midreset', or a callable(request) -> Response."""
+    'error200', 'badcrc', 'midreset', or a callable(request) -> Response. Lasting quirks of
+    S3-compatible servers: `ignore_range` (answer a ranged GET with 200 and the whole body) and
+    `send_crc=False` (no x-cos-hash-crc64ecma)."""
 
     def __init__(self, *, virtual: bool = False, token: str | None = None, now: Callable[[], float] = time.time):
         self.objects: dict[str, tuple[bytes, dict[str, str]]] = {}
@@ -49,6 +51,8 @@ class FakeCos:
         self.virtual = virtual
         self.valid_token = token
         self.now = now
+        self.ignore_range = False
+        self.send_crc = True
 
     # -- helpers ---------------------------------------------------------------------------
     def key_of(self, request: httpx.Request) -> str:
@@ -149,15 +153,19 @@ class FakeCos:
             meta = {k: v for k, v in request.headers.items() if k.startswith("x-cos-meta-") or k == "content-type"}
             if "uploadId" not in params:
                 self.objects[key] = (data, meta)
-            return httpx.Response(200, headers={"etag": f'"{hashlib.md5(data).hexdigest()}"',
-                                                "x-cos-hash-crc64ecma": str(crc64.crc64(data))})
+            headers = {"etag": f'"{hashlib.md5(data).hexdigest()}"'}
+            if self.send_crc:
+                headers["x-cos-hash-crc64ecma"] = str(crc64.crc64(data))
+            return httpx.Response(200, headers=headers)
         if method in ("GET", "HEAD") and key:
             if key not in self.objects:
                 return httpx.Response(404) if method == "HEAD" else error_response(404, "NoSuchKey")
             data, meta = self.objects[key]
             headers = {"etag": f'"{hashlib.md5(data).hexdigest()}"', "x-cos-hash-crc64ecma": str(crc64.crc64(data)),
                        "last-modified": "Mon, 01 Jan 2024 00:00:00 GMT", **meta}
-            rng = request.headers.get("range")
+            if not self.send_crc:
+                del headers["x-cos-hash-crc64ecma"]
+            rng = None if self.ignore_range else request.headers.get("range")
             if rng:
                 first, last = (int(x) for x in rng[6:].split("-"))
                 if first >= len(data):

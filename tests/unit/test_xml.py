@@ -173,3 +173,45 @@ def test_hostile_or_malformed_xml_is_a_protocol_error(parser, body):
 def test_error_parser_refuses_hostile_xml_quietly():
     assert cosxml.parse_error(BOMB) is None
     assert cosxml.parse_error(EXTERNAL) is None
+
+
+# Replies of S3-compatible servers name (or namespace) their roots otherwise: the children
+# carry the meaning, and only missing children are refused.
+S3 = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+
+
+@pytest.mark.parametrize("parser, body, check", [
+    (cosxml.parse_initiate_result,
+     f"<CreateMultipartUploadOutput {S3}><Bucket>b</Bucket><Key>k</Key><UploadId>u-1</UploadId>"
+     "</CreateMultipartUploadOutput>", lambda r: r == "u-1"),
+    (cosxml.parse_initiate_result, "<Result><UploadID>u-2</UploadID></Result>", lambda r: r == "u-2"),
+    (cosxml.parse_complete_result, '<CompleteMultipartUploadOutput><ETag>"e-2"</ETag></CompleteMultipartUploadOutput>',
+     lambda r: r.etag == "e-2"),
+    (cosxml.parse_copy_result, '<CopyObjectOutput><ETag>"c"</ETag><CRC64>7</CRC64></CopyObjectOutput>',
+     lambda r: r.etag == "c" and r.crc64 == 7),
+    (cosxml.parse_list_bucket, f"<ListObjectsOutput {S3}><IsTruncated>false</IsTruncated>"
+     "<Contents><Key>a</Key><Size>3</Size></Contents></ListObjectsOutput>",
+     lambda r: [e.key for e in r.entries] == ["a"] and not r.is_truncated),
+    (cosxml.parse_list_bucket, "<ListBucketResultV1><Name>b</Name></ListBucketResultV1>",
+     lambda r: r.entries == () and r.common_prefixes == ()),
+    (cosxml.parse_delete_result, "<DeleteObjectsOutput><Deleted><Key>a</Key></Deleted></DeleteObjectsOutput>",
+     lambda r: r.deleted == ("a",)),
+    (cosxml.parse_list_parts, "<ListPartsOutput><IsTruncated>false</IsTruncated>"
+     '<Part><PartNumber>1</PartNumber><ETag>"p"</ETag></Part></ListPartsOutput>',
+     lambda r: r.parts == (PartInfo(1, "p"),)),
+    (cosxml.parse_list_uploads, "<ListMultipartUploadsOutput><IsTruncated>false</IsTruncated>"
+     "<Upload><Key>k</Key><UploadId>u</UploadId></Upload></ListMultipartUploadsOutput>",
+     lambda r: r.uploads[0].upload_id == "u"),
+])
+def test_any_root_with_the_needed_children(parser, body, check):
+    assert check(parser(body.encode()))
+
+
+@pytest.mark.parametrize("parser", [cosxml.parse_list_bucket, cosxml.parse_copy_result, cosxml.parse_complete_result,
+                                    cosxml.parse_delete_result, cosxml.parse_list_parts, cosxml.parse_list_uploads,
+                                    cosxml.parse_initiate_result])
+@pytest.mark.parametrize("body", [b"<Error><Code>InternalError</Code><Message>m</Message></Error>",
+                                  b"<SomeResult><Bucket>b</Bucket><Key>k</Key></SomeResult>"])
+def test_a_root_without_the_needed_children_is_refused(parser, body):
+    with pytest.raises(ProtocolError, match="has no"):
+        parser(body)
