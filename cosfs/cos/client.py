@@ -24,11 +24,24 @@ Integrity: PUT, APPEND, Upload Part and the XML bodies carry Content-MD5 (unless
 `config.content_md5` is off); PUT and Upload Part compare the returned CRC64 with the local
 one; whole-object GETs and streams are checked against `x-cos-hash-crc64ecma`; Complete
 checks the returned CRC64 against the combination of the parts' CRCs when all are known.
-Bodies are read raw (no content decoding: `Accept-Encoding: identity`, and an object stored
-with `Content-Encoding: gzip` comes back byte for byte).
+A server without CRC64 (S3-compatible, not COS) is never failed for it: an MD5-shaped ETag
+of a PUT or part must then be the MD5 of the bytes sent (unless the object is encrypted),
+and GETs go unchecked. Bodies are read raw (no content decoding: `Accept-Encoding:
+identity`, and an object stored with `Content-Encoding: gzip` comes back byte for byte).
 
-Range reads: a 416 for a range whose first byte is at or beyond the object's size (one HEAD
-tells) is an empty read, not an error; a server that ignores Range and answers 200 is sliced.
+Versions: a reply to a request with If-Match whose ETag is another one (a server that
+ignores If-Match) is `Stale`, as a 412 would be, never data.
+
+Range reads: a 206 must be exactly the range asked for (shorter only at the object's end),
+Content-Range and body length alike, or it is refused (ProtocolError, EIO), so no cache
+keeps other bytes as the ones asked for. A 416 for a range whose first byte is at or beyond
+the object's size (one HEAD tells) is an empty read, not an error. A server that ignores
+Range (RFC 9110 allows it) answers 200 with the whole object: the slice is taken from it as
+it streams, and the rest is not read.
+
+Listings: keys and common prefixes outside the prefix asked for, or not after the marker,
+are dropped with one warning per listing, so that no caller walks (or renames) names a
+listing cannot contain.
 
 Secrets: Authorization and the session token live only in request headers; exceptions and
 log records carry op, key, status, code, message and RequestId, never headers or keys.
