@@ -3,6 +3,7 @@ stray listing names, Range ignored, other XML roots, no CRC64, If-Match ignored.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -18,7 +19,7 @@ from cosfs.config import CosConfig
 from cosfs.cos import auth, crc64
 from cosfs.cos.auth import Credentials
 from cosfs.cos.client import CosClient
-from cosfs.cos.store import MIN_PART_BYTES
+from cosfs.cos.store import MIN_PART_BYTES, ObjectMeta
 from cosfs.credentials import StaticCredentials
 from cosfs.errors import IntegrityError, ProtocolError, Stale, TransientError, errno_for
 
@@ -151,10 +152,6 @@ class LongBodyStore:
         self.data = data
 
     def open_object(self, key, *, byte_range, if_match):
-        import contextlib
-
-        from cosfs.cos.store import ObjectMeta
-
         @contextlib.asynccontextmanager
         async def opened():
             async def chunks():
