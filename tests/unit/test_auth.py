@@ -1,6 +1,7 @@
 """Signature vectors: COS documentation, the official Go SDK test, SDK cross-checks, AWS SigV4 examples."""
 
 import hashlib
+import time
 
 import pytest
 
@@ -93,6 +94,54 @@ def test_cos_verify_failures():
     assert info.value.code == "SignatureDoesNotMatch"
 
 
+def _doc_get(key_time: str = "1700000000;1700003600") -> tuple[dict[str, str], dict[str, str]]:
+    headers = {"host": HOST_GZ}
+    value = auth.cos_authorization_for_key_time(DOC_ID, DOC_KEY, "GET", "/k", {}, headers, key_time)
+    return auth.parse_cos_authorization(value), headers
+
+
+def _verify_doc_get(fields, headers, now):
+    return auth.verify_cos(fields, {DOC_ID: DOC_KEY}, "GET", ["/k"], [], headers, now)
+
+
+def test_cos_sign_time_cannot_revive_an_expired_signature():
+    fields, headers = _doc_get()
+    later = 1_700_000_000 + 7200
+    with pytest.raises(auth.AuthFailure) as info:
+        _verify_doc_get(fields, headers, later)
+    assert info.value.message == "Request has expired"
+    for edited in ("0;99999999999", "1700000000;1700009999"):  # outside q-key-time
+        with pytest.raises(auth.AuthFailure) as info:
+            _verify_doc_get({**fields, "q-sign-time": edited}, headers, later)
+        assert info.value.code == "AccessDenied"
+    # within q-key-time but not what was signed: the StringToSign carries q-sign-time
+    with pytest.raises(auth.AuthFailure) as info:
+        _verify_doc_get({**fields, "q-sign-time": "1700000000;1700003000"}, headers, 1_700_000_100)
+    assert info.value.code == "SignatureDoesNotMatch"
+    for malformed in ("1700000000;+1700003600", "1_700_000_000;1700003600", "1700000000"):
+        with pytest.raises(auth.AuthFailure):
+            _verify_doc_get({**fields, "q-key-time": malformed}, headers, 1_700_000_100)
+
+
+def test_cos_sign_time_within_key_time_verifies():
+    signature, header_list, _ = auth.cos_signature(DOC_KEY, "GET", "/k", {}, {"host": HOST_GZ},
+                                                   "1700000000;1700003600", "1700000100;1700000700")
+    fields = {"q-sign-algorithm": "sha1", "q-ak": DOC_ID, "q-sign-time": "1700000100;1700000700",
+              "q-key-time": "1700000000;1700003600", "q-header-list": header_list, "q-url-param-list": "",
+              "q-signature": signature}
+    assert _verify_doc_get(fields, {"host": HOST_GZ}, 1_700_000_200) == DOC_ID
+    with pytest.raises(auth.AuthFailure) as info:  # the signed window, not q-key-time's, applies
+        _verify_doc_get(fields, {"host": HOST_GZ}, 1_700_001_000)
+    assert info.value.message == "Request has expired"
+
+
+def test_cos_non_ascii_signature_is_a_mismatch_not_a_crash():
+    fields, headers = _doc_get()
+    with pytest.raises(auth.AuthFailure) as info:
+        _verify_doc_get({**fields, "q-signature": "\xe9" * 40}, headers, 1_700_000_100)
+    assert info.value.code == "SignatureDoesNotMatch"
+
+
 def test_credentials_repr_hides_secrets():
     creds = auth.Credentials("AKIDabcdefgh1234", "TOPSECRETKEY", token="TOKENVALUE")
     for text in (repr(creds), str(creds)):
@@ -161,3 +210,34 @@ def test_sigv4_verify():
         auth.verify_sigv4(fields, {AWS_ID: AWS_KEY}, "GET", "/k", [], headers, auth.EMPTY_SHA256,
                           "20130524T000000Z", now + 86400)
     assert info.value.code == "RequestTimeTooSkewed"
+
+
+# POSIX rules, so that no tzdata is needed; 2013-05-24 is summer time in both.
+DST_ZONES = ["GMT0BST,M3.5.0/1,M10.5.0", "EST5EDT,M3.2.0,M11.1.0"]
+
+
+@pytest.mark.parametrize("zone", DST_ZONES)
+def test_sigv4_date_is_utc_in_a_dst_time_zone(zone, monkeypatch):
+    headers = {"host": "h", "x-amz-content-sha256": auth.EMPTY_SHA256, "x-amz-date": "20130524T000000Z"}
+    value = auth.sigv4_authorization(auth.Credentials(AWS_ID, AWS_KEY), "us-east-1", "GET", "/k", {}, headers,
+                                     auth.EMPTY_SHA256, "20130524T000000Z")
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert time.localtime(1369353600).tm_isdst == 1
+        assert auth.verify_sigv4(auth.parse_sigv4_authorization(value), {AWS_ID: AWS_KEY}, "GET", "/k", [], headers,
+                                 auth.EMPTY_SHA256, "20130524T000000Z", 1369353600 + 5) == AWS_ID
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_sigv4_non_ascii_signature_is_a_mismatch_not_a_crash():
+    headers = {"host": "h", "x-amz-content-sha256": auth.EMPTY_SHA256, "x-amz-date": "20130524T000000Z"}
+    value = auth.sigv4_authorization(auth.Credentials(AWS_ID, AWS_KEY), "us-east-1", "GET", "/k", {}, headers,
+                                     auth.EMPTY_SHA256, "20130524T000000Z")
+    fields = {**auth.parse_sigv4_authorization(value), "Signature": "\xe9" * 64}
+    with pytest.raises(auth.AuthFailure) as info:
+        auth.verify_sigv4(fields, {AWS_ID: AWS_KEY}, "GET", "/k", [], headers, auth.EMPTY_SHA256,
+                          "20130524T000000Z", 1369353600 + 5)
+    assert info.value.code == "SignatureDoesNotMatch"
