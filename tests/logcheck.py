@@ -1,4 +1,4 @@
-"""Fail a test whose cosfs daemon logged a WARNING, ERROR or CRITICAL line the test did not
+r"""Fail a test whose cosfs daemon logged a WARNING, ERROR or CRITICAL line the test did not
 declare (in the spirit of s3ql's pytest_checklogs).
 
 The daemon's log file (`-o log_file=...`) has one record per line,
@@ -7,9 +7,10 @@ The daemon's log file (`-o log_file=...`) has one record per line,
 the record above them. Whatever a daemon wrote to its stderr also counts as a serious record:
 with a log file, a foreground daemon writes nothing there unless something escaped logging.
 
-A test declares what it expects with `expect_log(regex)`; the regex is searched (re.search)
-in "LEVEL logger: message" plus any continuation lines, e.g.
-    expect_log(r"WARNING cosfs.namespace: skipping key .* cannot be a file name")
+A test declares what it expects with the `expect_log` fixture (tests/fuse/conftest.py):
+`expect_log(regex)`; the regex is searched (re.search) in "LEVEL logger: message" plus any
+continuation lines, e.g.
+    expect_log(r"^WARNING cosfs\.namespace: skipping key .* cannot be a file name$", why="...")
 Every serious record must match a declaration, and every declaration must match at least one
 record (or exactly `count` records), so declarations cannot go stale. Only a record that the
 scenario may or may not cause (a retry after a randomly injected fault, a race the test does
@@ -24,6 +25,18 @@ from pathlib import Path
 
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} cosfs\[(?P<pid>\d+)\] (?P<level>[A-Z]+) (?P<rest>.*)$")
 SERIOUS = frozenset({"WARNING", "ERROR", "CRITICAL", "STDERR", "UNPARSED"})
+
+
+# BUG: the daemon logs every refusal of an application's request at WARNING: fuse_ops'
+# fuse_boundary logs a CosfsError at its log_level, WARNING for all but NotFound and
+# NoSuchAttribute. These are answers applications handle, not events an operator must act on:
+# rmdir/rename onto a non-empty directory (rm -r racing a writer, rmdir
+# --ignore-fail-on-non-empty), the link() git tries before falling back to rename(), the
+# system.posix_acl_access cp -a sets on every file (refused with EINVAL where setxattr(2)
+# says ENOTSUP, which cp ignores). A tree walk floods the log. They belong at DEBUG/INFO.
+# Declarations that cite this are there so the tests pass meanwhile; once fixed they fail
+# ("declared but never logged") and must go.
+REFUSAL_IS_A_WARNING = "BUG: a refused request is logged as a WARNING (tests/logcheck.py)"
 
 
 @dataclasses.dataclass
@@ -131,3 +144,20 @@ class LogCheck:
             watched = ", ".join(str(path) for path in self.logs + self.stderrs)
             raise AssertionError("daemon log check failed (declare expected records with expect_log(regex)):\n"
                                  + "\n".join(problems) + f"\nlogs: {watched}")
+
+
+# Declarations for tests in files the log check's author could not edit when it landed, made
+# by the conftest of their directory: {"tests/dir/test_x.py::test_name": [(regex, kwargs)]}.
+# Prefer expect_log(...) in the test itself, and move these there.
+_DECLARED_FOR: dict[str, list[tuple[str, dict]]] = {}
+
+
+def declare_for(test: str, pattern: str, **kwargs) -> None:
+    """As `expect_log(pattern, **kwargs)` in `test` ("tests/dir/test_x.py::test_name", every
+    parametrization of it)."""
+    re.compile(pattern)
+    _DECLARED_FOR.setdefault(test, []).append((pattern, kwargs))
+
+
+def declared_for(nodeid: str) -> list[tuple[str, dict]]:
+    return _DECLARED_FOR.get(nodeid.split("[")[0], [])

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.logcheck import LogCheck
+from tests.logcheck import LogCheck, declare_for, declared_for
 
 FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
 
@@ -142,6 +142,8 @@ def expect_log(request: pytest.FixtureRequest) -> Iterator[LogCheck]:
     this fixture) has unmounted everything; `expect_log.watch(log_file)` adds a log of a
     daemon started some other way."""
     check = LogCheck()
+    for pattern, kwargs in declared_for(request.node.nodeid):
+        check(pattern, **kwargs)
     failed_before = request.session.testsfailed
     yield check
     check.verify(test_failed=request.session.testsfailed > failed_before)
@@ -171,6 +173,22 @@ def mount_factory(tmp_path: Path, expect_log: LogCheck) -> Iterator:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+# What tests of this directory expect in their daemon's log, declared here because their files
+# could not be edited when the log check landed: move into the tests as expect_log(...).
+_READ = "tests/fuse/test_read_mount.py::"
+for _key in ("odd//", "odd/" + "n" * 300):
+    declare_for(_READ + "test_odd_keys_are_skipped_not_fatal",
+                rf"^WARNING cosfs\.namespace: skipping key '{_key}': '.*' cannot be a file name$",
+                why="the bucket holds keys that cannot be file names")
+declare_for(_READ + "test_replaced_under_an_open_file_gives_estale_never_mixed",
+            r"^WARNING cosfs\.fuse_ops: read failed \(ESTALE\): COS 412 PreconditionFailed",
+            why="the object was replaced under an open file")
+# BUG (minor): the same failure is logged twice, by the client and again by fuse_ops.
+declare_for(_READ + "test_replaced_under_an_open_file_gives_estale_never_mixed",
+            r"^WARNING cosfs\.cos\.client: open_object 'moving\.bin' failed: status=412 code=PreconditionFailed",
+            why="BUG (minor): the ESTALE read above, logged a second time by the client")
 
 
 def count_requests(server: ServerProcess, since: int = 0) -> dict[str, int]:

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from tests.logcheck import REFUSAL_IS_A_WARNING
 from tests.write.barriers import status, wait_settled, wait_until
 from tests.write.bucket import Bucket, sha
 
@@ -58,18 +59,11 @@ def write_file(path, data: bytes) -> None:
         handle.write(data)
 
 
-def expect_refusal(expect_log, op: str, code: str, detail: str, count: int, *, why: str) -> None:
-    """The daemon logs every refusal that reaches it (fuse_ops.fuse_boundary) at the error's
-    log_level: WARNING for all but ENOENT/ENODATA. `count` refusals of `op` with errno `code`."""
-    expect_log(rf"^WARNING cosfs\.fuse_ops: {op} failed \({code}\): {detail}", count=count, why=why)
-
-
-# BUG: ENOTEMPTY is logged as a WARNING (errors.NotEmpty keeps CosfsError's log_level). It is an
-# ordinary answer to a correct request that an application handles (rmdir
-# --ignore-fail-on-non-empty, rm -r racing a writer, rename onto a directory), nothing an
-# operator must look at, so it belongs at DEBUG like NotFound; as it is, tree walks flood the
-# log. Declared so the test passes; once fixed, these declarations fail and must go.
-NOT_EMPTY_IS_A_WARNING = "BUG: ENOTEMPTY logged as a WARNING"
+def expect_refusal(expect_log, op: str, code: str, detail: str, count: int) -> None:
+    """`count` refusals of `op` with errno `code`, which the daemon logs as warnings.
+    BUG: see REFUSAL_IS_A_WARNING (tests/logcheck.py)."""
+    expect_log(rf"^WARNING cosfs\.fuse_ops: {op} failed \({code}\): {detail}", count=count,
+               why=REFUSAL_IS_A_WARNING)
 
 
 # --- create, write, close ----------------------------------------------------------------
@@ -360,8 +354,7 @@ def test_mkdir_makes_a_marker(cos_server, bucket, mount_factory):
 
 
 def test_rmdir(cos_server, bucket, mount_factory, expect_log):
-    # BUG: see NOT_EMPTY_IS_A_WARNING
-    expect_refusal(expect_log, "rmdir", "ENOTEMPTY", ".+/$", 4, why=NOT_EMPTY_IS_A_WARNING)
+    expect_refusal(expect_log, "rmdir", "ENOTEMPTY", ".+/$", 4)  # BUG: see REFUSAL_IS_A_WARNING
     bucket.put("implicit/b/c.txt", b"deep")  # 'implicit' and 'implicit/b' have no markers
     m = mount_factory(cos_server)
     os.mkdir(m.path / "full")
@@ -501,8 +494,7 @@ def test_rename_directory_with_nested_content(cos_server, bucket, mount_factory)
 
 
 def test_rename_directory_onto_directories(cos_server, bucket, mount_factory, expect_log):
-    # BUG: see NOT_EMPTY_IS_A_WARNING
-    expect_refusal(expect_log, "rename", "ENOTEMPTY", "full/$", 1, why=NOT_EMPTY_IS_A_WARNING)
+    expect_refusal(expect_log, "rename", "ENOTEMPTY", "full/$", 1)  # BUG: see REFUSAL_IS_A_WARNING
     m = mount_factory(cos_server)
     for name in ("a", "full", "empty"):
         os.mkdir(m.path / name)
@@ -593,8 +585,8 @@ def decode_xattr_header(value: str) -> dict[str, bytes]:
 
 
 def test_user_xattrs_round_trip(cos_server, bucket, mount_factory, expect_log):
-    expect_refusal(expect_log, "setxattr", "EPERM", "user\\.cosfs\\.state is maintained by cosfs", 1,
-                   why="an application tries to set an attribute cosfs reserves")
+    # BUG: see REFUSAL_IS_A_WARNING
+    expect_refusal(expect_log, "setxattr", "EPERM", "user\\.cosfs\\.state is maintained by cosfs", 1)
     body = b"xattr carrier"
     bucket.put("x.txt", body)
     m = mount_factory(cos_server)
@@ -625,10 +617,9 @@ def test_user_xattrs_round_trip(cos_server, bucket, mount_factory, expect_log):
 
 
 def test_hard_links_and_fifos_are_refused(cos_server, bucket, mount_factory, expect_log):
-    # an application needs what COS cannot store: worth telling the operator
-    expect_refusal(expect_log, "link", "EPERM", "hard links cannot be stored in COS", 1, why="link()")
-    expect_refusal(expect_log, "mknod", "EPERM", "device nodes, FIFOs and sockets cannot be stored in COS", 2,
-                   why="mkfifo() and mknod(S_IFIFO)")
+    # BUG: see REFUSAL_IS_A_WARNING (git tries link() and renames when it fails)
+    expect_refusal(expect_log, "link", "EPERM", "hard links cannot be stored in COS", 1)
+    expect_refusal(expect_log, "mknod", "EPERM", "device nodes, FIFOs and sockets cannot be stored in COS", 2)
     m = mount_factory(cos_server)
     write_file(m.path / "f", b"f")
     raises_errno(errno.EPERM, os.link, m.path / "f", m.path / "hard")
@@ -1068,8 +1059,8 @@ def test_shared_writable_mmap(cos_server, bucket, mount_factory):
 
 
 def test_xattr_too_large_is_refused_cleanly(cos_server, bucket, mount_factory, expect_log):
-    expect_refusal(expect_log, "setxattr", "E2BIG", "extended attributes are limited by COS's 2 KB", 1,
-                   why="an application needs more user metadata than COS stores")
+    # BUG: see REFUSAL_IS_A_WARNING
+    expect_refusal(expect_log, "setxattr", "E2BIG", "extended attributes are limited by COS's 2 KB", 1)
     m = mount_factory(cos_server)
     write_file(m.path / "f", b"f")
     os.setxattr(m.path / "f", "user.small", b"ok")
