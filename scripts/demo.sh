@@ -10,12 +10,14 @@ bash scripts/setup.sh
 DEMO=$PWD/.demo
 BUCKET=examplebucket-1250000000
 MNT=$DEMO/mnt
-mkdir -p "$DEMO/root" "$MNT"
+umask 077
+mkdir -p "$DEMO" "$MNT"
 SECRET_ID=AKIDdemo$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
 SECRET_KEY=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
-.venv/bin/cosfs serve --root "$DEMO/root" --address 127.0.0.1:0 --bucket "$BUCKET" \
-    --secret-id "$SECRET_ID" --secret-key "$SECRET_KEY" --access-log "$DEMO/access.log" > "$DEMO/serve.out" &
+# The key goes through the environment, never the command line (which `ps` shows to everyone).
+COSFS_SERVE_SECRET_KEY=$SECRET_KEY .venv/bin/cosfs serve --root "$DEMO/root" --address 127.0.0.1:0 \
+    --bucket "$BUCKET" --secret-id "$SECRET_ID" --access-log "$DEMO/access.log" > "$DEMO/serve.out" &
 SERVER_PID=$!
 cleanup() {
     if grep -qs " $MNT " /proc/mounts; then .venv/bin/cosfs umount "$MNT" || fusermount3 -uz "$MNT"; fi
@@ -27,18 +29,18 @@ for _ in $(seq 100); do grep -qx ready "$DEMO/serve.out" 2>/dev/null && break; s
 ENDPOINT=$(sed -n 's/^endpoint: //p' "$DEMO/serve.out")
 echo "cosfs serve: $ENDPOINT, bucket $BUCKET (files under $DEMO/root)"
 
-umask 077
 printf '%s:%s:%s\n' "$BUCKET" "$SECRET_ID" "$SECRET_KEY" > "$DEMO/passwd-cosfs"
 
 # Put a file into the bucket through the COS client, as any COS tool would.
-.venv/bin/python - "$ENDPOINT" "$BUCKET" "$SECRET_ID" "$SECRET_KEY" <<'EOF'
-import sys, trio
+COSFS_SERVE_SECRET_KEY=$SECRET_KEY .venv/bin/python - "$ENDPOINT" "$BUCKET" "$SECRET_ID" <<'EOF'
+import os, sys, trio
 from cosfs.config import CosConfig
 from cosfs.cos.auth import Credentials
 from cosfs.cos.client import CosClient
 from cosfs.credentials import StaticCredentials
 
-endpoint, bucket, secret_id, secret_key = sys.argv[1:]
+endpoint, bucket, secret_id = sys.argv[1:]
+secret_key = os.environ["COSFS_SERVE_SECRET_KEY"]
 
 async def main():
     config = CosConfig(bucket=bucket, endpoint_url=endpoint)

@@ -444,3 +444,15 @@ async def test_access_log_is_private_and_holds_no_signature(server_factory, tmp_
     assert len(log.splitlines()) == 5
     assert not [secret for secret in secrets if secret in log]
     assert log.count("REDACTED") == 4
+
+
+def test_serve_unit_and_demo_keep_the_key_out_of_the_command_line():
+    from tests.service.units import command, load
+
+    unit = load("cosfs-serve.service")
+    assert unit.get("Service", "EnvironmentFile") == "/etc/cosfs/serve.env"  # sets COSFS_SERVE_SECRET_KEY
+    environment = {"COSFS_SERVE_SECRET_ID": "AKIDexample", "COSFS_SERVE_SECRET_KEY": "TheSecret"}
+    _, argv = command(unit.get("Service", "ExecStart"), environment=environment)
+    assert "AKIDexample" in argv and not [word for word in argv if "TheSecret" in word or "--secret-key" in word]
+    demo = (Path(__file__).resolve().parents[2] / "scripts" / "demo.sh").read_text()
+    assert "--secret-key" not in demo and "COSFS_SERVE_SECRET_KEY=$SECRET_KEY .venv/bin/cosfs serve" in demo
