@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from cosfs import __version__, options
 from cosfs.config import CosConfig, FsConfig, region_endpoint
@@ -21,6 +22,14 @@ LOG_LEVELS = {"crit": logging.CRITICAL, "critical": logging.CRITICAL, "err": log
               "warn": logging.WARNING, "warning": logging.WARNING, "info": logging.INFO, "dbg": logging.DEBUG,
               "debug": logging.DEBUG}
 SUBCOMMANDS = {"serve", "mount", "umount", "unmount", "status", "sync", "-h", "--help", "--version"}
+
+
+def cache_subdir(bucket: str, prefix: str) -> str:
+    """One folder per bucket and prefix under a cache directory (COSFS users often give every
+    mount the same `use_cache`): `bucket`, or `bucket:a%2Fb` for `bucket:/a/b`."""
+    if not prefix:
+        return bucket
+    return f"{bucket}:{quote(prefix.rstrip('/'), safe='')}"
 
 
 def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,11 +113,13 @@ def mount_settings(args: argparse.Namespace):
         write_back_delay_s=float(values["write_back_delay"]),
         xattrs=not values["noxattr"],
         listing_heads=values["listing_metadata"] == "head",
+        owner_uid=os.getuid(),
+        allow_other=bool(values["allow_other"]),
     )
-    cache_dir = str(values["cache_dir"] or values["use_cache"])
-    if not cache_dir:
-        base = Path("/var/cache/cosfs") if os.geteuid() == 0 else Path.home() / ".cache" / "cosfs"
-        cache_dir = str(base / bucket)
+    base = str(values["cache_dir"] or values["use_cache"])
+    if not base:
+        base = "/var/cache/cosfs" if os.geteuid() == 0 else str(Path.home() / ".cache" / "cosfs")
+    cache_dir = str(Path(base) / cache_subdir(bucket, prefix))
     if values["del_cache"]:
         import shutil
 

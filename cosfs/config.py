@@ -84,6 +84,8 @@ class FsConfig:
     write_back_delay_s: float = 0.0  # 0: close() waits for the upload
     listing_heads: bool = False  # listing_metadata=head: HEAD listed objects (bounded parallel)
     xattrs: bool = True  # False (noxattr): the kernel is told xattrs are not supported at all
+    owner_uid: int = 0  # who mounted: with root, the only one who may read the mount's status
+    allow_other: bool = False  # other users reach the mount: attributes must be known before use
 
     def __post_init__(self) -> None:
         if self.block_size_bytes < 64 * 1024 or self.block_size_bytes & (self.block_size_bytes - 1):

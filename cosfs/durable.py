@@ -11,7 +11,8 @@ from pathlib import Path
 
 def private_dir(path: Path) -> None:
     """Make `path` a directory only its owner can enter (0700 whatever the umask, also when
-    it existed), creating it if needed."""
+    it existed), creating it (and missing parents) if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.mkdir(mode=0o700)
     except FileExistsError:

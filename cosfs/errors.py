@@ -42,23 +42,23 @@ class Stale(CosfsError):
 
 
 class NotEmpty(CosfsError):
-    pass
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class IsADirectory(CosfsError):
-    pass
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class NotADirectory(CosfsError):
-    pass
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class AlreadyExists(CosfsError):
-    pass
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class NameTooLong(CosfsError):
-    pass
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class InvalidName(CosfsError):
@@ -93,6 +93,10 @@ class CacheFull(CosfsError):
 
 class TooLarge(CosfsError):
     pass
+
+
+class Conflict(CosfsError):
+    """The object changed in COS since this mount read it: local changes were kept aside."""
 
 
 class TransientError(CosfsError):
@@ -202,6 +206,7 @@ ERRNO_FOR: dict[type[BaseException], int] = {
     CacheFull: errno.ENOSPC,
     TooLarge: errno.EFBIG,
     TransientError: errno.EIO,
+    Conflict: errno.EIO,
     IntegrityError: errno.EIO,
     ProtocolError: errno.EIO,
     ConfigError: errno.EINVAL,

@@ -210,7 +210,7 @@ class CosOperations(pyfuse3.Operations):
     @fuse_boundary
     async def getxattr(self, inode, name, ctx):
         self._xattrs_enabled()
-        return await self.fs.getxattr(inode, decode_name(name))
+        return await self.fs.getxattr(inode, decode_name(name), ctx.uid)
 
     @fuse_boundary
     async def listxattr(self, inode, ctx):
@@ -220,7 +220,7 @@ class CosOperations(pyfuse3.Operations):
     @fuse_boundary
     async def setxattr(self, inode, name, value, ctx):
         self._xattrs_enabled()
-        await self.fs.setxattr(inode, decode_name(name), value)
+        await self.fs.setxattr(inode, decode_name(name), value, ctx.uid)
 
     @fuse_boundary
     async def removexattr(self, inode, name, ctx):

@@ -63,3 +63,23 @@ class HandleTable(Generic[T]):
 
     def values(self) -> list[T]:
         return list(self._open.values())
+
+
+class FileHandles(HandleTable[FileHandle]):
+    """Open files. Owner of the rule that a handle reads the version of the object its inode
+    stands for: every change of that version or its key goes through `pin` or `moved`."""
+
+    def pin(self, inos: set[int], ref: ObjectRef | None) -> None:
+        """Handles of these inodes read `ref` from now on (None: their staged data)."""
+        for handle in self._open.values():
+            if handle.ino in inos:
+                handle.ref = ref
+
+    def moved(self, old: str, new: str, *, prefix: bool) -> None:
+        """Keys changed by a rename: a file's key, or every key below a directory's prefix."""
+        for handle in self._open.values():
+            ref = handle.ref
+            if ref is None:
+                continue
+            if ref.key == old or (prefix and ref.key.startswith(old)):
+                handle.ref = dataclasses.replace(ref, key=new + ref.key[len(old):])

@@ -26,23 +26,25 @@ class StatusCollector:
         requests = CounterMetricFamily("cosfs_requests", "COS requests sent (attempts)", labels=["operation"])
         retries = CounterMetricFamily("cosfs_request_retries", "COS requests retried", labels=["operation"])
         errors = CounterMetricFamily("cosfs_request_errors", "COS requests that failed for good", labels=["operation"])
-        for op, counts in status["requests"].items():
-            requests.add_metric([op], counts["requests"])
-            retries.add_metric([op], counts["retries"])
-            errors.add_metric([op], counts["errors"])
+        for op, counts in status.requests.items():
+            requests.add_metric([op], counts.requests)
+            retries.add_metric([op], counts.retries)
+            errors.add_metric([op], counts.errors)
         yield requests
         yield retries
         yield errors
-        yield CounterMetricFamily("cosfs_received_bytes", "Body bytes received from COS", value=status["bytes_in"])
-        yield CounterMetricFamily("cosfs_sent_bytes", "Body bytes sent to COS", value=status["bytes_out"])
-        cache = status["cache"]
-        yield GaugeMetricFamily("cosfs_cache_disk_bytes", "Bytes of cached blocks on disk", value=cache["disk_bytes"])
-        yield CounterMetricFamily("cosfs_cache_hits", "Block cache hits", value=cache["hits"])
-        yield CounterMetricFamily("cosfs_cache_misses", "Block cache misses", value=cache["misses"])
-        yield GaugeMetricFamily("cosfs_dirty_files", "Files with changes not yet in COS", value=status["dirty_files"])
-        yield CounterMetricFamily("cosfs_uploads_committed", "Files committed to COS", value=status["uploads_committed"])
-        yield CounterMetricFamily("cosfs_uploads_failed", "Commits that failed", value=status["uploads_failed"])
-        yield GaugeMetricFamily("cosfs_uptime_seconds", "Seconds since the mount started", value=status["uptime_s"])
+        yield CounterMetricFamily("cosfs_received_bytes", "Body bytes received from COS", value=status.bytes_in)
+        yield CounterMetricFamily("cosfs_sent_bytes", "Body bytes sent to COS", value=status.bytes_out)
+        cache = status.cache
+        yield GaugeMetricFamily("cosfs_cache_disk_bytes", "Bytes of cached blocks on disk", value=cache.disk_bytes)
+        yield CounterMetricFamily("cosfs_cache_hits", "Block cache hits", value=cache.hits)
+        yield CounterMetricFamily("cosfs_cache_misses", "Block cache misses", value=cache.misses)
+        yield GaugeMetricFamily("cosfs_dirty_files", "Files with changes not yet in COS", value=status.dirty_files)
+        yield CounterMetricFamily("cosfs_uploads_committed", "Files committed to COS", value=status.uploads_committed)
+        yield CounterMetricFamily("cosfs_uploads_failed", "Commits that failed", value=status.uploads_failed)
+        yield CounterMetricFamily("cosfs_conflicts", "Commits refused: the object changed in COS meanwhile",
+                                  value=status.conflicts)
+        yield GaugeMetricFamily("cosfs_uptime_seconds", "Seconds since the mount started", value=status.uptime_s)
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import logging.handlers
 import os
@@ -14,6 +16,7 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyfuse3
@@ -24,6 +27,7 @@ from cosfs.cos.client import CosClient
 from cosfs.credentials import CredentialProvider
 from cosfs.errors import EXIT_CONFIG, AccessDenied, ConfigError, CosError, CosfsError, NotFound, TransientError
 from cosfs.filesystem import CosFilesystem
+from cosfs.durable import private_dir
 from cosfs.fuse_ops import CosOperations
 
 log = logging.getLogger(__name__)
@@ -212,38 +216,63 @@ async def serve_mount(settings: MountSettings, report_ready) -> None:
     async with CosClient(settings.cos, settings.credentials) as client:
         await check_bucket(client, settings.cos)
         cache_dir = settings.cache_dir
-        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fs = CosFilesystem(client, settings.fs, cache_dir)
-        fs.labels = {"bucket": settings.cos.bucket, "endpoint": settings.cos.endpoint_url,
-                     "mountpoint": str(settings.mountpoint), "prefix": settings.fs.prefix}
-        operations = CosOperations(fs, settings.kernel_timeout_s)
-        pyfuse3.init(operations, str(settings.mountpoint), fuse_options(settings))
-        clean = False
-        try:
-            async with trio.open_nursery() as nursery:
-                await fs.start(nursery)
-                nursery.start_soon(_stop_on_signals, fs, name="signals")
-                if settings.metrics_address:
-                    from cosfs.metrics import serve_metrics
+        private_dir(cache_dir)
+        with lock_cache_dir(cache_dir):
+            owner = {"bucket": settings.cos.bucket, "endpoint": settings.cos.endpoint_url}
+            fs = CosFilesystem(client, settings.fs, cache_dir, owner=owner)
+            fs.labels = {**owner, "mountpoint": str(settings.mountpoint), "prefix": settings.fs.prefix,
+                         "cache_dir": str(cache_dir)}
+            await _serve(settings, fs, cache_dir, report_ready)
 
-                    await nursery.start(serve_metrics, fs.status, settings.metrics_address)
-                nursery.start_soon(tune_kernel, settings.mountpoint, settings.read_ahead_kb, name="tune-kernel")
-                log.info("mounted %s on %s", settings.cos.bucket, settings.mountpoint)
-                report_ready(None)
-                sd_notify("READY=1")
-                await pyfuse3.main()
-                sd_notify("STOPPING=1")
-                pending = len(fs.staging)
-                if pending:
-                    log.info("unmounting: committing %d file(s) with pending changes", pending)
-                failed = await fs.drain()
-                if failed:
-                    log.error("%d file(s) could not be uploaded; their data stays in %s and the next mount "
-                              "with this cache directory uploads it", failed, cache_dir / "staging")
-                nursery.cancel_scope.cancel()
-            clean = True
-        finally:
-            pyfuse3.close(unmount=clean)
+
+@contextlib.contextmanager
+def lock_cache_dir(cache_dir: Path) -> Iterator[None]:
+    """One mount per cache directory for the mount's lifetime: a second mount would replay
+    (and drop) the first one's live journals."""
+    fd = os.open(cache_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(f"cache directory {cache_dir} is in use by another cosfs mount (pid {holder}); "
+                              "give each mount its own cache_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def _serve(settings: MountSettings, fs: CosFilesystem, cache_dir: Path, report_ready) -> None:
+    operations = CosOperations(fs, settings.kernel_timeout_s)
+    pyfuse3.init(operations, str(settings.mountpoint), fuse_options(settings))
+    clean = False
+    try:
+        async with trio.open_nursery() as nursery:
+            await fs.start(nursery)
+            nursery.start_soon(_stop_on_signals, fs, name="signals")
+            if settings.metrics_address:
+                from cosfs.metrics import serve_metrics
+
+                await nursery.start(serve_metrics, fs.status, settings.metrics_address)
+            nursery.start_soon(tune_kernel, settings.mountpoint, settings.read_ahead_kb, name="tune-kernel")
+            log.info("mounted %s on %s", settings.cos.bucket, settings.mountpoint)
+            report_ready(None)
+            sd_notify("READY=1")
+            await pyfuse3.main()
+            sd_notify("STOPPING=1")
+            pending = len(fs.staging)
+            if pending:
+                log.info("unmounting: committing %d file(s) with pending changes", pending)
+            failed = await fs.drain()
+            if failed:
+                log.error("%d file(s) could not be uploaded; their data stays in %s and the next mount "
+                          "with this cache directory uploads it", failed, cache_dir / "staging")
+            nursery.cancel_scope.cancel()
+        clean = True
+    finally:
+        pyfuse3.close(unmount=clean)
 
 
 async def _stop_on_signals(fs: CosFilesystem) -> None:

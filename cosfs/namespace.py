@@ -25,14 +25,16 @@ import trio
 from cachetools import LRUCache, TTLCache
 
 from cosfs.config import FsConfig
-from cosfs.cos.store import ListEntry, ObjectMeta, ObjectStore
-from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotFound
+from cosfs.cos.store import ListEntry, ObjectMeta, ObjectStore, WriteOptions
+from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
 from cosfs.staging import DirtyFile, StagingArea
 
 log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 255
+PATH_MAX = 4096
+DIRECTORY_CONTENT_TYPE = "application/x-directory"
 LEGACY_DIR_SUFFIX = "_$folder$"
 
 
@@ -381,7 +383,16 @@ class Namespace:
         return self.inode_from_head(parent, inode.name, head)
 
     async def readlink(self, inode: Inode) -> str:
-        _, body = await self._store.get_object(inode.key)
+        """A symlink's target. Its size is checked before any GET and the GET asks for no more
+        than PATH_MAX bytes, so a huge object posing as a symlink cannot fill memory."""
+        if not inode.meta_complete:
+            inode = await self.refresh(inode)
+        size = inode.attr.size_bytes
+        if size > PATH_MAX or size == 0:
+            raise InvalidName(f"{inode.key} is {size} bytes: not a symbolic link target (at most {PATH_MAX})")
+        _, body = await self._store.get_object(inode.key, byte_range=(0, size - 1), if_match=inode.etag)
+        if len(body) != size:
+            raise InvalidName(f"{inode.key}: the symbolic link's target changed size while it was read")
         return body.decode("utf-8", "surrogateescape")
 
     async def is_empty(self, directory: Inode) -> bool:
@@ -394,6 +405,94 @@ class Namespace:
 
     def expiry(self) -> float:
         return self._expiry()
+
+    # --- tree changes (the caller holds the keys in the write-back's locks) ----------------
+
+    async def make_dir(self, parent: Inode, name: str, meta: dict[str, str]) -> Inode:
+        """mkdir: a COSFS directory marker `name/` carrying the metadata."""
+        key = parent.key + name + "/"
+        await self._store.put_object(key, b"", WriteOptions(content_type=DIRECTORY_CONTENT_TYPE, user_meta=meta))
+        self.note_entry(parent.key, DirEntry(name, Kind.DIR, key))
+        self._listings[key] = []  # new and empty: no LIST needed to show it
+        attr = self.attr_from_meta(Kind.DIR, ObjectMeta(key, 0, "", time.time(), DIRECTORY_CONTENT_TYPE, None, meta))
+        inode = self._inodes.upsert(parent.ino, name, key, attr, etag=None, expires_at_s=self._expiry(),
+                                    meta_complete=True)
+        inode.user_meta = dict(meta)
+        inode.content_type = DIRECTORY_CONTENT_TYPE
+        return inode
+
+    async def remove_dir(self, parent: Inode, inode: Inode) -> None:
+        """rmdir: only an empty directory; its marker (if any) goes."""
+        if not await self.is_empty(inode):
+            raise NotEmpty(inode.key)
+        await self._store.delete_object(inode.key)
+        self.note_removed(parent.key, inode.name)
+        self.invalidate_listing(inode.key)
+        self._inodes.unlink_name(parent.ino, inode.name)
+
+    async def remove_file(self, parent: Inode, name: str, key: str) -> None:
+        """unlink: the object goes, then the name."""
+        await self._store.delete_object(key)
+        self.note_removed(parent.key, name)
+        self._inodes.unlink_name(parent.ino, name)
+
+    async def put_symlink(self, parent: Inode, name: str, target: str, meta: dict[str, str]) -> Inode:
+        key = parent.key + name
+        body = target.encode("utf-8", "surrogateescape")
+        if len(body) >= PATH_MAX:
+            raise NameTooLong(f"a symbolic link target of {len(body)} bytes")
+        result = await self._store.put_object(key, body, WriteOptions(user_meta=meta))
+        now = time.time()
+        head = ObjectMeta(key, len(body), result.etag, now, "application/octet-stream", result.crc64, dict(meta))
+        self.note_entry(parent.key, DirEntry(name, Kind.SYMLINK, key, len(body), result.etag, now))
+        return self.inode_from_head(parent, name, head)
+
+    def moved(self, inode: Inode, old_parent: Inode, new_parent: Inode, new_name: str, new_key: str) -> None:
+        """A rename finished in COS: names, keys and cached listings follow."""
+        self.note_removed(old_parent.key, inode.name)
+        if inode.kind == Kind.DIR:
+            self.invalidate_listing(inode.key)
+            self.invalidate_listing(new_key)
+            self._inodes.rekey_below(inode.key, new_key)
+        self._inodes.move(inode.ino, new_parent.ino, new_name, new_key)
+        attr = inode.attr
+        self.note_entry(new_parent.key, DirEntry(new_name, inode.kind, new_key, attr.size_bytes, inode.etag,
+                                                 attr.mtime_ns / 1e9))
+
+    async def rewrite_meta(self, inode: Inode, meta: dict[str, str]) -> None:
+        """chmod/chown/utimens/xattrs of a committed object: a self-copy with the metadata
+        Replaced (If-Match on the version we know), or a marker for an implicit directory."""
+        if inode.kind == Kind.DIR:
+            options = WriteOptions(content_type=DIRECTORY_CONTENT_TYPE, user_meta=meta)
+            try:
+                await self._store.copy_object(inode.key, inode.key, replace_metadata=options)
+            except NotFound:  # an implicit directory: give it a marker to hold the metadata
+                await self._store.put_object(inode.key, b"", options)
+        else:
+            options = WriteOptions(content_type=inode.content_type, user_meta=meta)
+            result = await self._store.copy_object(inode.key, inode.key, replace_metadata=options,
+                                                   source_if_match=inode.etag)
+            # Same bytes: the kernel's cached pages stay valid under the new ETag.
+            inode.page_cache_etag = result.etag if inode.page_cache_etag == inode.etag else None
+            inode.etag = result.etag
+            self.remember_meta(ObjectMeta(inode.key, inode.attr.size_bytes, result.etag, time.time(),
+                                          inode.content_type, result.crc64, dict(meta)))
+        inode.user_meta = dict(meta)
+
+    def committed(self, key: str, size: int, etag: str, crc64: int | None, options: WriteOptions) -> list[Inode]:
+        """A staged file became the object `key`: listings and every inode of that key see
+        the new version. Returns those inodes."""
+        now = time.time()
+        prefix, _, name = key.rpartition("/")
+        self.note_entry(prefix + "/" if prefix else "", DirEntry(name, Kind.FILE, key, size, etag, now))
+        self.remember_meta(ObjectMeta(key, size, etag, now, options.content_type, crc64, dict(options.user_meta)))
+        inodes = self._inodes.children_with_key(key)
+        for inode in inodes:
+            inode.etag = etag
+            inode.page_cache_etag = etag if inode.open_count else None
+            inode.expires_at_s = self._expiry()
+            inode.attr = dataclasses.replace(inode.attr, size_bytes=size)
+        return inodes
 
 
 def root_attr(config: FsConfig) -> Attr:

@@ -2,10 +2,13 @@
 journaled so that a crash halfway is finished by the next mount, never left half done.
 
 The journal entry `<cache_dir>/renames/<id>.json` holds the two prefixes. It is written (and
-fsynced) before the first copy and removed after the last delete. Recovery repeats the walk:
-copying is idempotent (a key already at the destination with the same ETag is skipped) and
-deleting a missing key succeeds, so finishing is always safe. Objects written under the old
-prefix by someone else during the rename are moved too, as a rename by hand would.
+fsynced) before the first copy and removed after the last delete. Each key is copied with
+If-Match on the ETag the listing gave, and deleted only while it still has the ETag that was
+copied: a key rewritten by someone else during the walk is copied again, never deleted
+unmoved. Recovery repeats the walk: a key already at the destination with the same ETag is
+not copied again and deleting a missing key succeeds, so finishing is always safe. Objects
+written under the old prefix by someone else during the rename are moved too, as a rename by
+hand would.
 """
 
 from __future__ import annotations
@@ -19,59 +22,79 @@ from pathlib import Path
 import trio
 
 from cosfs.cos.store import ObjectStore
-from cosfs.durable import write_json_durably
-from cosfs.errors import CosfsError, NotFound
+from cosfs.durable import private_dir, write_json_durably
+from cosfs.errors import CosfsError, NotFound, Stale, TransientError
 
 log = logging.getLogger(__name__)
 
+# A key rewritten again and again while the walk runs makes it give up after this many rounds.
+MAX_ROUNDS = 5
+
+CopyKey = Callable[[str, str, int, str], Awaitable[None]]
+
 
 class RenameJournal:
-    """Owner of the rename journal directory."""
+    """Owner of the rename journal directory and of the key walk."""
 
-    def __init__(self, cache_dir: Path, store: ObjectStore,
-                 copy: Callable[[str, str, int], Awaitable[None]]) -> None:
+    def __init__(self, cache_dir: Path, store: ObjectStore, copy: CopyKey) -> None:
         self._dir = cache_dir / "renames"
         self._store = store
-        self._copy = copy  # server-side copy of any size (multipart copy above 5 GB)
+        self._copy = copy  # server-side copy of any size, If-Match on the given ETag
 
-    async def rename_prefix(self, old_prefix: str, new_prefix: str, parallel: int) -> int:
-        """Move every key under old_prefix to new_prefix; returns how many moved."""
-        self._dir.mkdir(parents=True, exist_ok=True)
+    async def rename_prefix(self, old_prefix: str, new_prefix: str, parallel: int,
+                            after_walk: Callable[[], None] = lambda: None) -> int:
+        """Move every key under old_prefix to new_prefix; returns how many moved.
+        `after_walk` runs once the objects moved, while the journal entry still exists."""
+        private_dir(self._dir)
         entry = self._dir / f"{uuid.uuid4().hex}.json"
         write_json_durably(entry, {"old": old_prefix, "new": new_prefix})
         moved = await self._walk(old_prefix, new_prefix, parallel)
+        after_walk()
         entry.unlink()
         return moved
 
     async def _walk(self, old_prefix: str, new_prefix: str, parallel: int) -> int:
-        keys: list[tuple[str, int, str]] = []
-        async for page in self._store.list_all(old_prefix):
-            keys.extend((e.key, e.size_bytes, e.etag) for e in page.entries)
+        copied: dict[str, str] = {}  # key -> the ETag its copy was made from
         limiter = trio.CapacityLimiter(parallel)
 
         async def copy(key: str, size: int, etag: str) -> None:
             async with limiter:
                 destination = new_prefix + key[len(old_prefix):]
                 try:
-                    if (await self._store.head_object(destination)).etag == etag:
-                        return  # done by the interrupted walk
+                    if (await self._store.head_object(destination)).etag != etag:
+                        await self._copy(key, destination, size, etag)
                 except NotFound:
-                    pass
-                try:
-                    await self._copy(key, destination, size)
-                except NotFound:
-                    pass  # deleted meanwhile: nothing to move
+                    try:
+                        await self._copy(key, destination, size, etag)
+                    except (NotFound, Stale):
+                        return  # deleted or rewritten meanwhile: the next round sees it
+                except Stale:
+                    return
+                copied[key] = etag
 
-        async with trio.open_nursery() as nursery:
-            for key, size, etag in keys:
-                nursery.start_soon(copy, key, size, etag)
-        await self._store.delete_objects([key for key, _, _ in keys])
-        return len(keys)
+        for _ in range(MAX_ROUNDS):
+            listed = []
+            async for page in self._store.list_all(old_prefix):
+                listed.extend((e.key, e.size_bytes, e.etag) for e in page.entries)
+            if not listed:
+                return len(copied)
+            todo = [(key, size, etag) for key, size, etag in listed if copied.get(key) != etag]
+            async with trio.open_nursery() as nursery:
+                for key, size, etag in todo:
+                    nursery.start_soon(copy, key, size, etag)
+            # Delete only what is unchanged since its copy: this listing says so.
+            done = [key for key, _, etag in listed if copied.get(key) == etag]
+            if done:
+                await self._store.delete_objects(done)
+            if len(done) == len(listed):
+                return len(copied)
+        raise TransientError(f"keys under {old_prefix} kept changing while they were being renamed")
 
-    async def recover(self) -> None:
-        """Finish renames a crash interrupted."""
+    async def recover(self) -> list[tuple[str, str]]:
+        """Finish renames a crash interrupted; returns the (old, new) prefixes finished."""
         if not self._dir.exists():
-            return
+            return []
+        finished = []
         for entry in sorted(self._dir.glob("*.json")):
             try:
                 record = json.loads(entry.read_text(encoding="utf-8"))
@@ -85,5 +108,6 @@ class RenameJournal:
             except CosfsError as exc:
                 log.error("could not finish the rename of %s to %s yet: %s", old_prefix, new_prefix, exc)
                 continue
+            finished.append((old_prefix, new_prefix))
             entry.unlink()
-
+        return finished

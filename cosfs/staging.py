@@ -8,8 +8,12 @@ server-side.
 
 The journal is `<key hash>.json` beside `<key hash>.data` under `<cache_dir>/staging/`. It is
 rewritten (temp file, fsync, rename) at every point where the application is told its data
-is safe (flush/close, fsync) and at truncation, so after a crash the next mount with the same
-cache directory finds every acknowledged change and commits it.
+is safe (flush/close, fsync), before a journaled file's size changes, and when a file moves
+to another key, so after a crash the next mount with the same cache directory finds every
+acknowledged change and commits it. Each record names the bucket and endpoint it belongs to
+(a journal is never replayed into another bucket) and carries a sequence number: a re-keyed
+file's new record (written first) names the key it replaces, and wins over that key's
+older record if a crash left both.
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ from typing import Any
 
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import WriteOptions
-from cosfs.durable import write_json_durably
+from cosfs.durable import private_dir, write_json_durably
 from cosfs.errors import CacheFull
 from cosfs.ranges import RangeSet
 
 log = logging.getLogger(__name__)
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -65,6 +69,11 @@ class DirtyFile:
     stream: Any = None
     # Multipart upload ids of ours that a crash may leave behind: aborted at recovery.
     upload_ids: list[str] = dataclasses.field(default_factory=list)
+    # True once a journal record exists: later size changes are journaled before they happen.
+    journaled: bool = False
+    # The key this file was staged under before its last re-key (a record of that key older
+    # than this file's is stale: recovery drops it).
+    renamed_from: str | None = None
 
     @property
     def clean(self) -> bool:
@@ -92,10 +101,13 @@ class StagingArea:
     `_files`; a journal file exists for every DirtyFile that was ever acknowledged.
     """
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, owner: dict[str, str] | None = None) -> None:
         self._dir = cache_dir / "staging"
         self._files: dict[str, DirtyFile] = {}
         self._fds: dict[str, int] = {}
+        # Bucket and endpoint: written into every record, checked at recovery.
+        self._owner = dict(owner or {})
+        self._seq = 0
 
     def __contains__(self, key: str) -> bool:
         return key in self._files
@@ -127,7 +139,7 @@ class StagingArea:
     def start(self, key: str, base: ObjectRef | None, size: int, options: WriteOptions) -> DirtyFile:
         """A dirty file for `key`: `base` is the object it starts from (None for a new or
         truncated file), `size` its current size."""
-        self._dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self._dir)
         stem = self._stem(key)
         data_path = stem.with_suffix(".data")
         with _disk_errors():
@@ -148,20 +160,26 @@ class StagingArea:
             stem.with_suffix(suffix).unlink(missing_ok=True)
 
     def rekey(self, old: str, new: str) -> None:
-        """Move a dirty file to another key (rename of a file never uploaded)."""
-        dirty = self._files.pop(old)
+        """Move a dirty file to another key (rename, or an open file losing its name). The
+        new record is durable before the old one goes, so a crash in between leaves a state
+        recovery resolves (the newer record names the key it replaces)."""
+        dirty = self._files[old]
         fd = self._fds.pop(old, None)
         if fd is not None:
             os.close(fd)
-        old_stem, new_stem = self._stem(old), self._stem(new)
         self.drop(new)
-        os.replace(dirty.data_path, new_stem.with_suffix(".data"))
-        old_stem.with_suffix(".json").unlink(missing_ok=True)
-        dirty.key = new
-        dirty.data_path = new_stem.with_suffix(".data")
+        old_data, new_data = dirty.data_path, self._stem(new).with_suffix(".data")
+        with _disk_errors():
+            os.link(old_data, new_data)
+        del self._files[old]
+        dirty.key, dirty.data_path = new, new_data
+        dirty.renamed_from = old if dirty.journaled else None
         dirty.generation += 1
         self._files[new] = dirty
-        self.save(dirty)
+        if dirty.renamed_from is not None:
+            self.save(dirty)
+            self._stem(old).with_suffix(".json").unlink(missing_ok=True)
+        old_data.unlink()
 
     # --- data ----------------------------------------------------------------------------
 
@@ -185,22 +203,30 @@ class StagingArea:
         return data + bytes(stop - start - len(data))
 
     def truncate(self, dirty: DirtyFile, size: int) -> None:
+        """Change the size. A journaled file's record changes first: a crash must never
+        replay an old size over bytes that are gone (they would come back as zeros)."""
         if size < dirty.size:
             dirty.written.remove(size, dirty.size)
             dirty.base_limit = min(dirty.base_limit, size)
-            with _disk_errors():
-                os.ftruncate(self._fd(dirty), size)
         dirty.size = size
         dirty.mtime_s = time.time()
         dirty.generation += 1
+        if dirty.journaled:
+            self.save(dirty, data=False)
+        with _disk_errors():
+            os.ftruncate(self._fd(dirty), size)
 
     # --- journal -------------------------------------------------------------------------
 
     def save(self, dirty: DirtyFile, *, data: bool = True) -> None:
         """Make the dirty file's state (and, unless data=False, its data) durable on disk."""
+        self._seq = max(self._seq + 1, time.time_ns())
         record = {
             "version": JOURNAL_VERSION,
+            **self._owner,
+            "seq": self._seq,
             "key": dirty.key,
+            "renamed_from": dirty.renamed_from,
             "base": None if dirty.base is None else [dirty.base.key, dirty.base.etag, dirty.base.size_bytes],
             "base_limit": dirty.base_limit,
             "size": dirty.size,
@@ -214,34 +240,55 @@ class StagingArea:
             if data:
                 os.fsync(self._fd(dirty))
             write_json_durably(self._stem(dirty.key).with_suffix(".json"), record)
+        dirty.journaled = True
 
     def recover(self) -> list[DirtyFile]:
-        """Dirty files journaled by an earlier mount (their data files must exist)."""
+        """Dirty files journaled by an earlier mount of this bucket (records of another
+        bucket or endpoint, and records that do not match their data, are kept for
+        inspection and never replayed)."""
         if not self._dir.exists():
             return []
-        recovered = []
+        records: dict[str, tuple[Path, dict]] = {}
         for path in sorted(self._dir.glob("*.json")):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-                data_path = path.with_suffix(".data")
-                if record.get("version") != JOURNAL_VERSION or not data_path.exists():
-                    raise ValueError("unusable journal entry")
-                base = ObjectRef(*record["base"]) if record["base"] else None
-                dirty = DirtyFile(
-                    record["key"], data_path, base, record["base_limit"], record["size"],
-                    RangeSet(tuple(r) for r in record["written"]),
-                    WriteOptions(content_type=record["content_type"], user_meta=record["user_meta"]),
-                    record["mtime_s"],
-                    upload_ids=list(record.get("upload_ids", [])),
-                )
+                self._check_record(record, path.with_suffix(".data"))
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.error("staging journal %s is unusable (%s); kept for inspection", path, exc)
+                log.error("staging journal %s is not replayed (%s); kept for inspection", path, exc)
                 continue
+            records[record["key"]] = (path, record)
+        for key, (path, record) in list(records.items()):
+            replaced = records.get(record.get("renamed_from") or "")
+            if replaced is not None and replaced[1]["seq"] < record["seq"]:
+                # A re-key that a crash interrupted: the new record wins, the old name is gone.
+                replaced[0].unlink(missing_ok=True)
+                replaced[0].with_suffix(".data").unlink(missing_ok=True)
+                del records[replaced[1]["key"]]
+        recovered = []
+        for path, record in records.values():
+            base = ObjectRef(*record["base"]) if record["base"] else None
+            dirty = DirtyFile(
+                record["key"], path.with_suffix(".data"), base, record["base_limit"], record["size"],
+                RangeSet(tuple(r) for r in record["written"]),
+                WriteOptions(content_type=record["content_type"], user_meta=record["user_meta"]),
+                record["mtime_s"], upload_ids=list(record.get("upload_ids", [])), journaled=True,
+            )
             self._files[dirty.key] = dirty
             recovered.append(dirty)
         for leftover in self._dir.glob("*.json.tmp"):
             leftover.unlink(missing_ok=True)
         return recovered
+
+    def _check_record(self, record: dict, data_path: Path) -> None:
+        if record.get("version") != JOURNAL_VERSION:
+            raise ValueError(f"journal version {record.get('version')} is not {JOURNAL_VERSION}")
+        for field, value in self._owner.items():
+            if record.get(field) != value:
+                raise ValueError(f"it belongs to {field} {record.get(field)!r}, this mount is {value!r}")
+        written = RangeSet(tuple(r) for r in record["written"])
+        end = max((b for _, b in written.to_list()), default=0)
+        if end > record["size"] or data_path.stat().st_size < end:
+            raise ValueError("its data file does not hold the bytes it records")
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from cosfs.blocks import ObjectRef
-from cosfs.cos.store import MAX_PARTS, MIN_PART_BYTES, ObjectStore, PartInfo, PutResult
+from cosfs.cos.store import (MAX_PARTS, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES, ObjectStore, PartInfo, PutResult,
+                             WriteOptions)
 from cosfs.errors import CosfsError
 from cosfs.ranges import RangeSet
 from cosfs.staging import DirtyFile
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 # Upload Part - Copy needs at least this much (COS documents 5 MB for copied parts).
 MIN_COPY_PART_BYTES = 5 * MiB
+# Multipart copies (renames of objects over 5 GB) move 512 MiB per Upload Part - Copy.
+COPY_PART_BYTES = 512 * MiB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +231,29 @@ class Uploader:
                     nursery.start_soon(resend, number)
         parts = [stream.parts[n][0] for n in range(1, count + 1)]
         return await self._store.complete_multipart_upload(dirty.key, stream.upload_id, parts)
+
+    # --- key-level copy --------------------------------------------------------------------
+
+    async def copy_key(self, source: str, dest: str, size: int, if_match: str | None = None) -> None:
+        """Server-side copy of an object of any size (multipart copy above the single-copy
+        limit), only while the source has ETag `if_match` when one is given."""
+        if size <= MAX_SINGLE_COPY_BYTES:
+            await self._store.copy_object(source, dest, source_if_match=if_match)
+            return
+        head = await self._store.head_object(source, if_match=if_match)
+        options = WriteOptions(content_type=head.content_type, user_meta=dict(head.user_meta))
+        upload_id = await self._store.create_multipart_upload(dest, options)
+        try:
+            parts = []
+            part_bytes = part_size_for(head.size_bytes, max(self._part_bytes, COPY_PART_BYTES))
+            for plan in plan_parts(head.size_bytes, part_bytes, base_limit=head.size_bytes):
+                parts.append(await self._store.upload_part_copy(dest, upload_id, plan.number, source,
+                                                                (plan.start, plan.end - 1), source_if_match=head.etag))
+            await self._store.complete_multipart_upload(dest, upload_id, parts)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.abort(dest, upload_id)
+            raise
 
     # --- commit ----------------------------------------------------------------------------
 

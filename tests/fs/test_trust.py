@@ -1,0 +1,247 @@
+"""Acknowledged data is never lost (the core over MemoryStore, deterministic): failed renames,
+crashes between journal steps, truncations, journals of another bucket, conflicts with
+another writer of the same object."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import trio
+
+import cosfs.staging
+from cosfs.config import FsConfig
+from cosfs.cos.memory import MemoryStore
+from cosfs.cos.store import WriteOptions
+from cosfs.errors import Conflict, TransientError
+from cosfs.filesystem import Caller, CosFilesystem
+from cosfs.inodes import ROOT_INO
+from cosfs.staging import StagingArea
+
+ME = Caller(1000, 1000, 0o022)
+MiB = 1024 * 1024
+OWNER = {"bucket": "one-1250000000", "endpoint": "http://127.0.0.1:1"}
+
+
+async def start(store, tmp_path, nursery, owner=OWNER, **config) -> CosFilesystem:
+    fs = CosFilesystem(store, FsConfig(**config), tmp_path / "cache", owner=owner)
+    await fs.start(nursery)
+    return fs
+
+
+async def write_and_close(fs: CosFilesystem, name: str, data: bytes) -> int:
+    opened, attr = await fs.create(ROOT_INO, name, 0o644, ME)
+    await fs.write(opened.fh, 0, data)
+    await fs.flush(opened.fh)
+    fs.release(opened.fh)
+    return attr.ino
+
+
+async def read_all(fs: CosFilesystem, name: str) -> bytes:
+    attr = await fs.lookup(ROOT_INO, name)
+    opened = await fs.open(attr.ino, write=False)
+    try:
+        return bytes(await fs.read(opened.fh, 0, 1 << 30))
+    finally:
+        fs.release(opened.fh)
+
+
+async def wait_for(condition, what: str) -> None:
+    with trio.fail_after(10):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def test_failed_rename_over_a_pending_file_changes_neither_name(tmp_path):
+    """Issue item 1.4: the target's acknowledged (journaled) data survives a failed rename."""
+    store = MemoryStore()
+    await store.put_object("source", b"source bytes")
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
+        await write_and_close(fs, "target", b"acknowledged target bytes")
+        store.fail_next("copy_object", TransientError("the server failed the copy"))
+        with pytest.raises(TransientError):
+            await fs.rename(ROOT_INO, "source", ROOT_INO, "target")
+        assert await read_all(fs, "target") == b"acknowledged target bytes"
+        assert await read_all(fs, "source") == b"source bytes"
+        await fs.commit("target")
+        assert (await store.get_object("target"))[1] == b"acknowledged target bytes"
+        assert (await store.get_object("source"))[1] == b"source bytes"
+        nursery.cancel_scope.cancel()
+
+
+async def test_failed_unlink_of_an_open_file_keeps_it(tmp_path):
+    store = MemoryStore()
+    await store.put_object("kept", b"kept bytes")
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery)
+        attr = await fs.lookup(ROOT_INO, "kept")
+        opened = await fs.open(attr.ino, write=False)
+        store.fail_next("delete_object", TransientError("the server failed the delete"))
+        with pytest.raises(TransientError):
+            await fs.unlink(ROOT_INO, "kept")
+        assert bytes(await fs.read(opened.fh, 0, 100)) == b"kept bytes"
+        assert await read_all(fs, "kept") == b"kept bytes"
+        await fs.unlink(ROOT_INO, "kept")
+        assert bytes(await fs.read(opened.fh, 0, 100)) == b"kept bytes"  # the private copy
+        fs.release(opened.fh)
+        assert "kept" not in store.keys() and len(fs.staging) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_crash_between_the_journal_steps_of_a_rekey_loses_nothing(tmp_path, monkeypatch):
+    """Issue item 1.5: re-keying writes the new record first; a crash before it (here: the
+    durable write fails as a crash would stop it) leaves the old record, never none."""
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
+        await write_and_close(fs, "draft", b"acknowledged draft")
+        real = cosfs.staging.write_json_durably
+
+        def crash(path, record):
+            if record.get("renamed_from") == "draft":
+                raise OSError("simulated crash before the new record was durable")
+            real(path, record)
+
+        monkeypatch.setattr(cosfs.staging, "write_json_durably", crash)
+        with pytest.raises(OSError):
+            await fs.rename(ROOT_INO, "draft", ROOT_INO, "final")
+        nursery.cancel_scope.cancel()
+    monkeypatch.undo()
+    recovered = StagingArea(tmp_path / "cache", OWNER).recover()
+    assert [d.key for d in recovered] == ["draft"]
+    assert StagingArea(tmp_path / "cache", OWNER).read_staged(recovered[0], 0, 18) == b"acknowledged draft"
+
+
+async def test_crash_after_the_new_record_of_a_rekey_keeps_only_the_new_name(tmp_path):
+    """Both records on disk (the old one's removal never reached the disk): the newer one,
+    which names the key it replaces, wins."""
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
+        await write_and_close(fs, "draft", b"acknowledged draft")
+        staging_dir = tmp_path / "cache" / "staging"
+        old_record = {p.name: p.read_bytes() for p in staging_dir.glob("*.json")}
+        old_data = {p.name: p.read_bytes() for p in staging_dir.glob("*.data")}
+        await fs.rename(ROOT_INO, "draft", ROOT_INO, "final")
+        nursery.cancel_scope.cancel()
+    for name, content in {**old_record, **old_data}.items():  # as if the unlinks were lost
+        (staging_dir / name).write_bytes(content)
+    recovered = StagingArea(tmp_path / "cache", OWNER).recover()
+    assert [d.key for d in recovered] == ["final"]
+    assert sorted(p.suffix for p in staging_dir.iterdir()) == [".data", ".json"]
+
+
+async def test_o_trunc_of_a_journaled_file_is_journaled_before_it_returns(tmp_path):
+    """Issue item 1.2: after open(O_TRUNC) of a file with a journaled change and a crash,
+    the next mount uploads the truncated file, never the old size as zeros."""
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
+        ino = await write_and_close(fs, "log.txt", b"hello, world")
+        opened = await fs.open(ino, write=True, truncate=True)
+        await fs.write(opened.fh, 0, b"hi")  # written, never acknowledged
+        nursery.cancel_scope.cancel()  # the daemon dies with the file open
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery)
+        await wait_for(lambda: len(fs.staging) == 0, "recovery")
+        body = (await store.get_object("log.txt"))[1]
+        assert body in (b"", b"hi"), body
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_journal_of_another_bucket_is_never_replayed(tmp_path, caplog):
+    """Issue item 1.3: a record names its bucket and endpoint; another mount's is kept."""
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
+        await write_and_close(fs, "theirs.txt", b"belongs to bucket one")
+        nursery.cancel_scope.cancel()
+    other = {"bucket": "two-1250000000", "endpoint": OWNER["endpoint"]}
+    with caplog.at_level(logging.ERROR, logger="cosfs.staging"):
+        async with trio.open_nursery() as nursery:
+            fs = await start(store, tmp_path, nursery, owner=other)
+            assert len(fs.staging) == 0
+            nursery.cancel_scope.cancel()
+    assert store.keys() == []
+    assert "bucket 'one-1250000000'" in caplog.text and "not replayed" in caplog.text
+    records = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "staging").glob("*.json")]
+    assert [r["key"] for r in records] == ["theirs.txt"]  # kept for the right mount
+
+
+async def test_recovery_refuses_a_record_whose_data_is_missing(tmp_path):
+    """Recovery never uploads bytes the application did not write: a record that says more
+    bytes were written than its data file holds is not replayed."""
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
+        await write_and_close(fs, "f", b"0123456789")
+        nursery.cancel_scope.cancel()
+    (data,) = (tmp_path / "cache" / "staging").glob("*.data")
+    data.write_bytes(b"01234")
+    assert StagingArea(tmp_path / "cache", OWNER).recover() == []
+
+
+async def test_edit_of_an_object_replaced_elsewhere_is_a_conflict_not_a_lost_update(tmp_path, caplog):
+    """Issue item 1.6: the commit checks the base version; on a conflict the local data is
+    kept aside, the commit fails, and nothing is retried or overwritten."""
+    store = MemoryStore()
+    original = bytes(range(256)) * 4096  # 1 MiB
+    await store.put_object("shared.bin", original)
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery)
+        attr = await fs.lookup(ROOT_INO, "shared.bin")
+        opened = await fs.open(attr.ino, write=True)
+        assert bytes(await fs.read(opened.fh, 0, 16)) == original[:16]
+        await store.put_object("shared.bin", b"written by another host")
+        await fs.write(opened.fh, 100, b"EDIT")
+        with caplog.at_level(logging.ERROR, logger="cosfs.writeback"), pytest.raises(Conflict):
+            await fs.flush(opened.fh)
+        fs.release(opened.fh)
+        assert (await store.get_object("shared.bin"))[1] == b"written by another host"
+        (kept,) = fs.writeback.conflict_files()
+        content = kept.read_bytes()
+        assert len(content) == len(original) and content[100:104] == b"EDIT"
+        assert str(kept) in caplog.text
+        assert fs.status().conflicts == 1 and len(fs.staging) == 0
+        puts = store.counts["put_object"]
+        await trio.sleep(0.1)
+        assert store.counts["put_object"] == puts  # never retried
+        nursery.cancel_scope.cancel()
+
+
+async def test_delayed_commit_of_a_conflict_is_not_retried(tmp_path):
+    store = MemoryStore()
+    await store.put_object("f", b"x" * 1000)
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=0.05)
+        attr = await fs.lookup(ROOT_INO, "f")
+        opened = await fs.open(attr.ino, write=True)
+        await fs.write(opened.fh, 0, b"y")
+        await store.put_object("f", b"other")
+        await fs.flush(opened.fh)  # journaled; the commit comes later and conflicts
+        fs.release(opened.fh)
+        await wait_for(lambda: fs.writeback.conflicts == 1, "the conflict")
+        await wait_for(lambda: not fs.writeback._scheduled, "the commit task to end")
+        assert (await store.get_object("f"))[1] == b"other"
+        nursery.cancel_scope.cancel()
+
+
+async def test_directory_rename_moves_staged_files_and_their_commits(tmp_path):
+    """A file journaled under a directory that is renamed before its delayed commit is
+    committed under the new name; the old directory never comes back."""
+    store = MemoryStore()
+    await store.put_object("d1/", b"", WriteOptions(content_type="application/x-directory"))
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=0.2)
+        d1 = await fs.lookup(ROOT_INO, "d1")
+        opened, _ = await fs.create(d1.ino, "new.txt", 0o644, ME)
+        await fs.write(opened.fh, 0, b"journaled")
+        await fs.flush(opened.fh)
+        fs.release(opened.fh)
+        await fs.rename(ROOT_INO, "d1", ROOT_INO, "d2")
+        await wait_for(lambda: len(fs.staging) == 0, "the delayed commit")
+        assert store.keys() == ["d2/", "d2/new.txt"]
+        assert (await store.get_object("d2/new.txt"))[1] == b"journaled"
+        nursery.cancel_scope.cancel()
