@@ -113,7 +113,7 @@ def secret_key(args: argparse.Namespace, environ) -> str | None:
             if not stat.S_ISREG(mode):
                 raise StartupError(f"--secret-key-file {args.secret_key_file} is not a regular file")
             if mode & 0o077:
-                raise StartupError(f"--secret-key-file {args.secret_key_file} is readable by others "
+                raise StartupError(f"--secret-key-file {args.secret_key_file} is open to group or others "
                                    f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
             key = f.read().strip()
     except (OSError, UnicodeDecodeError) as exc:

@@ -438,7 +438,7 @@ class Bucket:
                     storage_class=doc["storage_class"],
                 )
             except (OSError, ValueError, KeyError):
-                continue  # upload.json is renamed in complete: this one is not ours (or damaged)
+                continue  # uploads are renamed into place with their upload.json: not ours (or damaged)
             for part_file in upload_dir.iterdir():
                 if not part_file.name.isdigit():
                     continue

@@ -93,8 +93,9 @@ async def test_secrets_never_echoed(tmp_path):
     access = tmp_path / "access.log"
     with open(out, "w") as sink:
         process = subprocess.Popen([sys.executable, "-m", "cosfs", "serve", "--root", str(tmp_path / "r"),
-                                    "--address", "127.0.0.1:0", "--secret-id", "AKIDgiven", "--secret-key",
-                                    secret_key, "--access-log", str(access)], stdout=sink, stderr=subprocess.STDOUT)
+                                    "--address", "127.0.0.1:0", "--secret-id", "AKIDgiven", "--access-log",
+                                    str(access)], stdout=sink, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "COSFS_SERVE_SECRET_KEY": secret_key})
     try:
         deadline = time.monotonic() + 20
         while "ready" not in out.read_text():
