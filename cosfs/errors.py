@@ -62,11 +62,11 @@ class NameTooLong(CosfsError):
 
 
 class InvalidName(CosfsError):
-    pass
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class Unsupported(CosfsError):
-    pass
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class ReadOnly(CosfsError):
@@ -85,6 +85,8 @@ class AttributeTooLarge(CosfsError):
 
 class NotPermitted(CosfsError):
     """The operation can never work on this filesystem (hard links)."""
+
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class CacheFull(CosfsError):

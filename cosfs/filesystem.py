@@ -129,7 +129,8 @@ class CosFilesystem:
                             on_upload_id=lambda dirty: staging.save(dirty, data=False))
         self.writeback = WriteBack(store, staging, uploader, RenameJournal(cache_dir, store, uploader.copy_key),
                                    cache_dir, write_back_delay_s=config.write_back_delay_s,
-                                   parallel=config.parallel_fetches, on_committed=self._committed)
+                                   parallel=config.parallel_fetches, on_committed=self._committed,
+                                   on_conflict=self.namespace.forget_version)
         self.files = FileHandles()
         self.dirs: HandleTable[DirHandle] = HandleTable()
         self._nursery: trio.Nursery | None = None
@@ -213,7 +214,7 @@ class CosFilesystem:
         directory = self.inodes.get(handle.ino)
         if start_id == 0 or handle.entries is None:
             handle.entries = await self.namespace.list_dir(directory)
-            if self.config.listing_heads:
+            if self.config.listing_heads or self.config.allow_other:
                 await self.namespace.fill_metadata(handle.entries, 2 * self.config.parallel_fetches)
         for index in range(start_id, len(handle.entries)):
             entry = handle.entries[index]

@@ -83,6 +83,9 @@ class Namespace:
             maxsize=config.max_stat_entries, ttl=config.negative_ttl_s, timer=clock)
         self._warned: LRUCache[str, bool] = LRUCache(maxsize=10_000)
         self._metas: LRUCache[tuple[str, str], ObjectMeta] = LRUCache(maxsize=config.max_stat_entries)
+        # Directory markers' metadata (None: no marker, an implicit directory), for the stat TTL.
+        self._markers: TTLCache[str, ObjectMeta | None] = TTLCache(
+            maxsize=config.max_stat_entries, ttl=config.stat_ttl_s, timer=clock)
         self._listing_in_flight: dict[str, trio.Event] = {}
         # Implicit directories have no object and so no time of their own: show the mount's.
         self._mounted_at_s = time.time()
@@ -245,8 +248,15 @@ class Namespace:
     # --- lookup --------------------------------------------------------------------------
 
     def _upsert_entry(self, parent: Inode, entry: DirEntry) -> Inode:
-        return self._inodes.upsert(parent.ino, entry.name, entry.key, self.attr_from_entry(entry),
-                                   etag=entry.etag, expires_at_s=self._expiry(), meta_complete=entry.kind == Kind.DIR)
+        if entry.kind == Kind.DIR:
+            attr, complete = self._dir_attr(entry), entry.key in self._markers
+        else:
+            attr, complete = self.attr_from_entry(entry), False
+        inode = self._inodes.upsert(parent.ino, entry.name, entry.key, attr, etag=entry.etag,
+                                    expires_at_s=self._expiry(), meta_complete=complete)
+        if entry.kind == Kind.DIR and self._markers.get(entry.key) is not None:
+            inode.user_meta = dict(self._markers[entry.key].user_meta)  # type: ignore[union-attr]
+        return inode
 
     def inode_for_entry(self, parent: Inode, entry: DirEntry) -> Inode:
         """The inode for a listed entry (readdirplus). LIST carries no x-cos-meta-*, so what a
@@ -268,11 +278,14 @@ class Namespace:
         self._metas[(meta.key, meta.etag)] = meta
 
     async def fill_metadata(self, entries: list[DirEntry], parallel: int) -> None:
-        """`listing_metadata=head`: HEAD (bounded parallel) every listed object whose version's
-        metadata is not known yet, so readdir shows symlinks and stored modes and mtimes."""
-        todo = [e for e in entries if e.kind != Kind.DIR and e.etag is not None
-                and (e.key, e.etag) not in self._metas]
-        if not todo:
+        """HEAD (bounded parallel) every listed object and directory marker whose metadata is
+        not known yet, so readdir shows symlinks and stored modes, owners and mtimes. Done
+        for `listing_metadata=head`, and always with `allow_other`: the kernel decides other
+        users' access from what readdir hands it, so it must never be a guessed default."""
+        files = [e for e in entries if e.kind != Kind.DIR and e.etag is not None
+                 and (e.key, e.etag) not in self._metas]
+        dirs = [e for e in entries if e.kind == Kind.DIR and e.key not in self._markers]
+        if not files and not dirs:
             return
         limiter = trio.CapacityLimiter(parallel)
 
@@ -283,9 +296,33 @@ class Namespace:
                 except NotFound:
                     pass
 
+        async def marker(entry: DirEntry) -> None:
+            async with limiter:
+                await self._marker(entry.key)
+
         async with trio.open_nursery() as nursery:
-            for entry in todo:
+            for entry in files:
                 nursery.start_soon(head, entry)
+            for entry in dirs:
+                nursery.start_soon(marker, entry)
+
+    async def _marker(self, prefix: str) -> ObjectMeta | None:
+        """The metadata of a directory's marker object (COSFS keeps mode/uid/gid/mtime
+        there), None for an implicit directory."""
+        if prefix in self._markers:
+            return self._markers[prefix]
+        try:
+            meta: ObjectMeta | None = await self._store.head_object(prefix)
+        except NotFound:
+            meta = None
+        self._markers[prefix] = meta
+        return meta
+
+    def _dir_attr(self, entry: DirEntry) -> Attr:
+        meta = self._markers.get(entry.key)
+        if meta is None:
+            return self.attr_from_entry(entry)
+        return self.attr_from_meta(Kind.DIR, meta)
 
     async def lookup(self, parent: Inode, name: str) -> Inode:
         """The child `name` of `parent`, from caches when fresh, else from HEAD + LIST."""
@@ -324,14 +361,16 @@ class Namespace:
             nonlocal has_children
             page = await self._store.list_objects(key + "/", max_keys=1)
             has_children = bool(page.entries or page.common_prefixes)
+            if page.entries and page.entries[0].key == key + "/":
+                await self._marker(key + "/")  # an explicit directory: its metadata
+            else:
+                self._markers[key + "/"] = None
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(do_head)
             nursery.start_soon(do_list)
         if has_children:
-            attr = self.attr_from_entry(DirEntry(name, Kind.DIR, key + "/"))
-            return self._inodes.upsert(parent.ino, name, key + "/", attr, etag=None,
-                                       expires_at_s=self._expiry(), meta_complete=True)
+            return self._upsert_entry(parent, DirEntry(name, Kind.DIR, key + "/"))
         if head is not None:
             return self.inode_from_head(parent, name, head)
         self._negative[(parent.key, name)] = True
@@ -411,10 +450,13 @@ class Namespace:
     async def make_dir(self, parent: Inode, name: str, meta: dict[str, str]) -> Inode:
         """mkdir: a COSFS directory marker `name/` carrying the metadata."""
         key = parent.key + name + "/"
-        await self._store.put_object(key, b"", WriteOptions(content_type=DIRECTORY_CONTENT_TYPE, user_meta=meta))
+        result = await self._store.put_object(key, b"", WriteOptions(content_type=DIRECTORY_CONTENT_TYPE,
+                                                                     user_meta=meta))
         self.note_entry(parent.key, DirEntry(name, Kind.DIR, key))
         self._listings[key] = []  # new and empty: no LIST needed to show it
-        attr = self.attr_from_meta(Kind.DIR, ObjectMeta(key, 0, "", time.time(), DIRECTORY_CONTENT_TYPE, None, meta))
+        marker = self._markers[key] = ObjectMeta(key, 0, result.etag, time.time(), DIRECTORY_CONTENT_TYPE, None,
+                                                 dict(meta))
+        attr = self.attr_from_meta(Kind.DIR, marker)
         inode = self._inodes.upsert(parent.ino, name, key, attr, etag=None, expires_at_s=self._expiry(),
                                     meta_complete=True)
         inode.user_meta = dict(meta)
@@ -428,6 +470,7 @@ class Namespace:
         await self._store.delete_object(inode.key)
         self.note_removed(parent.key, inode.name)
         self.invalidate_listing(inode.key)
+        self._markers.pop(inode.key, None)
         self._inodes.unlink_name(parent.ino, inode.name)
 
     async def remove_file(self, parent: Inode, name: str, key: str) -> None:
@@ -453,6 +496,9 @@ class Namespace:
         if inode.kind == Kind.DIR:
             self.invalidate_listing(inode.key)
             self.invalidate_listing(new_key)
+            marker = self._markers.pop(inode.key, None)
+            if marker is not None:
+                self._markers[new_key] = dataclasses.replace(marker, key=new_key)
             self._inodes.rekey_below(inode.key, new_key)
         self._inodes.move(inode.ino, new_parent.ino, new_name, new_key)
         attr = inode.attr
@@ -468,6 +514,8 @@ class Namespace:
                 await self._store.copy_object(inode.key, inode.key, replace_metadata=options)
             except NotFound:  # an implicit directory: give it a marker to hold the metadata
                 await self._store.put_object(inode.key, b"", options)
+            self._markers[inode.key] = ObjectMeta(inode.key, 0, "", time.time(), DIRECTORY_CONTENT_TYPE, None,
+                                                  dict(meta))
         else:
             options = WriteOptions(content_type=inode.content_type, user_meta=meta)
             result = await self._store.copy_object(inode.key, inode.key, replace_metadata=options,
@@ -478,6 +526,14 @@ class Namespace:
             self.remember_meta(ObjectMeta(inode.key, inode.attr.size_bytes, result.etag, time.time(),
                                           inode.content_type, result.crc64, dict(meta)))
         inode.user_meta = dict(meta)
+
+    def forget_version(self, key: str) -> None:
+        """What this mount knew of `key`'s object is stale (a conflict): ask COS next time."""
+        prefix, _, _ = key.rpartition("/")
+        self.invalidate_listing(prefix + "/" if prefix else "")
+        for inode in self._inodes.children_with_key(key):
+            inode.expires_at_s = 0.0
+            inode.page_cache_etag = None
 
     def committed(self, key: str, size: int, etag: str, crc64: int | None, options: WriteOptions) -> list[Inode]:
         """A staged file became the object `key`: listings and every inode of that key see

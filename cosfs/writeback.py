@@ -134,7 +134,8 @@ class WriteBack:
     crash recovery (see the module docstring for the invariants)."""
 
     def __init__(self, store: ObjectStore, staging: StagingArea, uploader: Uploader, renames: RenameJournal,
-                 cache_dir: Path, *, write_back_delay_s: float, parallel: int, on_committed: Committed) -> None:
+                 cache_dir: Path, *, write_back_delay_s: float, parallel: int, on_committed: Committed,
+                 on_conflict: Callable[[str], None]) -> None:
         self._store = store
         self.staging = staging
         self.uploader = uploader
@@ -144,6 +145,7 @@ class WriteBack:
         self._delay_s = write_back_delay_s
         self._parallel = parallel
         self._on_committed = on_committed
+        self._on_conflict = on_conflict
         self._nursery: trio.Nursery | None = None
         self._scheduled: set[str] = set()
         self.failed_uploads = 0
@@ -270,6 +272,7 @@ class WriteBack:
         })
         self.staging.drop(dirty.key)
         self.conflicts += 1
+        self._on_conflict(dirty.key)
         log.error("conflict on %s: %s; the changes made through this mount were NOT uploaded and are kept in "
                   "%s.data (written ranges in %s.json)", dirty.key, why, target, target)
         return Conflict(f"{dirty.key} changed in COS since this mount read it; local changes kept in {target}.data")
