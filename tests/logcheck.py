@@ -27,18 +27,6 @@ RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} cosfs\[(?P<pid>\d+)\
 SERIOUS = frozenset({"WARNING", "ERROR", "CRITICAL", "STDERR", "UNPARSED"})
 
 
-# BUG: the daemon logs every refusal of an application's request at WARNING: fuse_ops'
-# fuse_boundary logs a CosfsError at its log_level, WARNING for all but NotFound and
-# NoSuchAttribute. These are answers applications handle, not events an operator must act on:
-# rmdir/rename onto a non-empty directory (rm -r racing a writer, rmdir
-# --ignore-fail-on-non-empty), the link() git tries before falling back to rename(), the
-# system.posix_acl_access cp -a sets on every file (refused with EINVAL where setxattr(2)
-# says ENOTSUP, which cp ignores). A tree walk floods the log. They belong at DEBUG/INFO.
-# Declarations that cite this are there so the tests pass meanwhile; once fixed they fail
-# ("declared but never logged") and must go.
-REFUSAL_IS_A_WARNING = "BUG: a refused request is logged as a WARNING (tests/logcheck.py)"
-
-
 @dataclasses.dataclass
 class Record:
     source: str  # file name, for messages
