@@ -31,7 +31,7 @@ from pathlib import Path
 
 import trio
 
-from cosfs import xattrs
+from cosfs import crashpoints, xattrs
 from cosfs.blocks import BlockCache, ObjectRef
 from cosfs.config import FsConfig
 from cosfs.cos.store import PutResult, WriteOptions
@@ -639,6 +639,7 @@ class CosFilesystem:
                     if dirty is not None:
                         await self.writeback.commit_locked(old_key)
                     await self.writeback.uploader.copy_key(old_key, new_key, source.attr.size_bytes, source.etag)
+                    crashpoints.reached("file-copied")
                     self.writeback.discard_locked(new_key)
                     await self.store.delete_object(old_key)
             except BaseException:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from cosfs import crashpoints
 from cosfs.config import CosConfig, FsConfig, environment
 from cosfs.cos.client import CosClient
 from cosfs.credentials import CredentialProvider
@@ -213,6 +214,7 @@ def setup_logging(settings: MountSettings) -> None:
 
 async def serve_mount(settings: MountSettings, report_ready) -> None:
     """Preflight, mount, serve until unmounted or signalled, then close cleanly."""
+    crashpoints.arm(environment().get("COSFS_CRASH_AT"))
     async with CosClient(settings.cos, settings.credentials) as client:
         await check_bucket(client, settings.cos)
         cache_dir = settings.cache_dir

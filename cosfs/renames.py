@@ -21,6 +21,7 @@ from pathlib import Path
 
 import trio
 
+from cosfs import crashpoints
 from cosfs.cos.store import ObjectStore
 from cosfs.durable import private_dir, write_json_durably
 from cosfs.errors import CosfsError, NotFound, Stale, TransientError
@@ -48,7 +49,9 @@ class RenameJournal:
         private_dir(self._dir)
         entry = self._dir / f"{uuid.uuid4().hex}.json"
         write_json_durably(entry, {"old": old_prefix, "new": new_prefix})
+        crashpoints.reached("rename-journaled")
         moved = await self._walk(old_prefix, new_prefix, parallel)
+        crashpoints.reached("rename-walked")
         after_walk()
         entry.unlink()
         return moved

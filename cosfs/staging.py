@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cosfs import crashpoints
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import WriteOptions
 from cosfs.durable import private_dir, write_json_durably
@@ -178,6 +179,7 @@ class StagingArea:
         self._files[new] = dirty
         if dirty.renamed_from is not None:
             self.save(dirty)
+            crashpoints.reached("rekey-new-record")
             self._stem(old).with_suffix(".json").unlink(missing_ok=True)
         old_data.unlink()
 
@@ -213,6 +215,7 @@ class StagingArea:
         dirty.generation += 1
         if dirty.journaled:
             self.save(dirty, data=False)
+            crashpoints.reached("truncate-journaled")
         with _disk_errors():
             os.ftruncate(self._fd(dirty), size)
 
@@ -241,6 +244,7 @@ class StagingArea:
                 os.fsync(self._fd(dirty))
             write_json_durably(self._stem(dirty.key).with_suffix(".json"), record)
         dirty.journaled = True
+        crashpoints.reached("journal-saved")
 
     def recover(self) -> list[DirtyFile]:
         """Dirty files journaled by an earlier mount of this bucket (records of another

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from cosfs import crashpoints
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import (MAX_PARTS, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES, ObjectStore, PartInfo, PutResult,
                              WriteOptions)
@@ -185,6 +186,7 @@ class Uploader:
             first, last = stream.part_range(number, dirty.size)
             body = await self._read(dirty, first, last)
             info = await self._store.upload_part(dirty.key, stream.upload_id, number, body)
+            crashpoints.reached("part-uploaded")
             stream.parts[number] = (dataclasses.replace(info, size_bytes=len(body)), version)
 
     def abandon(self, dirty: DirtyFile) -> None:
@@ -336,6 +338,7 @@ class Uploader:
             else:
                 body = await self._read(dirty, plan.start, plan.end)
                 info = await self._store.upload_part(dirty.key, upload_id, plan.number, body)
+                crashpoints.reached("part-uploaded")
             if info.size_bytes is None:
                 info = dataclasses.replace(info, size_bytes=plan.end - plan.start)
             parts[plan.number] = info

@@ -25,12 +25,15 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import trio
 
+from cosfs import crashpoints
+from cosfs.blocks import ObjectRef
 from cosfs.cos.store import ObjectStore, PutResult
 from cosfs.durable import private_dir, write_json_durably
 from cosfs.errors import Conflict, CosfsError, NotFound, Stale, TransientError
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 # Keys of files that lost their name while open (unlink, rename over them): NUL can never be
 # in an object key, so these are never uploaded and never collide with a real name.
 ORPHAN_PREFIX = "\0orphan/"
+
+# x-cos-meta-cosfs-commit: a random token per commit attempt (see commit_locked).
+COMMIT_META = "cosfs-commit"
 
 Committed = Callable[[str, DirtyFile, PutResult], None]
 
@@ -214,14 +220,20 @@ class WriteBack:
         if key.startswith(ORPHAN_PREFIX):
             dirty.committed_generation = dirty.generation  # nameless: nothing to upload
             return
-        # COSFS's mtime header carries the file's mtime: the last write, or a later utimens.
-        user_meta = dict(dirty.options.user_meta)
-        user_meta["mtime"] = str(int(dirty.mtime_s))
-        dirty.options = dataclasses.replace(dirty.options, user_meta=user_meta)
-        self.staging.save(dirty)
         try:
             await self._check_base(dirty)
+            # COSFS's mtime header carries the file's mtime: the last write, or a later
+            # utimens. The commit token, journaled before the upload and stored with the
+            # object, lets the base check recognise an upload of ours that landed although
+            # the mount did not see it finish (a crash, a lost reply).
+            user_meta = dict(dirty.options.user_meta)
+            user_meta["mtime"] = str(int(dirty.mtime_s))
+            user_meta[COMMIT_META] = secrets.token_hex(8)
+            dirty.options = dataclasses.replace(dirty.options, user_meta=user_meta)
+            self.staging.save(dirty)
+            crashpoints.reached("before-upload")
             result = await self.uploader.commit(dirty)
+            crashpoints.reached("uploaded")
         except Stale as exc:
             if dirty.base is None:
                 raise self._failed(dirty, exc) from exc
@@ -241,7 +253,9 @@ class WriteBack:
         return TransientError(f"upload of {dirty.key} failed: {exc}")
 
     async def _check_base(self, dirty: DirtyFile) -> None:
-        """The object must still be the version this file's unchanged bytes come from."""
+        """The object must still be the version this file's unchanged bytes come from, or
+        one our own earlier commit attempt of this file made from it (then it becomes the
+        base: its bytes outside what is staged are the same)."""
         base = dirty.base
         if base is None or dirty.base_limit == 0:
             return
@@ -249,9 +263,14 @@ class WriteBack:
             head = await self._store.head_object(base.key)
         except NotFound:
             raise self._conflict(dirty, "the object was deleted by someone else") from None
-        if head.etag != base.etag:
-            raise self._conflict(dirty, f"the object was replaced by someone else (ETag {head.etag}, "
-                                        f"this mount started from {base.etag})")
+        if head.etag == base.etag:
+            return
+        token = dirty.options.user_meta.get(COMMIT_META)
+        if token is not None and head.user_meta.get(COMMIT_META) == token:
+            dirty.base = ObjectRef(base.key, head.etag, head.size_bytes)
+            return
+        raise self._conflict(dirty, f"the object was replaced by someone else (ETag {head.etag}, "
+                                    f"this mount started from {base.etag})")
 
     def _conflict(self, dirty: DirtyFile, why: str) -> Conflict:
         """Keep the local data where nothing will overwrite or upload it, and stop."""
