@@ -115,7 +115,9 @@ class LogCheck:
                 expected.matched += 1
             if not hits:
                 unexpected.append(record)
-        problems = [f"unexpected {record.level} from the daemon: {record.show()}" for record in unexpected]
+        problems = [f"unexpected {record.level} from the daemon: {record.show()}" for record in unexpected[:20]]
+        if len(unexpected) > 20:
+            problems.append(f"... and {len(unexpected) - 20} more unexpected records")
         if not test_failed:
             for expected in self.expected:
                 if not expected.required:

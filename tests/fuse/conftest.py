@@ -1,4 +1,4 @@
-"""Real FUSE mounts of a `cosfs serve` bucket. Every mount is unmounted and every process we
+r"""Real FUSE mounts of a `cosfs serve` bucket. Every mount is unmounted and every process we
 started is stopped (by PID) at teardown, even when the test failed.
 
 Every mount made through `mount_factory` has its log checked after it is unmounted: a
@@ -6,7 +6,7 @@ WARNING/ERROR/CRITICAL line (or stderr output) the test did not declare with the
 fixture fails the test, and so does a declaration that nothing matched (tests/logcheck.py):
 
     def test_x(cos_server, mount_factory, expect_log):
-        expect_log(r"WARNING cosfs.namespace: skipping key", why="the bucket holds odd keys")
+        expect_log(r"^WARNING cosfs\.namespace: skipping key", why="the bucket holds odd keys")
         m = mount_factory(cos_server)
 """
 
@@ -137,10 +137,12 @@ def start_mount(server: ServerProcess, tmp_path: Path, *options: str, name: str 
 
 @pytest.fixture
 def expect_log(request: pytest.FixtureRequest) -> Iterator[LogCheck]:
-    """`expect_log(regex, count=None, why="")` declares a WARNING/ERROR/CRITICAL record the
-    test's daemons will log. Checked at teardown, after `mount_factory` (which depends on
-    this fixture) has unmounted everything; `expect_log.watch(log_file)` adds a log of a
-    daemon started some other way."""
+    """`expect_log(regex, count=None, required=True, why="")` declares WARNING/ERROR/CRITICAL
+    records the test's daemons will log (regex searched in "LEVEL logger: message"): at least
+    once, exactly `count` times, or (required=False, only for what the scenario may or may not
+    cause) any number of times. Checked at teardown, after `mount_factory` (which depends on
+    this fixture) has unmounted everything; `expect_log.watch(log_file, stderr_file)` adds the
+    log of a daemon started some other way."""
     check = LogCheck()
     for pattern, kwargs in declared_for(request.node.nodeid):
         check(pattern, **kwargs)
