@@ -109,8 +109,8 @@ def test_one_cache_directory_serves_one_mount(cos_server, bucket, mount_factory,
     shared_cache = tmp_path / "shared-cache"
     bucket.put("a/x", b"a")
     bucket.put("b/y", b"b")
-    first = mount_factory(cos_server, f"use_cache={shared_cache}", bucket=f"{cos_server.bucket}:/a")
-    second = mount_factory(cos_server, f"use_cache={shared_cache}", bucket=f"{cos_server.bucket}:/b")
+    first = mount_factory(cos_server, f"cache_dir={shared_cache}", bucket=f"{cos_server.bucket}:/a")
+    second = mount_factory(cos_server, f"cache_dir={shared_cache}", bucket=f"{cos_server.bucket}:/b")
     assert (first.path / "x").read_bytes() == b"a" and (second.path / "y").read_bytes() == b"b"
     assert sorted(p.name for p in shared_cache.iterdir()) == [f"{cos_server.bucket}:a", f"{cos_server.bucket}:b"]
     passwd = tmp_path / "mnt0.passwd"
