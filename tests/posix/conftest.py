@@ -15,6 +15,7 @@ import inspect
 import json
 import math
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -92,6 +93,11 @@ class Conformance:
         self.base: str | None = None  # shown as "M" in messages
 
     def short(self, value: Any) -> str:
+        if isinstance(value, dict) and "mode" in value and "nlink" in value:  # stat fields
+            text = (f"{{{stat.filemode(value['mode'])} mode {value['mode']:07o} owner {value['uid']}:{value['gid']} "
+                    f"nlink {value['nlink']} size {value['size']} rdev {value['rdev']:#x} "
+                    f"atime/mtime/ctime {value['atime_ns']}/{value['mtime_ns']}/{value['ctime_ns']} ns}}")
+            return text
         text = repr(value)
         if self.base:
             text = text.replace(self.base, "M")
