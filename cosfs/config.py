@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from cosfs.errors import ConfigError
 
@@ -34,8 +35,26 @@ class CosConfig:
     verify_tls: bool = True
     user_agent: str = "cosfs"
     storage_class: str | None = None
+    # How new objects are encrypted: "AES256" (SSE-COS), "cos/kms" (SSE-KMS, with
+    # sse_kms_key_id or COS's default key) or "SSE-C" (with sse_customer_key); None: not.
     server_side_encryption: str | None = None
+    sse_kms_key_id: str | None = None
+    # The 32-byte SSE-C key: sent on every read (and on writes when server_side_encryption is
+    # "SSE-C"), never logged.
+    sse_customer_key: bytes | None = dataclasses.field(default=None, repr=False)
     content_md5: bool = True
+    # TLS: a CA bundle instead of certifi's; hostname check (ssl_verify_hostname=0 turns it
+    # off); a client certificate (PEM) and its key; an OpenSSL cipher list.
+    ca_bundle: str | None = None
+    verify_hostname: bool = True
+    client_cert: str | None = None
+    client_key: str | None = None
+    cipher_suites: str | None = None
+    # An HTTP(S) proxy URL for COS requests (may carry user:password, hence no repr).
+    proxy: str | None = dataclasses.field(default=None, repr=False)
+    local_address: str | None = None  # "0.0.0.0" / "::" to connect over IPv4 / IPv6 only
+    # ahbe_conf: (pattern, header, value), pattern a key suffix or "reg:REGEX" on "/" + key.
+    extra_headers: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.signature not in ("cos", "sigv4"):
@@ -54,6 +73,25 @@ def region_endpoint(region: str) -> str:
 def environment() -> Mapping[str, str]:
     """The process environment, read here only, so other modules take it as a parameter."""
     return os.environ
+
+
+def proxy_from_environment(url: str, env: Mapping[str, str]) -> str | None:
+    """The proxy curl (and so COSFS and s3fs) would use for `url`: https_proxy (or
+    HTTPS_PROXY) for https, http_proxy for http (curl ignores HTTP_PROXY), all_proxy last;
+    none when the host matches no_proxy (`*`, a host, or a domain with or without a leading
+    dot). The CVM metadata service is never reached through it (credentials.py)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    for entry in (env.get("no_proxy") or env.get("NO_PROXY") or "").split(","):
+        entry = entry.strip().lower().lstrip(".").split(":")[0]
+        if entry == "*" or entry and (host == entry or host.endswith("." + entry)):
+            return None
+    names = ("https_proxy", "HTTPS_PROXY") if parts.scheme == "https" else ("http_proxy",)
+    for name in (*names, "all_proxy", "ALL_PROXY"):
+        if env.get(name):
+            proxy = env[name]
+            return proxy if "://" in proxy else "http://" + proxy
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +124,16 @@ class FsConfig:
     xattrs: bool = True  # False (noxattr): the kernel is told xattrs are not supported at all
     owner_uid: int = 0  # who mounted: with root, the only one who may read the mount's status
     allow_other: bool = False  # other users reach the mount: attributes must be known before use
+    # uid=/gid= given: the owner and group of every entry, whatever x-cos-meta-uid/gid say.
+    force_uid: int | None = None
+    force_gid: int | None = None
+    mp_umask_set: bool = False  # mp_umask= was given (COSFS: the root is 0777 & ~mp_umask)
+    default_permission: int | None = None  # default_permission= as given (COSFS's default is 0777)
+    # ensure_diskfree / free_space_ratio: free bytes kept on the cache disk; the block cache
+    # evicts before going below, and staged writes beyond it fail with ENOSPC.
+    ensure_diskfree_bytes: int = 0
+    direct_io: bool = False  # FUSE direct_io: opens bypass the kernel page cache
+    bucket_size_bytes: int | None = None  # s3fs bucket_size: the capacity statfs reports
 
     def __post_init__(self) -> None:
         if self.block_size_bytes < 64 * 1024 or self.block_size_bytes & (self.block_size_bytes - 1):

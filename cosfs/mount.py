@@ -52,6 +52,12 @@ class MountSettings:
     kernel_timeout_s: float = 60.0
     read_ahead_kb: int = 4096
     metrics_address: str = ""
+    # Log lines owed for options accepted without their effect (options.py), as (level, text).
+    notes: tuple[tuple[int, str], ...] = ()
+    kernel_options: tuple[str, ...] = ()  # passed to the kernel mount as given (noexec, sync...)
+    fsname: str = ""  # /proc/mounts source; "" for cosfs#BUCKET
+    subtype: str = ""  # "" for cosfs (type fuse.cosfs)
+    http_debug: bool = False  # curldbg: log every HTTP request line
 
 
 def _is_autofs(path: Path) -> bool:
@@ -112,15 +118,18 @@ async def _denial_code(client: CosClient, exc: AccessDenied) -> str:
 
 
 def fuse_options(settings: MountSettings) -> set[str]:
+    """libfuse's mount options: ours, then the kernel options the user gave (noexec, nosuid,
+    nodev, sync, dirsync, auto_unmount, max_read, debug...), none of them dropped."""
     options = set(pyfuse3.default_options)
-    options.add(f"fsname=cosfs#{settings.cos.bucket}")
-    options.add("subtype=cosfs")
+    options.add(f"fsname={settings.fsname or 'cosfs#' + settings.cos.bucket}")
+    options.add(f"subtype={settings.subtype or 'cosfs'}")
     if settings.fs.read_only:
         options.add("ro")
     if settings.allow_other:
         options.add("allow_other")
     elif settings.allow_root:
         options.add("allow_root")
+    options.update(settings.kernel_options)
     return options
 
 
@@ -208,8 +217,11 @@ def setup_logging(settings: MountSettings) -> None:
         handler = logging.handlers.SysLogHandler(address="/dev/log")
         handler.setFormatter(logging.Formatter("cosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    http_level = logging.DEBUG if settings.http_debug else logging.WARNING
+    logging.getLogger("httpx").setLevel(http_level)
+    logging.getLogger("httpcore").setLevel(http_level)
+    for level, note in settings.notes:
+        logging.getLogger("cosfs.options").log(level, "%s", note)
 
 
 async def serve_mount(settings: MountSettings, report_ready) -> None:

@@ -58,6 +58,7 @@ import hashlib
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -85,6 +86,7 @@ from cosfs.cos.store import (
     WriteOptions,
 )
 from cosfs.errors import (
+    ConfigError,
     CosError,
     CosfsError,
     IntegrityError,
@@ -320,6 +322,69 @@ def _stray_names(page: ListPage, prefix: str, marker: str) -> tuple[ListPage, li
     return kept, stray
 
 
+def tls_context(config: CosConfig) -> ssl.SSLContext | bool:
+    """What httpx verifies the endpoint with: False (no_check_certificate), True (certifi's
+    bundle, as before), or a context built for a CA bundle, no hostname check, a client
+    certificate or a cipher list."""
+    if not config.verify_tls:
+        return False
+    if not (config.ca_bundle or not config.verify_hostname or config.client_cert or config.cipher_suites):
+        return True
+    import certifi
+
+    try:
+        context = ssl.create_default_context(cafile=config.ca_bundle or certifi.where())
+        context.check_hostname = config.verify_hostname
+        if config.client_cert:
+            context.load_cert_chain(config.client_cert, config.client_key)
+        if config.cipher_suites:
+            context.set_ciphers(config.cipher_suites)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS settings (ca_bundle, ssl_client_cert, cipher_suites) are not usable: {exc}") from None
+    return context
+
+
+@dataclasses.dataclass(frozen=True)
+class _SseHeaders:
+    """Encryption headers by request kind: `write` on requests that create an object (PUT,
+    Initiate, Copy, first Append), `part` on Upload Part (and Part Copy), `read` on GET and
+    HEAD, `copy_source` naming the key of an SSE-C source."""
+
+    write: dict[str, str]
+    part: dict[str, str]
+    read: dict[str, str]
+    copy_source: dict[str, str]
+
+
+def _sse_headers(config: CosConfig) -> _SseHeaders:
+    write: dict[str, str] = {}
+    customer: dict[str, str] = {}
+    if config.sse_customer_key is not None:
+        key = config.sse_customer_key
+        customer = {"x-cos-server-side-encryption-customer-algorithm": "AES256",
+                    "x-cos-server-side-encryption-customer-key": base64.b64encode(key).decode(),
+                    "x-cos-server-side-encryption-customer-key-md5": _md5_b64(key)}
+    if config.server_side_encryption == "SSE-C":
+        write = dict(customer)
+    elif config.server_side_encryption:
+        write["x-cos-server-side-encryption"] = config.server_side_encryption
+        if config.sse_kms_key_id:
+            write["x-cos-server-side-encryption-cos-kms-key-id"] = config.sse_kms_key_id
+    source = {name.replace("x-cos-", "x-cos-copy-source-", 1): value for name, value in customer.items()}
+    return _SseHeaders(write=write, part=write if config.server_side_encryption == "SSE-C" else {},
+                       read=customer, copy_source=source)
+
+
+def _extra_headers(rules: Sequence[tuple[str, str, str]], key: str) -> dict[str, str]:
+    """ahbe_conf: the headers of every rule whose suffix or "reg:" regex matches "/" + key."""
+    path = "/" + key
+    headers: dict[str, str] = {}
+    for pattern, name, value in rules:
+        if pattern.startswith("reg:") and re.search(pattern[4:], path) or path.endswith(pattern):
+            headers[name.lower()] = value
+    return headers
+
+
 class CosClient:
     """One bucket over HTTP; implements `cosfs.cos.store.ObjectStore`.
 
@@ -358,18 +423,19 @@ class CosClient:
             write=config.read_timeout_s,
             pool=config.read_timeout_s,
         )
+        limits = httpx.Limits(max_connections=config.max_connections,
+                              max_keepalive_connections=config.max_connections)
         self._http = httpx.AsyncClient(
-            transport=transport,
+            # config.py is the only reader of the environment: proxies and CA bundles named
+            # there arrive in `config`, so httpx itself must not look (trust_env=False).
+            transport=transport or httpx.AsyncHTTPTransport(
+                verify=tls_context(config), limits=limits, proxy=config.proxy,
+                local_address=config.local_address, trust_env=False),
             timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
-            verify=config.verify_tls,
             follow_redirects=False,
-            # config.py is the only reader of the environment; no proxies from env vars.
             trust_env=False,
         )
+        self._sse = _sse_headers(config)
 
     @property
     def addressing(self) -> Addressing:
@@ -389,14 +455,15 @@ class CosClient:
     def _now(self) -> float:
         return self._clock() + self._clock_offset_s
 
-    def _build(self, call: _Call, creds: auth.Credentials) -> httpx.Request:
+    def _build(self, call: _Call, creds: auth.Credentials | None) -> httpx.Request:
+        """The signed request of one attempt; unsigned when `creds` is None (public_bucket)."""
         addr = self._addr
         headers: dict[str, str] = {"host": addr.host_header}
         headers.update(call.headers)
         if call.body or call.method in ("PUT", "POST"):
             headers["content-length"] = str(len(call.body))
         sigv4 = self._config.signature == "sigv4"
-        if creds.token:
+        if creds is not None and creds.token:
             headers["x-amz-security-token" if sigv4 else "x-cos-security-token"] = creds.token
         params = dict(call.params)
         query = "&".join(
@@ -404,7 +471,9 @@ class CosClient:
         )
         raw_path = addr.raw_path(call.key)
         now = self._now()
-        if sigv4:
+        if creds is None:
+            pass
+        elif sigv4:
             if call.payload_sha256 is None:
                 call.payload_sha256 = hashlib.sha256(call.body).hexdigest()
             request_time = auth.amz_date(now)
@@ -606,7 +675,9 @@ class CosClient:
             return await trio.to_thread.run_sync(compute)
         return compute()
 
-    def _write_headers(self, options: WriteOptions) -> dict[str, str]:
+    def _write_headers(self, options: WriteOptions, key: str) -> dict[str, str]:
+        """Headers of a request that creates `key`: type, metadata, class, encryption, and
+        the ahbe_conf headers that match the key (which win over the others)."""
         headers = {"content-type": options.content_type or "application/octet-stream"}
         for name, value in options.user_meta.items():
             if not value.isascii() or not name.isascii() or "\n" in value or "\r" in value:
@@ -615,11 +686,13 @@ class CosClient:
         storage_class = options.storage_class or self._config.storage_class
         if storage_class:
             headers["x-cos-storage-class"] = storage_class
-        sse = options.server_side_encryption or self._config.server_side_encryption
-        if sse:
-            headers["x-cos-server-side-encryption"] = sse
+        if options.server_side_encryption:
+            headers["x-cos-server-side-encryption"] = options.server_side_encryption
+        else:
+            headers.update(self._sse.write)
         if options.acl:
             headers["x-cos-acl"] = options.acl
+        headers.update(_extra_headers(self._config.extra_headers, key))
         return headers
 
     def _meta(self, key: str, response: httpx.Response, size: int | None = None) -> ObjectMeta:
@@ -658,7 +731,7 @@ class CosClient:
     # --- reads ----------------------------------------------------------------------------
 
     def _get_call(self, op: str, key: str, byte_range: tuple[int, int] | None, if_match: str | None) -> _Call:
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = dict(self._sse.read)
         if byte_range is not None:
             headers["range"] = _bytes_spec(byte_range)
         if if_match:
@@ -666,7 +739,9 @@ class CosClient:
         return _Call(op, "GET", key, headers=headers)
 
     async def head_object(self, key: str, *, if_match: str | None = None) -> ObjectMeta:
-        headers = {"if-match": _quote_etag(if_match)} if if_match else {}
+        headers = dict(self._sse.read)
+        if if_match:
+            headers["if-match"] = _quote_etag(if_match)
         reply = await self._send(_Call("head_object", "HEAD", key, headers=headers))
         return self._meta(key, reply.response)
 
@@ -746,7 +821,7 @@ class CosClient:
     # --- writes ---------------------------------------------------------------------------
 
     async def put_object(self, key: str, body: bytes, options: WriteOptions = WriteOptions()) -> PutResult:
-        headers = self._write_headers(options)
+        headers = self._write_headers(options, key)
         md5, local_crc, sha = await self._digests(body)
         if self._config.content_md5:
             headers["content-md5"] = md5
@@ -806,16 +881,15 @@ class CosClient:
         replace_metadata: WriteOptions | None = None,
         source_if_match: str | None = None,
     ) -> CopyResult:
-        headers = {"x-cos-copy-source": self._addr.copy_source(source_key)}
+        headers = {"x-cos-copy-source": self._addr.copy_source(source_key), **self._sse.copy_source}
         if replace_metadata is not None:
             headers["x-cos-metadata-directive"] = "Replaced"
-            headers.update(self._write_headers(replace_metadata))
+            headers.update(self._write_headers(replace_metadata, dest_key))
         else:
             headers["x-cos-metadata-directive"] = "Copy"
             if self._config.storage_class:
                 headers["x-cos-storage-class"] = self._config.storage_class
-            if self._config.server_side_encryption:
-                headers["x-cos-server-side-encryption"] = self._config.server_side_encryption
+            headers.update(self._sse.write)
         if source_if_match:
             headers["x-cos-copy-source-if-match"] = _quote_etag(source_if_match)
         call = _Call("copy_object", "PUT", dest_key, headers=headers)
@@ -829,7 +903,7 @@ class CosClient:
 
     async def append_object(self, key: str, position: int, body: bytes,
                             options: WriteOptions = WriteOptions()) -> AppendResult:
-        headers = self._write_headers(options) if position == 0 else {}
+        headers = self._write_headers(options, key) if position == 0 else {}
         md5, _, sha = await self._digests(body)
         if self._config.content_md5:
             headers["content-md5"] = md5
@@ -899,13 +973,15 @@ class CosClient:
 
     async def create_multipart_upload(self, key: str, options: WriteOptions = WriteOptions()) -> str:
         call = _Call("create_multipart_upload", "POST", key, params=[("uploads", "")],
-                     headers=self._write_headers(options))
+                     headers=self._write_headers(options, key))
         reply = await self._send(call, check_200=True)
         return self._parse(call, cosxml.parse_initiate_result, reply.body)
 
     async def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> PartInfo:
         md5, local_crc, sha = await self._digests(body)
-        headers = {"content-md5": md5} if self._config.content_md5 else {}
+        headers = dict(self._sse.part)
+        if self._config.content_md5:
+            headers["content-md5"] = md5
         call = _Call("upload_part", "PUT", key,
                      params=[("partNumber", str(part_number)), ("uploadId", upload_id)],
                      headers=headers, body=body, payload_sha256=sha)
@@ -926,7 +1002,8 @@ class CosClient:
         *,
         source_if_match: str | None = None,
     ) -> PartInfo:
-        headers = {"x-cos-copy-source": self._addr.copy_source(source_key)}
+        headers = {"x-cos-copy-source": self._addr.copy_source(source_key), **self._sse.part,
+                   **self._sse.copy_source}
         if source_range is not None:
             headers["x-cos-copy-source-range"] = _bytes_spec(source_range)
         if source_if_match:

@@ -59,22 +59,56 @@ def test_etc_passwd_may_be_group_readable(tmp_path):
         credentials.check_passwd_permissions(path)
 
 
-async def test_order_explicit_then_files_then_env(tmp_path):
+async def test_order_is_cosfs_then_s3fs(tmp_path):
+    """COSFS's order: explicit keys, passwd_file, the environment (COS, then AWS, then
+    TENCENTCLOUD names), COS_CREDENTIAL_FILE, ~/.passwd-cosfs, /etc/passwd-cosfs; then
+    s3fs's files: ~/.aws/credentials [default], ~/.passwd-s3fs, /etc/passwd-s3fs."""
     home = tmp_path / "home"
-    home.mkdir()
-    env = {"COSACCESSKEYID": "AKIDenv", "COSSECRETACCESSKEY": "envkey",
-           "TENCENTCLOUD_SECRET_ID": "AKIDtc", "TENCENTCLOUD_SECRET_KEY": "tckey"}
-    etc = tmp_path / "etc-passwd-cosfs"
-    explicit = credentials.resolve_credentials("b-1", secret_id="AKIDx", secret_key="k", env=env, home=home, etc_passwd=etc)
-    assert (await explicit.get()).secret_id == "AKIDx"
-    assert (await credentials.resolve_credentials("b-1", env=env, home=home, etc_passwd=etc).get()).secret_id == "AKIDenv"
-    write_passwd(etc, "AKIDetc:etckey\n")
-    assert (await credentials.resolve_credentials("b-1", env=env, home=home, etc_passwd=etc).get()).secret_id == "AKIDetc"
-    write_passwd(home / ".passwd-cosfs", "AKIDhome:homekey\n")
-    assert (await credentials.resolve_credentials("b-1", env=env, home=home, etc_passwd=etc).get()).secret_id == "AKIDhome"
-    tc_only = {k: v for k, v in env.items() if k.startswith("TENCENTCLOUD")} | {"TENCENTCLOUD_SESSION_TOKEN": "tok"}
-    tc = await credentials.resolve_credentials("b-1", env=tc_only, home=tmp_path, etc_passwd=tmp_path / "none").get()
-    assert (tc.secret_id, tc.token) == ("AKIDtc", "tok")
+    (home / ".aws").mkdir(parents=True)
+    etc, etc_s3fs = tmp_path / "etc-passwd-cosfs", tmp_path / "etc-passwd-s3fs"
+    env = {"COSACCESSKEYID": "AKIDenv", "COSSECRETACCESSKEY": "envkey", "AWS_ACCESS_KEY_ID": "AKIDaws",
+           "AWS_SECRET_ACCESS_KEY": "awskey", "AWS_SESSION_TOKEN": "awstok",
+           "TENCENTCLOUD_SECRET_ID": "AKIDtc", "TENCENTCLOUD_SECRET_KEY": "tckey", "TENCENTCLOUD_SESSION_TOKEN": "tok"}
+
+    async def first(env_now: dict, **kwargs) -> tuple[str, str | None]:
+        creds = await credentials.resolve_credentials("b-1", env=env_now, home=home, etc_passwd=etc,
+                                                      etc_passwd_s3fs=etc_s3fs, **kwargs).get()
+        return creds.secret_id, creds.token
+
+    for path in (etc_s3fs, home / ".passwd-s3fs", etc, home / ".passwd-cosfs"):
+        write_passwd(path, f"AKID{path.name}:key\n")
+    (home / ".aws" / "credentials").write_text("[default]\naws_access_key_id = AKIDprofile\n"
+                                               "aws_secret_access_key = k\n")
+    passwd = write_passwd(tmp_path / "opt", "AKIDoption:key\n")
+    assert (await first(env, secret_id="AKIDx", secret_key="k"))[0] == "AKIDx"
+    assert (await first(env, passwd_file=str(passwd)))[0] == "AKIDoption"
+    assert await first(env) == ("AKIDenv", None)  # the environment before every file, as COSFS
+    without_cos = {k: v for k, v in env.items() if not k.startswith("COS")}
+    assert await first(without_cos) == ("AKIDaws", "awstok")
+    tencent = {k: v for k, v in env.items() if k.startswith("TENCENTCLOUD")}
+    assert await first(tencent) == ("AKIDtc", "tok")
+    write_passwd(tmp_path / "credfile", "AKIDcredfile:key\n")
+    assert (await first({"COS_CREDENTIAL_FILE": str(tmp_path / "credfile")}))[0] == "AKIDcredfile"
+    assert (await first({}))[0] == "AKID.passwd-cosfs"
+    (home / ".passwd-cosfs").unlink()
+    assert (await first({}))[0] == "AKIDetc-passwd-cosfs"
+    etc.unlink()
+    assert (await first({}))[0] == "AKIDprofile"
+    (home / ".aws" / "credentials").unlink()
+    assert (await first({}))[0] == "AKID.passwd-s3fs"
+    (home / ".passwd-s3fs").unlink()
+    etc_s3fs.chmod(0o640)  # s3fs allows /etc/passwd-s3fs to be group-readable
+    assert (await first({}))[0] == "AKIDetc-passwd-s3fs"
+
+
+@pytest.mark.parametrize("names", [("COSACCESSKEYID", "COSSECRETACCESSKEY"),
+                                   ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+                                   ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY")])
+def test_half_set_environment_pair_is_an_error(tmp_path, names):
+    for present in names:
+        with pytest.raises(CredentialsError) as info:
+            credentials.resolve_credentials("b-1", env={present: SECRET}, home=tmp_path, etc_passwd=tmp_path / "x")
+        assert all(name in str(info.value) for name in names) and SECRET not in str(info.value)
 
 
 def test_no_credentials_message_says_what_to_do(tmp_path):
@@ -164,3 +198,92 @@ async def test_cvm_unreachable_metadata_service():
     provider = credentials.CvmRoleCredentials("r", "http://127.0.0.1:9/latest", timeout_s=2)
     with pytest.raises(CredentialsError, match="metadata service"):
         await provider.get()
+
+
+STS_TEXT = ("COSAccessKeyId=AKIDsts{n}\nCOSSecretKey=" + SECRET + "\nCOSAccessToken=token{n}\n"
+            "COSAccessTokenExpire={expire}\n")
+
+
+async def test_sts_passwd_file_is_read_again_before_expiry(tmp_path):
+    """cam_role=sts (COSFS): keys, token and a GMT expiry from the passwd file; within 600 s of
+    the expiry the file is read again, so whoever renews it renews the mount's keys."""
+    path = write_passwd(tmp_path / "passwd-sts", STS_TEXT.format(n=1, expire="2030-01-01T00:00:00"))
+    provider = credentials.resolve_credentials("b-1", passwd_file=str(path), cam_role="sts", env={})
+    assert isinstance(provider, credentials.StsFileCredentials)
+    now = [1893455000.0]  # 2029-12-31T23:43:20Z: 1000 s before the expiry
+    provider._clock = lambda: now[0]
+    creds = await provider.get()
+    assert (creds.secret_id, creds.token, creds.expires_at_s) == ("AKIDsts1", "token1", 1893456000.0)
+    write_passwd(path, STS_TEXT.format(n=2, expire="2030-01-01T01:00:00"))
+    assert (await provider.get()).secret_id == "AKIDsts1"  # not yet within 600 s: not read again
+    now[0] = 1893456000.0 - 599
+    assert (await provider.get()).token == "token2"
+    path.write_text("garbage")  # a half-written renewal keeps the current keys
+    assert (await provider.refresh()).token == "token2"
+
+
+def test_sts_form_errors(tmp_path):
+    plain = write_passwd(tmp_path / "plain", "AKIDplain:" + SECRET + "\n")
+    with pytest.raises(CredentialsError, match="STS form"):
+        credentials.resolve_credentials("b-1", passwd_file=str(plain), cam_role="sts", env={})
+    bad = write_passwd(tmp_path / "bad", STS_TEXT.format(n=1, expire="tomorrow"))
+    with pytest.raises(CredentialsError) as info:
+        credentials.resolve_credentials("b-1", passwd_file=str(bad), env={})
+    assert "COSAccessTokenExpire" in str(info.value) and SECRET not in str(info.value)
+    half = write_passwd(tmp_path / "half", "COSAccessKeyId=AKID\n")
+    with pytest.raises(CredentialsError, match="COSSecretKey"):
+        credentials.resolve_credentials("b-1", passwd_file=str(half), env={})
+
+
+async def test_sts_form_without_expiry_is_static(tmp_path):
+    path = write_passwd(tmp_path / "p", "COSAccessKeyId=AKIDs\nCOSSecretKey=k\nCOSAccessToken=t\n")
+    creds = await credentials.resolve_credentials("b-1", passwd_file=str(path), env={}).get()
+    assert (creds.secret_id, creds.token) == ("AKIDs", "t")
+
+
+async def test_profile_and_public_bucket(tmp_path):
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id=AKIDdef\naws_secret_access_key=k\n"
+        "[work]\naws_access_key_id=AKIDwork\naws_secret_access_key=k\naws_session_token=tok\n")
+    env = {"COSACCESSKEYID": "AKIDenv", "COSSECRETACCESSKEY": "k"}
+    work = await credentials.resolve_credentials("b-1", profile="work", env=env, home=tmp_path).get()
+    assert (work.secret_id, work.token) == ("AKIDwork", "tok")  # an explicit profile beats the environment
+    with pytest.raises(CredentialsError, match=r"\[missing\]"):
+        credentials.resolve_credentials("b-1", profile="missing", env=env, home=tmp_path)
+    anonymous = credentials.resolve_credentials("b-1", public_bucket=True, env={}, home=tmp_path)
+    assert await anonymous.get() is None
+
+
+def test_passwd_permission_rules(tmp_path):
+    path = write_passwd(tmp_path / "p", "AKID:k\n", 0o640)
+    credentials.check_passwd_permissions(path, group_readable=True)  # /etc/passwd-cosfs and -s3fs
+    for mode in (0o660, 0o700, 0o604):
+        path.chmod(mode)
+        with pytest.raises(CredentialsError, match="chmod 600"):
+            credentials.check_passwd_permissions(path, group_readable=True)
+
+
+def test_sse_customer_key_file(tmp_path):
+    import base64
+
+    raw = b"k" * 32
+    path = write_passwd(tmp_path / "keys", f"# history\n{base64.b64encode(raw).decode()}\n{'x' * 32}\n")
+    assert credentials.read_sse_customer_key(path) == (raw, 2)
+    write_passwd(path, "y" * 32 + "\n")
+    assert credentials.read_sse_customer_key(path) == (b"y" * 32, 1)
+    write_passwd(path, SECRET + "\n")
+    with pytest.raises(CredentialsError) as info:
+        credentials.read_sse_customer_key(path)
+    assert "32 bytes" in str(info.value) and SECRET not in str(info.value)
+    path.chmod(0o644)
+    with pytest.raises(CredentialsError, match="chmod 600"):
+        credentials.read_sse_customer_key(path)
+
+
+async def test_metadata_service_is_never_reached_through_a_proxy(metadata, monkeypatch):
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("all_proxy", "http://127.0.0.1:9")
+    creds = await credentials.CvmRoleCredentials(None, metadata.url).get()
+    assert creds.secret_id.startswith("AKIDtmp")
