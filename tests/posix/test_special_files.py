@@ -107,6 +107,12 @@ def test_fifo_socket_and_device_nodes(cos_server, bucket, mount_factory, conform
             rule="unix(7) EADDRINUSE: the socket path already exists"),
         ok("open", m / "kept_fifo", ["O_RDWR", "O_NONBLOCK"], what="a FIFO on the mount opens as a pipe",
            rule="fifo(7): opening a FIFO for reading and writing succeeds on Linux"),
+        ok("open", m / "kept_fifo", ["O_RDONLY", "O_NONBLOCK"], what="O_RDONLY|O_NONBLOCK on a FIFO without writer",
+           rule="open(2)/fifo(7): a non-blocking open for reading succeeds at once"),
+        err("ENXIO", "open", m / "kept_fifo", ["O_WRONLY", "O_NONBLOCK"], what="O_WRONLY|O_NONBLOCK on a FIFO without reader",
+            rule="open(2) ENXIO: O_NONBLOCK | O_WRONLY is set, the named file is a FIFO, and no process has it open for reading"),
+        err("ENXIO", "open", m / "kept_sock", ["O_RDONLY"], what="open of a UNIX socket file",
+            rule="open(2) ENXIO: the file is a UNIX domain socket"),
     ]
     check.table(rows)
 
