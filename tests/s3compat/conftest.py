@@ -4,7 +4,7 @@ r"""cosfs against a server it was not written with: `rclone serve s3` (rclone-bi
 here starts its own rclone on a free loopback port, serving a fresh directory whose
 subdirectory `BUCKET` is the bucket, and mounts it with cosfs speaking S3:
 
-    sigv4,use_path_request_style,region=us-east-1
+    sigv4,use_path_request_style,region=us-east-1,retries=1
 
 rclone stores each object as a plain file below `root/BUCKET`, so `RcloneServer.served(key)`
 and `served_tree()` read the bucket without rclone or cosfs: an independent check of what a
@@ -38,8 +38,10 @@ import pytest
 from tests.fuse.conftest import Mounted, expect_log, mount_factory  # noqa: F401  (re-exported fixtures)
 
 BUCKET = "s3compat"
-# cosfs as an S3 client: SigV4, path-style URLs, a region for the credential scope.
-S3_OPTIONS = ("sigv4", "use_path_request_style", "region=us-east-1")
+# cosfs as an S3 client: SigV4, path-style URLs, a region for the credential scope. One retry
+# (not five): rclone on loopback drops nothing, so its errors are deterministic answers, and
+# five backed-off retries of each would only make a failing test slow, not pass.
+S3_OPTIONS = ("sigv4", "use_path_request_style", "region=us-east-1", "retries=1")
 DEBUG = os.environ.get("COSFS_S3COMPAT_DEBUG", "") not in ("", "0")
 _LISTENING = re.compile(r"Starting s3 server on \[(http://127\.0\.0\.1:\d+)/?\]")
 # Names rclone keeps for uploads in flight (hidden from its listings): never objects.
@@ -104,6 +106,26 @@ class RcloneServer:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         return path
+
+    def temporaries(self) -> list[Path]:
+        """rclone's files of uploads in flight (`.rclone_temp_put_*`, `.rclone_temp_multipart_*`)."""
+        return [path for path in self.bucket_dir.rglob(RCLONE_TEMP + "*") if path.is_file()]
+
+    def temporary_bytes(self) -> int:
+        """Bytes rclone holds in temporaries right now (uploads in flight; each may vanish)."""
+        total = 0
+        for path in self.temporaries():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def completed_multipart(self, key: str) -> bool:
+        """rclone logged (INFO) the rename of a completed multipart upload's temporary into `key`."""
+        pattern = re.compile(rf"\.rclone_temp_multipart_\S+: Moved \(server-side\) to: {re.escape(self.bucket + '/' + key)}$",
+                             re.MULTILINE)
+        return pattern.search(self.log()) is not None
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

@@ -175,7 +175,7 @@ def test_sqlite_database_on_the_mount(rclone_server, s3_mount, tmp_path):
     try:
         assert local.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert local.execute("SELECT count(*) FROM items").fetchone()[0] == 495
-        assert local.execute("SELECT count(*) FROM items WHERE name = 'renamed'").fetchone()[0] == 71
+        assert local.execute("SELECT count(*) FROM items WHERE name = 'renamed'").fetchone()[0] == 70  # 71 multiples of 7, less 301 deleted
     finally:
         local.close()
     assert sorted(rclone_server.served_tree()) == ["app.sqlite"], "journal left behind"

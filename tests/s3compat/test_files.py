@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import random
+import time
 
 import pytest
 
@@ -75,6 +76,7 @@ def test_large_write_goes_multipart(rclone_server, s3_mount):
         assert os.pwrite(fd, data[:half], 0) == half
     finally:
         os.close(fd)
+    assert rclone_server.completed_multipart("multipart.bin"), "rclone completed no multipart upload of it"
     served = rclone_server.served("multipart.bin")
     assert served.stat().st_size == len(data)
     assert sha(served.read_bytes()) == sha(data)
@@ -84,8 +86,9 @@ def test_large_write_goes_multipart(rclone_server, s3_mount):
 
 
 def test_streamed_sequential_write(rclone_server, s3_mount):
-    """40 MiB written front to back in 128 KiB writes: parts stream while the file is being
-    written (parts arrive in parallel, which rclone buffers and puts in order)."""
+    """40 MiB written front to back in 128 KiB writes: parts stream while the file is still
+    open (rclone writes them, in order, to a temporary it shows on disk), and close completes
+    the multipart upload."""
     m = s3_mount()
     path = m.path / "stream.bin"
     rng = random.Random(4)
@@ -97,6 +100,13 @@ def test_streamed_sequential_write(rclone_server, s3_mount):
             handle.write(chunk)
             digest.update(chunk)
             size += len(chunk)
+        # before close: the complete parts (4 of 8 MiB; all but the last) reach rclone
+        deadline = time.monotonic() + 20
+        while rclone_server.temporary_bytes() < 24 * MiB:  # rclone holds back a few KiB
+            assert time.monotonic() < deadline, f"no parts streamed before close: {rclone_server.temporaries()}"
+            time.sleep(0.05)
+    assert rclone_server.completed_multipart("stream.bin"), "rclone completed no multipart upload of it"
+    assert rclone_server.temporaries() == []
     served = rclone_server.served("stream.bin")
     assert served.stat().st_size == size
     assert sha(served.read_bytes()) == digest.hexdigest()
@@ -234,10 +244,12 @@ def test_chmod_touch_and_symlink_keep_content_and_survive_a_remount(rclone_serve
     data = random_bytes(8, 200 * 1024)
     m = s3_mount()
     (m.path / "script.sh").write_bytes(data)
-    os.chmod(m.path / "script.sh", 0o750)
-    os.utime(m.path / "script.sh", (1_000_000_000, 1_000_000_000))
+    try:
+        os.chmod(m.path / "script.sh", 0o750)
+        os.utime(m.path / "script.sh", (1_000_000_000, 1_000_000_000))
+    finally:  # whatever they answered, the object's bytes are untouched
+        assert rclone_server.served("script.sh").read_bytes() == data, "chmod/utime changed the object's bytes"
     os.symlink("script.sh", m.path / "link")
-    assert rclone_server.served("script.sh").read_bytes() == data
     assert (m.path / "script.sh").read_bytes() == data
     m2 = s3_mount("listing_metadata=head")
     st = os.lstat(m2.path / "script.sh")
