@@ -34,7 +34,7 @@ import trio
 from cosfs import crashpoints, xattrs
 from cosfs.blocks import BlockCache, ObjectRef
 from cosfs.config import FsConfig
-from cosfs.cos.store import PutResult, WriteOptions
+from cosfs.cos.store import MAX_PART_BYTES, MAX_PARTS, PutResult, WriteOptions
 from cosfs.errors import (
     AlreadyExists,
     CosfsError,
@@ -45,6 +45,7 @@ from cosfs.errors import (
     NotPermitted,
     ReadOnly,
     Stale,
+    TooLarge,
     Unsupported,
 )
 from cosfs.handles import DirHandle, FileHandle, FileHandles, HandleTable
@@ -64,6 +65,7 @@ ReaddirReply = Callable[[str, Attr, int], bool]
 
 RENAME_EXCHANGE = 2
 RENAME_NOREPLACE = 1
+MAX_OBJECT_BYTES = MAX_PARTS * MAX_PART_BYTES
 # Orphan copies (unlinked-but-open files) are filled this many bytes at a time.
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -93,11 +95,23 @@ class Caller:
     umask: int = 0o022
 
 
-def posix_meta(mode: int, uid: int, gid: int, mtime_s: float, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """COSFS's metadata headers (x-cos-meta-*), decimal as COSFS writes them."""
+def posix_meta(mode: int, uid: int, gid: int, mtime_s: float, extra: dict[str, str] | None = None, *,
+               atime_s: float | None = None, ctime_s: float | None = None) -> dict[str, str]:
+    """COSFS's metadata headers (x-cos-meta-*: mode, uid, gid, mtime, decimal as COSFS writes
+    them), plus atime and ctime, which COSFS does not keep and cosfs does (whole seconds)."""
     meta = dict(extra or {})
     meta.update({"mode": str(mode), "uid": str(uid), "gid": str(gid), "mtime": str(int(mtime_s))})
+    if atime_s is not None:
+        meta["atime"] = str(int(atime_s))
+    if ctime_s is not None:
+        meta["ctime"] = str(int(ctime_s))
     return meta
+
+
+def new_meta(mode: int, caller: Caller) -> dict[str, str]:
+    """The headers of an entry created now: every time is now."""
+    now = time.time()
+    return posix_meta(mode, caller.uid, caller.gid, now, atime_s=now, ctime_s=now)
 
 
 def upload_parallelism(config: FsConfig) -> int:
@@ -109,6 +123,12 @@ def upload_parallelism(config: FsConfig) -> int:
 
 def content_type_for(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def check_size(size: int) -> None:
+    """COS stores objects of at most 10,000 parts of 5 GiB."""
+    if size > MAX_OBJECT_BYTES:
+        raise TooLarge(f"{size} bytes is more than the largest object COS can store ({MAX_OBJECT_BYTES})")
 
 
 class CosFilesystem:
@@ -180,7 +200,7 @@ class CosFilesystem:
     async def lookup(self, parent_ino: int, name: str) -> Attr:
         inode = await self.namespace.lookup(self.inodes.get(parent_ino), name)
         self.inodes.remember(inode.ino)
-        return inode.attr
+        return self._shown(inode)
 
     def forget(self, items: list[tuple[int, int]]) -> None:
         for ino, count in items:
@@ -190,8 +210,20 @@ class CosFilesystem:
         inode = self.inodes.get(ino)
         if inode.key in self.staging or inode.expires_at_s <= self.namespace.now():
             inode = await self.namespace.refresh(inode)
+        return self._shown(inode)
+
+    def _shown(self, inode: Inode) -> Attr:
+        """What stat() shows: a directory's link count follows its subdirectories."""
+        if inode.kind == Kind.DIR:
+            inode.attr = dataclasses.replace(inode.attr, nlink=self.namespace.dir_links(inode))
         return inode.attr
 
+    def _entries_changed(self, *directories: Inode) -> None:
+        """An entry was created, removed or renamed in these directories: their mtime and
+        ctime are now (kept by this mount: directories' times are not stored in COS)."""
+        now = time.time_ns()
+        for directory in directories:
+            directory.attr = directory.attr.touched(now, modified=True)
     async def readlink(self, ino: int) -> str:
         inode = self.inodes.get(ino)
         if inode.kind != Kind.SYMLINK:
@@ -238,10 +270,11 @@ class CosFilesystem:
         key = parent.key + name + "/"
         async with self.writeback.locks.hold(key, parent.key + name):
             await self._refuse_existing(parent, name)
-            meta = posix_meta(stat.S_IFDIR | (mode & 0o7777 & ~caller.umask), caller.uid, caller.gid, time.time())
-            inode = await self.namespace.make_dir(parent, name, meta)
+            inode = await self.namespace.make_dir(parent, name, new_meta(stat.S_IFDIR | (mode & 0o7777 & ~caller.umask),
+                                                                         caller))
+        self._entries_changed(parent)
         self.inodes.remember(inode.ino)
-        return inode.attr
+        return self._shown(inode)
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         self._check_writable()
@@ -251,6 +284,7 @@ class CosFilesystem:
             raise NotADirectory(inode.key)
         async with self.writeback.locks.hold(inode.key):
             await self.namespace.remove_dir(parent, inode)
+        self._entries_changed(parent)
 
     def _directory(self, ino: int) -> Inode:
         inode = self.inodes.get(ino)
@@ -272,12 +306,13 @@ class CosFilesystem:
         parent = self._directory(parent_ino)
         check_name(name)
         key = parent.key + name
-        meta = posix_meta(stat.S_IFREG | (mode & 0o7777 & ~caller.umask), caller.uid, caller.gid, time.time())
+        meta = new_meta(stat.S_IFREG | (mode & 0o7777 & ~caller.umask), caller)
         async with self.writeback.locks.hold(key):
             self.writeback.discard_locked(key)
             dirty = self.staging.start(key, None, 0, WriteOptions(content_type=content_type_for(name), user_meta=meta))
         self.namespace.forget_negative(parent.key, name)
         inode = self.namespace.inode_for_dirty(parent, name, dirty)
+        self._entries_changed(parent)
         self.inodes.remember(inode.ino)
         return self._open_handle(inode, None, writable=True, keep_cache=False), inode.attr
 
@@ -354,13 +389,15 @@ class CosFilesystem:
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         self._check_writable()
+        check_size(offset + len(data))
         handle = self.files.get(fh)
         inode = self.inodes.get(handle.ino)
         async with self._holding(inode):
             dirty = await self._dirty_for(inode)
             self.staging.write(dirty, offset, data)
             self.writeback.uploader.after_write(dirty, offset, offset + len(data))
-        inode.attr = dataclasses.replace(inode.attr, size_bytes=dirty.size, mtime_ns=int(dirty.mtime_s * 1e9))
+        now_ns = int(dirty.mtime_s * 1e9)
+        inode.attr = dataclasses.replace(inode.attr, size_bytes=dirty.size, mtime_ns=now_ns, ctime_ns=now_ns)
         return len(data)
 
     async def _dirty_for(self, inode: Inode) -> DirtyFile:
@@ -401,12 +438,14 @@ class CosFilesystem:
             self.writeback.schedule(inode.key, self.config.write_back_delay_s)
 
     async def setattr(self, ino: int, *, size: int | None = None, mode: int | None = None, uid: int | None = None,
-                      gid: int | None = None, mtime_s: float | None = None, fh: int | None = None) -> Attr:
+                      gid: int | None = None, mtime_ns: int | None = None, atime_ns: int | None = None,
+                      fh: int | None = None) -> Attr:
         inode = self.inodes.get(ino)
         if size is not None:
             self._check_writable()
             if inode.kind == Kind.DIR:
                 raise IsADirectory(inode.key)
+            check_size(size)
             async with self._holding(inode):
                 if size == 0 and inode.key not in self.staging:
                     if not inode.meta_complete:
@@ -416,44 +455,56 @@ class CosFilesystem:
                     dirty = await self._dirty_for(inode)
                     self.writeback.truncate_locked(dirty, size)
                 self.staging.save(dirty)
-            inode.attr = dataclasses.replace(inode.attr, size_bytes=size, mtime_ns=int(dirty.mtime_s * 1e9))
+            now_ns = int(dirty.mtime_s * 1e9)
+            inode.attr = dataclasses.replace(inode.attr, size_bytes=size, mtime_ns=now_ns, ctime_ns=now_ns)
             if fh is None:  # truncate(2) by path: nothing will flush it later
                 await self.writeback.acknowledge(inode.key)
-        if mode is not None or uid is not None or gid is not None or mtime_s is not None:
+        if mode is not None or uid is not None or gid is not None or mtime_ns is not None or atime_ns is not None:
             self._check_writable()
-            await self._change_meta(inode, mode=mode, uid=uid, gid=gid, mtime_s=mtime_s)
-        return self.inodes.get(ino).attr
+            await self._change_meta(inode, mode=mode, uid=uid, gid=gid, mtime_ns=mtime_ns, atime_ns=atime_ns)
+        return self._shown(self.inodes.get(ino))
 
     # --- metadata in place ---------------------------------------------------------------
 
     async def _change_meta(self, inode: Inode, *, mode: int | None = None, uid: int | None = None,
-                           gid: int | None = None, mtime_s: float | None = None,
+                           gid: int | None = None, mtime_ns: int | None = None, atime_ns: int | None = None,
                            xattr_edit: Callable[[dict[str, str]], None] | None = None) -> None:
         """chmod/chown/utimens/xattrs: COSFS's headers rewritten in place, or in the staged
-        options of a dirty file (uploaded with it)."""
-        if inode.ino == ROOT_INO:
-            raise Unsupported("the mount point's own attributes are the mount's options")
-        if not inode.meta_complete:
+        options of a dirty file (uploaded with it). Every such change sets ctime."""
+        if not inode.meta_complete and inode.ino != ROOT_INO:
             inode = await self.namespace.refresh(inode)
         attr = inode.attr
-        new_mode = attr.mode if mode is None else (stat.S_IFMT(attr.mode) | stat.S_IMODE(mode))
-        new_uid = attr.uid if uid is None or uid == -1 else uid
-        new_gid = attr.gid if gid is None or gid == -1 else gid
-        new_mtime = attr.mtime_ns / 1e9 if mtime_s is None else mtime_s
-        meta = posix_meta(new_mode, new_uid, new_gid, new_mtime, inode.user_meta)
+        now_ns = time.time_ns()
+        changed = dataclasses.replace(
+            attr,
+            mode=attr.mode if mode is None else (stat.S_IFMT(attr.mode) | stat.S_IMODE(mode)),
+            uid=attr.uid if uid is None or uid == -1 else uid,
+            gid=attr.gid if gid is None or gid == -1 else gid,
+            mtime_ns=attr.mtime_ns if mtime_ns is None else mtime_ns,
+            atime_ns=attr.shown_atime_ns if atime_ns is None else atime_ns,
+            ctime_ns=now_ns,
+        )
+        if inode.ino == ROOT_INO:
+            if xattr_edit is not None:
+                raise Unsupported("the mount point has no object to hold extended attributes")
+            # The mount point's attributes come from the mount's options: kept in memory.
+            inode.attr = changed
+            return
+        meta = posix_meta(changed.mode, changed.uid, changed.gid, changed.mtime_ns / 1e9, inode.user_meta,
+                          atime_s=changed.shown_atime_ns / 1e9, ctime_s=now_ns / 1e9)
         if xattr_edit is not None:
             xattr_edit(meta)
         async with self._holding(inode):
             dirty = self.staging.get(inode.key)
             if dirty is not None:
                 dirty.options = dataclasses.replace(dirty.options, user_meta=meta)
-                dirty.mtime_s = new_mtime
+                dirty.mtime_s = changed.mtime_ns / 1e9
                 dirty.generation += 1
                 self.staging.save(dirty)
                 inode.user_meta = meta
             else:
                 await self.namespace.rewrite_meta(inode, meta)
-        inode.attr = dataclasses.replace(attr, mode=new_mode, uid=new_uid, gid=new_gid, mtime_ns=int(new_mtime * 1e9))
+        inode.attr = changed
         if dirty is not None and not self.inodes.get(inode.ino).open_count:
             await self.writeback.acknowledge(inode.key)
 
@@ -531,6 +582,7 @@ class CosFilesystem:
                 raise
             self.writeback.discard_locked(key)
             self._detach(inode, orphan)
+        self._entries_changed(parent)
 
     async def _private_copy(self, inode: Inode) -> str | None:
         """An open file about to lose its name gets a private staged copy for its descriptors
@@ -580,21 +632,34 @@ class CosFilesystem:
         check_name(name)
         async with self.writeback.locks.hold(parent.key + name, parent.key + name + "/"):
             await self._refuse_existing(parent, name)
-            meta = posix_meta(stat.S_IFLNK | 0o777, caller.uid, caller.gid, time.time())
-            inode = await self.namespace.put_symlink(parent, name, target, meta)
+            inode = await self.namespace.put_symlink(parent, name, target, new_meta(stat.S_IFLNK | 0o777, caller))
+        self._entries_changed(parent)
         self.inodes.remember(inode.ino)
         return inode.attr
 
     def link(self) -> None:
         raise NotPermitted("hard links cannot be stored in COS")
 
-    async def mknod(self, parent_ino: int, name: str, mode: int, caller: Caller) -> Attr:
-        if not stat.S_ISREG(mode):
-            raise NotPermitted("device nodes, FIFOs and sockets cannot be stored in COS")
-        opened, attr = await self.create(parent_ino, name, mode, caller)
-        await self.flush(opened.fh)
-        self.release(opened.fh)
-        return attr
+    async def mknod(self, parent_ino: int, name: str, mode: int, rdev: int, caller: Caller) -> Attr:
+        """A regular file (created and committed empty), or a FIFO, socket or device node
+        stored as COSFS stores them (type in the mode header, device number in rdev)."""
+        if stat.S_ISREG(mode) or not stat.S_IFMT(mode):
+            opened, attr = await self.create(parent_ino, name, stat.S_IFREG | stat.S_IMODE(mode), caller)
+            await self.flush(opened.fh)
+            self.release(opened.fh)
+            return attr
+        self._check_writable()
+        parent = self._directory(parent_ino)
+        check_name(name)
+        meta = new_meta(stat.S_IFMT(mode) | (mode & 0o7777 & ~caller.umask), caller)
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            meta["rdev"] = str(rdev)
+        async with self.writeback.locks.hold(parent.key + name, parent.key + name + "/"):
+            await self._refuse_existing(parent, name)
+            inode = await self.namespace.put_special(parent, name, meta)
+        self._entries_changed(parent)
+        self.inodes.remember(inode.ino)
+        return inode.attr
 
     async def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str,
                      flags: int = 0) -> None:
@@ -617,6 +682,8 @@ class CosFilesystem:
             await self._rename_dir(source, old_parent, new_parent, new_name, target)
         else:
             await self._rename_file(source, old_parent, new_parent, new_name, target)
+        source.attr = source.attr.touched(time.time_ns(), modified=False)
+        self._entries_changed(old_parent, new_parent)
 
     async def _rename_file(self, source: Inode, old_parent: Inode, new_parent: Inode, new_name: str,
                            target: Inode | None) -> None:

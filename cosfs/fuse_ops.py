@@ -69,13 +69,13 @@ class CosOperations(pyfuse3.Operations):
         entry.st_nlink = attr.nlink
         entry.st_uid = attr.uid
         entry.st_gid = attr.gid
-        entry.st_rdev = 0
+        entry.st_rdev = attr.rdev
         entry.st_size = attr.size_bytes
         entry.st_blksize = BLKSIZE
         entry.st_blocks = (attr.size_bytes + 511) // 512
-        entry.st_atime_ns = attr.mtime_ns
+        entry.st_atime_ns = attr.shown_atime_ns
         entry.st_mtime_ns = attr.mtime_ns
-        entry.st_ctime_ns = attr.mtime_ns
+        entry.st_ctime_ns = attr.shown_ctime_ns
         return entry
 
     @fuse_boundary
@@ -169,7 +169,8 @@ class CosOperations(pyfuse3.Operations):
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
             gid=attr.st_gid if fields.update_gid else None,
-            mtime_s=attr.st_mtime_ns / 1e9 if fields.update_mtime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
             fh=fh,
         )
         return self.entry(result)
@@ -200,7 +201,7 @@ class CosOperations(pyfuse3.Operations):
 
     @fuse_boundary
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        return self.entry(await self.fs.mknod(parent_inode, decode_name(name), mode, caller(ctx)))
+        return self.entry(await self.fs.mknod(parent_inode, decode_name(name), mode, rdev, caller(ctx)))
 
     def _xattrs_enabled(self) -> None:
         # ENOSYS makes the kernel stop asking for xattrs on this mount (-o noxattr).

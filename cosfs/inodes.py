@@ -21,6 +21,17 @@ class Kind(enum.Enum):
     FILE = "file"
     DIR = "dir"
     SYMLINK = "symlink"
+    SPECIAL = "special"  # FIFO, socket, character or block device: a zero-byte object
+
+
+def kind_of_mode(mode: int) -> Kind:
+    if stat.S_ISDIR(mode):
+        return Kind.DIR
+    if stat.S_ISLNK(mode):
+        return Kind.SYMLINK
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return Kind.SPECIAL
+    return Kind.FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,14 +45,28 @@ class Attr:
     gid: int
     mtime_ns: int
     nlink: int = 1
+    atime_ns: int | None = None  # None: the same as mtime
+    ctime_ns: int | None = None  # None: the same as mtime
+    rdev: int = 0
 
     @property
     def kind(self) -> Kind:
-        if stat.S_ISDIR(self.mode):
-            return Kind.DIR
-        if stat.S_ISLNK(self.mode):
-            return Kind.SYMLINK
-        return Kind.FILE
+        return kind_of_mode(self.mode)
+
+    @property
+    def shown_atime_ns(self) -> int:
+        return self.mtime_ns if self.atime_ns is None else self.atime_ns
+
+    @property
+    def shown_ctime_ns(self) -> int:
+        return self.mtime_ns if self.ctime_ns is None else self.ctime_ns
+
+    def touched(self, now_ns: int, *, modified: bool) -> Attr:
+        """ctime (and with `modified`, mtime) set to now: an entry's own change or, for a
+        directory, a change of its entries."""
+        if modified:
+            return dataclasses.replace(self, mtime_ns=now_ns, ctime_ns=now_ns)
+        return dataclasses.replace(self, ctime_ns=now_ns)
 
 
 @dataclasses.dataclass

@@ -27,8 +27,8 @@ from cachetools import LRUCache, TTLCache
 from cosfs.config import FsConfig
 from cosfs.cos.store import ListEntry, ObjectMeta, ObjectStore, WriteOptions
 from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound
-from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
-from cosfs.staging import DirtyFile, StagingArea
+from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, kind_of_mode
+from cosfs.staging import ORPHAN_PREFIX, DirtyFile, StagingArea
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,11 @@ class Namespace:
     # --- attributes ----------------------------------------------------------------------
 
     def _mode(self, kind: Kind, stored_mode: int | None) -> int:
-        type_bits = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}[kind]
+        if kind == Kind.SPECIAL and stored_mode is not None:
+            type_bits = stat.S_IFMT(stored_mode)
+        else:
+            type_bits = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK,
+                         Kind.SPECIAL: stat.S_IFREG}[kind]
         if kind == Kind.SYMLINK:
             return type_bits | 0o777
         if self._config.umask is not None:
@@ -104,19 +108,28 @@ class Namespace:
         return type_bits | default
 
     def attr_from_meta(self, kind: Kind, meta: ObjectMeta) -> Attr:
-        user = meta.user_meta
+        return self._attr_from_user_meta(kind, meta.user_meta, 0 if kind == Kind.DIR else meta.size_bytes,
+                                         meta.last_modified_s)
+
+    def _attr_from_user_meta(self, kind: Kind, user: dict[str, str], size: int, default_mtime_s: float) -> Attr:
+        """COSFS's headers (mode, uid, gid, mtime) plus cosfs's atime, ctime and rdev."""
         stored_mode = _int_or_none(user.get("mode")) or _int_or_none(user.get("permissions"))
         uid = _int_or_none(user.get("uid"))
         gid = _int_or_none(user.get("gid"))
         mtime = _float_or_none(user.get("mtime"))
+        mtime_ns = int((default_mtime_s if mtime is None else mtime) * 1e9)
+        atime, ctime = _float_or_none(user.get("atime")), _float_or_none(user.get("ctime"))
         return Attr(
             0,
             self._mode(kind, stored_mode),
-            0 if kind == Kind.DIR else meta.size_bytes,
+            size,
             self._config.uid if uid is None else uid,
             self._config.gid if gid is None else gid,
-            int((meta.last_modified_s if mtime is None else mtime) * 1e9),
+            mtime_ns,
             nlink=2 if kind == Kind.DIR else 1,
+            atime_ns=None if atime is None else int(atime * 1e9),
+            ctime_ns=None if ctime is None else max(mtime_ns, int(ctime * 1e9)),
+            rdev=_int_or_none(user.get("rdev")) or 0,
         )
 
     def attr_from_entry(self, entry: DirEntry) -> Attr:
@@ -377,13 +390,15 @@ class Namespace:
         raise NotFound(key)
 
     def attr_for_dirty(self, dirty: DirtyFile) -> Attr:
-        user = dirty.options.user_meta
-        mode = _int_or_none(user.get("mode"))
+        """A staged file: its size and mtime are the staged ones (a write changes ctime too);
+        a file whose last name is gone (an orphan) has no link."""
+        mode = _int_or_none(dirty.options.user_meta.get("mode"))
         kind = Kind.SYMLINK if mode is not None and stat.S_ISLNK(mode) else Kind.FILE
-        uid = _int_or_none(user.get("uid"))
-        gid = _int_or_none(user.get("gid"))
-        return Attr(0, self._mode(kind, mode), dirty.size, self._config.uid if uid is None else uid,
-                    self._config.gid if gid is None else gid, int(dirty.mtime_s * 1e9))
+        user = {**dirty.options.user_meta, "mtime": repr(dirty.mtime_s)}
+        attr = self._attr_from_user_meta(kind, user, dirty.size, dirty.mtime_s)
+        if dirty.key.startswith(ORPHAN_PREFIX):
+            attr = dataclasses.replace(attr, nlink=0)
+        return attr
 
     def inode_for_dirty(self, parent: Inode, name: str, dirty: DirtyFile) -> Inode:
         existing = self._inodes.child(parent.ino, name)
@@ -395,10 +410,8 @@ class Namespace:
         return inode
 
     def inode_from_head(self, parent: Inode, name: str, head: ObjectMeta) -> Inode:
-        kind = Kind.FILE
         mode = _int_or_none(head.user_meta.get("mode"))
-        if mode is not None and stat.S_ISLNK(mode):
-            kind = Kind.SYMLINK
+        kind = Kind.FILE if mode is None or stat.S_ISDIR(mode) else kind_of_mode(mode)
         self.remember_meta(head)
         inode = self._inodes.upsert(parent.ino, name, head.key, self.attr_from_meta(kind, head),
                                     etag=head.etag, expires_at_s=self._expiry(), meta_complete=True)
@@ -489,6 +502,24 @@ class Namespace:
         head = ObjectMeta(key, len(body), result.etag, now, "application/octet-stream", result.crc64, dict(meta))
         self.note_entry(parent.key, DirEntry(name, Kind.SYMLINK, key, len(body), result.etag, now))
         return self.inode_from_head(parent, name, head)
+
+    async def put_special(self, parent: Inode, name: str, meta: dict[str, str]) -> Inode:
+        """mknod of a FIFO, socket or device: a zero-byte object whose type and permissions
+        are in x-cos-meta-mode and the device number in x-cos-meta-rdev (COSFS's format)."""
+        key = parent.key + name
+        result = await self._store.put_object(key, b"", WriteOptions(user_meta=meta))
+        now = time.time()
+        self.note_entry(parent.key, DirEntry(name, Kind.FILE, key, 0, result.etag, now))
+        return self.inode_from_head(parent, name, ObjectMeta(key, 0, result.etag, now, "application/octet-stream",
+                                                              result.crc64, dict(meta)))
+
+    def dir_links(self, directory: Inode) -> int:
+        """st_nlink of a directory: 2 plus its subdirectories, as far as this mount knows
+        them (its cached listing); 2 when it has not listed the directory."""
+        listing = self._listings.get(directory.key)
+        if listing is None:
+            return 2
+        return 2 + sum(1 for entry in self._merge_dirty(directory.key, listing) if entry.kind == Kind.DIR)
 
     def moved(self, inode: Inode, old_parent: Inode, new_parent: Inode, new_name: str, new_key: str) -> None:
         """A rename finished in COS: names, keys and cached listings follow."""

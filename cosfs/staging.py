@@ -39,6 +39,9 @@ from cosfs.ranges import RangeSet
 log = logging.getLogger(__name__)
 
 JOURNAL_VERSION = 2
+# Keys of files that lost their name while open (unlink, rename over them): NUL can never be
+# in an object key, so these are never uploaded and never collide with a real name.
+ORPHAN_PREFIX = "\0orphan/"
 
 
 @dataclasses.dataclass

@@ -36,16 +36,13 @@ from cosfs import crashpoints
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import ObjectStore, PutResult
 from cosfs.durable import private_dir, write_json_durably
-from cosfs.errors import Conflict, CosfsError, NotFound, Stale, TransientError
+from cosfs.errors import CacheFull, Conflict, CosfsError, NotFound, Stale, TransientError
 from cosfs.renames import RenameJournal
-from cosfs.staging import DirtyFile, StagingArea
+from cosfs.staging import ORPHAN_PREFIX, DirtyFile, StagingArea
 from cosfs.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
-# Keys of files that lost their name while open (unlink, rename over them): NUL can never be
-# in an object key, so these are never uploaded and never collide with a real name.
-ORPHAN_PREFIX = "\0orphan/"
 
 # x-cos-meta-cosfs-commit: a random token per commit attempt (see commit_locked).
 COMMIT_META = "cosfs-commit"
@@ -228,6 +225,9 @@ class WriteBack:
             # the mount did not see it finish (a crash, a lost reply).
             user_meta = dict(dirty.options.user_meta)
             user_meta["mtime"] = str(int(dirty.mtime_s))
+            stored_ctime = user_meta.get("ctime", "")
+            ctime = int(stored_ctime) if stored_ctime.isdigit() else 0
+            user_meta["ctime"] = str(max(int(dirty.mtime_s), ctime))
             user_meta[COMMIT_META] = secrets.token_hex(8)
             dirty.options = dataclasses.replace(dirty.options, user_meta=user_meta)
             self.staging.save(dirty)
@@ -238,8 +238,8 @@ class WriteBack:
             if dirty.base is None:
                 raise self._failed(dirty, exc) from exc
             raise self._conflict(dirty, str(exc)) from exc
-        except Conflict:
-            raise
+        except (Conflict, CacheFull):
+            raise  # kept aside, or not journaled: the caller gets ENOSPC, no upload was tried
         except CosfsError as exc:
             raise self._failed(dirty, exc) from exc
         self.staging.drop(key)

@@ -14,7 +14,7 @@ import cosfs.staging
 from cosfs.config import FsConfig
 from cosfs.cos.memory import MemoryStore
 from cosfs.cos.store import WriteOptions
-from cosfs.errors import Conflict, TransientError
+from cosfs.errors import Conflict, InvalidName, TransientError
 from cosfs.filesystem import Caller, CosFilesystem
 from cosfs.inodes import ROOT_INO
 from cosfs.staging import StagingArea
@@ -244,4 +244,20 @@ async def test_directory_rename_moves_staged_files_and_their_commits(tmp_path):
         await wait_for(lambda: len(fs.staging) == 0, "the delayed commit")
         assert store.keys() == ["d2/", "d2/new.txt"]
         assert (await store.get_object("d2/new.txt"))[1] == b"journaled"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_huge_object_posing_as_a_symlink_is_refused_before_any_get(tmp_path):
+    """Issue item 3: readlink checks the size (from HEAD) against PATH_MAX before any GET."""
+    store = MemoryStore()
+    await store.put_object("link", b"x" * (8 * MiB), WriteOptions(user_meta={"mode": str(0o120777)}))
+    await store.put_object("ok", b"target/file", WriteOptions(user_meta={"mode": str(0o120777)}))
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery)
+        attr = await fs.lookup(ROOT_INO, "link")
+        gets = store.counts["get_object"]
+        with pytest.raises(InvalidName):
+            await fs.readlink(attr.ino)
+        assert store.counts["get_object"] == gets
+        assert await fs.readlink((await fs.lookup(ROOT_INO, "ok")).ino) == "target/file"
         nursery.cancel_scope.cancel()

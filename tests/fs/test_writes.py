@@ -145,7 +145,7 @@ async def test_namespace_changes(env):
     with pytest.raises(NotPermitted):
         fs.link()
     y = await fs.lookup(ROOT_INO, "y")
-    await fs.setattr(y.ino, mode=0o600, uid=7, mtime_s=1_600_000_000)
+    await fs.setattr(y.ino, mode=0o600, uid=7, mtime_ns=1_600_000_000 * 10**9)
     meta = await store.head_object("y")
     assert meta.user_meta["mode"] == str(stat.S_IFREG | 0o600) and meta.user_meta["uid"] == "7"
     assert meta.user_meta["mtime"] == "1600000000"

@@ -604,14 +604,18 @@ def test_user_xattrs_round_trip(cos_server, bucket, mount_factory):
     assert "user.colour" in os.listxattr(m2.path / "x.txt")
 
 
-def test_hard_links_and_fifos_are_refused(cos_server, bucket, mount_factory):
+def test_hard_links_are_refused_special_files_are_stored_as_cosfs_does(cos_server, bucket, mount_factory):
     m = mount_factory(cos_server)
     write_file(m.path / "f", b"f")
     raises_errno(errno.EPERM, os.link, m.path / "f", m.path / "hard")
-    raises_errno(errno.EPERM, os.mkfifo, m.path / "fifo")
-    raises_errno(errno.EPERM, os.mknod, m.path / "fifo2", stat.S_IFIFO | 0o644)
-    assert bucket.keys() == ["f"]
-    assert sorted(os.listdir(m.path)) == ["f"]
+    os.mkfifo(m.path / "fifo", 0o640)
+    os.mknod(m.path / "chr", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    assert bucket.keys() == ["chr", "f", "fifo"]
+    check_meta(bucket, "fifo", stat.S_IFIFO | 0o640)
+    assert bucket.get("fifo") == b"" and bucket.meta("chr")["rdev"] == str(os.makedev(1, 3))
+    assert stat.S_ISFIFO(os.stat(m.path / "fifo").st_mode) and stat.S_ISCHR(os.stat(m.path / "chr").st_mode)
+    assert os.stat(m.path / "chr").st_rdev == os.makedev(1, 3)
+    assert sorted(os.listdir(m.path)) == ["chr", "f", "fifo"]
 
 
 # --- large files -------------------------------------------------------------------------
