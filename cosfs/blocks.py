@@ -85,11 +85,15 @@ class BlockCache:
     """
 
     def __init__(self, store: ObjectStore, cache_dir: Path, block_size_bytes: int, capacity_bytes: int,
-                 parallel_fetches: int, memory_bytes: int = 64 * 1024 * 1024) -> None:
+                 parallel_fetches: int, memory_bytes: int = 64 * 1024 * 1024, keep_free_bytes: int = 0) -> None:
         self._store = store
         self._dir = cache_dir / "blocks"
         self._block = block_size_bytes
         self._capacity = capacity_bytes
+        # ensure_diskfree: free bytes the disk tier leaves on its filesystem; blocks are
+        # evicted first, and a block that still does not fit is kept in memory only.
+        self._keep_free = keep_free_bytes
+        self._short_of_space = False  # logged once per shortage, not per block
         self._memory = max(memory_bytes, 2 * block_size_bytes)
         self._disk: collections.OrderedDict[Ident, int] = collections.OrderedDict()
         self._disk_bytes = 0
@@ -324,7 +328,13 @@ class BlockCache:
     async def _write_disk(self, ident: Ident, data: bytearray) -> None:
         """Persist a block; a full disk only costs the disk copy (the block stays readable
         from memory until evicted), other local errors are logged the same way."""
-        self._evict_disk(len(data))
+        if not self._evict_disk(len(data)):
+            if not self._short_of_space:
+                log.warning("cache disk under %s has less than ensure_diskfree (%d MiB) free; serving new blocks "
+                            "from memory only", self._dir, self._keep_free >> 20)
+            self._short_of_space = True
+            return
+        self._short_of_space = False
         try:
             await trio.to_thread.run_sync(_write_block_file, self._path(ident), data)
         except OSError as exc:
@@ -336,9 +346,22 @@ class BlockCache:
         self._disk[ident] = len(data)
         self._disk_bytes += len(data)
 
-    def _evict_disk(self, incoming: int) -> None:
+    def _evict_disk(self, incoming: int) -> bool:
+        """Make room for `incoming` bytes, least recently used first, within the capacity and
+        ensure_diskfree; False when the disk's free space cannot be brought above it."""
         while self._disk and self._disk_bytes + incoming > self._capacity:
             self._forget_disk(next(iter(self._disk)))
+        if not self._keep_free:
+            return True
+        free = self._free_bytes()
+        while self._disk and free - incoming < self._keep_free:
+            free += self._disk[next(iter(self._disk))]
+            self._forget_disk(next(iter(self._disk)))
+        return free - incoming >= self._keep_free
+
+    def _free_bytes(self) -> int:
+        stats = os.statvfs(self._dir)
+        return stats.f_bavail * stats.f_frsize
 
     def check_invariants(self) -> None:
         assert self._disk_bytes == sum(self._disk.values())

@@ -75,7 +75,7 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accepted (FUSE single-thread): cosfs runs one thread")
     parser.add_argument("-u", "--incomplete-mpu-list", dest="mpu_list", action="store_true",
                         help="utility mode: list the bucket's unfinished multipart uploads and offer to abort them")
-    parser.add_argument("--incomplete-mpu-abort", dest="mpu_abort", nargs="?", const="24H", metavar="all|AGE",
+    parser.add_argument("--incomplete-mpu-abort", dest="mpu_abort", metavar="all|AGE",
                         help="utility mode: abort unfinished multipart uploads older than AGE (e.g. 1D12h; "
                         "default 24H) or all of them")
     group = parser.add_argument_group("options (each also accepted as -o NAME[=VALUE])")
@@ -392,9 +392,10 @@ _AGE_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 6
 
 def parse_age(text: str) -> float:
     """s3fs's age format for --incomplete-mpu-abort: 1Y6M10D12h30m30s."""
-    if not text or _AGE.sub("", text):
+    age = text.replace("H", "h")  # s3fs's default is written 24H
+    if not age or _AGE.sub("", age):
         raise ConfigError(f"--incomplete-mpu-abort={text}: expected 'all' or an age such as 24H or 1D12h30m")
-    return float(sum(int(n) * _AGE_SECONDS[unit] for n, unit in _AGE.findall(text.replace("H", "h"))))
+    return float(sum(int(n) * _AGE_SECONDS[unit] for n, unit in _AGE.findall(age)))
 
 
 def run_utility(args: argparse.Namespace) -> int:
@@ -508,6 +509,8 @@ def main(argv: list[str] | None = None, *, compat: bool = False) -> int:
     """`compat`: invoked as COSFS is (`cosfs [-o ...] BUCKET MNT`, or the mount helper), so a
     configuration error exits 1 as COSFS's does, not 78."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # s3fs's `--incomplete-mpu-abort[=all|AGE] BUCKET`: bare, it must not take the bucket.
+    argv = ["--incomplete-mpu-abort=24H" if arg == "--incomplete-mpu-abort" else arg for arg in argv]
     first = _first_positional(argv)
     if argv and argv[0] not in SUBCOMMANDS and first is not None and first not in SUBCOMMANDS:
         argv = ["mount", *argv]  # COSFS style: cosfs [-o ...] BUCKET MOUNTPOINT [-o ...]

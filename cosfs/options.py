@@ -251,6 +251,8 @@ OPTIONS += [
     _noted("max_dirty_data", "int", "s3fs", "max_dirty_data: a file written from its start is uploaded part by "
            "part while it is written"),
     _noted("streamupload", "flag", "s3fs", f"streamupload: {_SAME} for files written from their start"),
+    _noted("noflush_in_other_proc", "flag", "COSFS", "noflush_in_other_proc: every close() of a handle open for "
+           "writing commits its changes; one with nothing new sends nothing"),
     _noted("nomixupload", "flag", "s3fs", "nomixupload: untouched ranges of a changed object are still copied "
            "server-side (Upload Part - Copy)"),
     _noted("nocopyapi", "flag", "COSFS/s3fs", "nocopyapi: cosfs renames and changes metadata with PUT Object - "
