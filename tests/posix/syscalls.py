@@ -15,7 +15,6 @@ import errno
 import json
 import os
 import socket
-import stat
 import sys
 
 UTIME_NOW = (1 << 30) - 1
