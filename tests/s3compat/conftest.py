@@ -14,7 +14,8 @@ are not about mkdir independent of how cosfs makes directories.
 rclone is stopped by PID at teardown, after the mounts (`s3_mount` depends on the server
 first, so its mounts are torn down before it). When a test fails, the tail of rclone's log
 (requests and errors, `-vv` with COSFS_S3COMPAT_DEBUG=1, which also puts the cosfs daemons at
-dbglevel=debug) is printed with the teardown output.
+dbglevel=debug) is printed with the teardown output. (At DEBUG rclone also logs its auth
+key, a throwaway one made per test.)
 """
 
 from __future__ import annotations
