@@ -94,7 +94,7 @@ class CacheFull(CosfsError):
 
 
 class TooLarge(CosfsError):
-    pass
+    log_level = logging.DEBUG  # an ordinary answer to the application, not a fault
 
 
 class Conflict(CosfsError):

@@ -66,6 +66,7 @@ ReaddirReply = Callable[[str, Attr, int], bool]
 RENAME_EXCHANGE = 2
 RENAME_NOREPLACE = 1
 MAX_OBJECT_BYTES = MAX_PARTS * MAX_PART_BYTES
+NS = 1_000_000_000
 # Orphan copies (unlinked-but-open files) are filled this many bytes at a time.
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -95,23 +96,30 @@ class Caller:
     umask: int = 0o022
 
 
-def posix_meta(mode: int, uid: int, gid: int, mtime_s: float, extra: dict[str, str] | None = None, *,
-               atime_s: float | None = None, ctime_s: float | None = None) -> dict[str, str]:
+def posix_meta(mode: int, uid: int, gid: int, mtime_ns: int, extra: dict[str, str] | None = None, *,
+               atime_ns: int | None = None, ctime_ns: int | None = None) -> dict[str, str]:
     """COSFS's metadata headers (x-cos-meta-*: mode, uid, gid, mtime, decimal as COSFS writes
     them), plus atime and ctime, which COSFS does not keep and cosfs does (whole seconds)."""
     meta = dict(extra or {})
-    meta.update({"mode": str(mode), "uid": str(uid), "gid": str(gid), "mtime": str(int(mtime_s))})
-    if atime_s is not None:
-        meta["atime"] = str(int(atime_s))
-    if ctime_s is not None:
-        meta["ctime"] = str(int(ctime_s))
+    meta.update({"mode": str(mode), "uid": str(uid), "gid": str(gid), "mtime": str(mtime_ns // NS)})
+    if atime_ns is not None:
+        meta["atime"] = str(atime_ns // NS)
+    if ctime_ns is not None:
+        meta["ctime"] = str(ctime_ns // NS)
     return meta
 
 
-def new_meta(mode: int, caller: Caller) -> dict[str, str]:
-    """The headers of an entry created now: every time is now."""
-    now = time.time()
-    return posix_meta(mode, caller.uid, caller.gid, now, atime_s=now, ctime_s=now)
+def new_meta(mode: int, caller: Caller, parent: Attr) -> dict[str, str]:
+    """The headers of an entry created now by `caller` in a directory with attributes
+    `parent`: every time is now; in a set-group-ID directory the entry takes the directory's
+    group, and a new directory the set-group-ID bit too (inode(7))."""
+    gid = caller.gid
+    if parent.mode & stat.S_ISGID:
+        gid = parent.gid
+        if stat.S_ISDIR(mode):
+            mode |= stat.S_ISGID
+    now = time.time_ns()
+    return posix_meta(mode, caller.uid, gid, now, atime_ns=now, ctime_ns=now)
 
 
 def upload_parallelism(config: FsConfig) -> int:
@@ -266,12 +274,12 @@ class CosFilesystem:
     async def mkdir(self, parent_ino: int, name: str, mode: int, caller: Caller) -> Attr:
         self._check_writable()
         parent = self._directory(parent_ino)
-        check_name(name)
+        check_name(name, parent.key)
         key = parent.key + name + "/"
         async with self.writeback.locks.hold(key, parent.key + name):
             await self._refuse_existing(parent, name)
             inode = await self.namespace.make_dir(parent, name, new_meta(stat.S_IFDIR | (mode & 0o7777 & ~caller.umask),
-                                                                         caller))
+                                                                         caller, parent.attr))
         self._entries_changed(parent)
         self.inodes.remember(inode.ino)
         return self._shown(inode)
@@ -304,9 +312,9 @@ class CosFilesystem:
     async def create(self, parent_ino: int, name: str, mode: int, caller: Caller) -> tuple[OpenResult, Attr]:
         self._check_writable()
         parent = self._directory(parent_ino)
-        check_name(name)
+        check_name(name, parent.key)
         key = parent.key + name
-        meta = new_meta(stat.S_IFREG | (mode & 0o7777 & ~caller.umask), caller)
+        meta = new_meta(stat.S_IFREG | (mode & 0o7777 & ~caller.umask), caller, parent.attr)
         async with self.writeback.locks.hold(key):
             self.writeback.discard_locked(key)
             dirty = self.staging.start(key, None, 0, WriteOptions(content_type=content_type_for(name), user_meta=meta))
@@ -337,7 +345,9 @@ class CosFilesystem:
                     dirty = self.staging.start(inode.key, None, 0, self._options_of(inode))
                 else:
                     self.writeback.truncate_locked(dirty, 0)
-            inode.attr = dataclasses.replace(inode.attr, size_bytes=0)
+            # O_TRUNC marks mtime and ctime, even of an empty file (POSIX open()).
+            inode.attr = dataclasses.replace(inode.attr, size_bytes=0, mtime_ns=dirty.mtime_ns,
+                                             ctime_ns=dirty.mtime_ns)
         if dirty is None and inode.etag is not None:
             keep_cache = inode.page_cache_etag == inode.etag
             inode.page_cache_etag = inode.etag
@@ -396,7 +406,7 @@ class CosFilesystem:
             dirty = await self._dirty_for(inode)
             self.staging.write(dirty, offset, data)
             self.writeback.uploader.after_write(dirty, offset, offset + len(data))
-        now_ns = int(dirty.mtime_s * 1e9)
+        now_ns = dirty.mtime_ns
         inode.attr = dataclasses.replace(inode.attr, size_bytes=dirty.size, mtime_ns=now_ns, ctime_ns=now_ns)
         return len(data)
 
@@ -455,7 +465,7 @@ class CosFilesystem:
                     dirty = await self._dirty_for(inode)
                     self.writeback.truncate_locked(dirty, size)
                 self.staging.save(dirty)
-            now_ns = int(dirty.mtime_s * 1e9)
+            now_ns = dirty.mtime_ns
             inode.attr = dataclasses.replace(inode.attr, size_bytes=size, mtime_ns=now_ns, ctime_ns=now_ns)
             if fh is None:  # truncate(2) by path: nothing will flush it later
                 await self.writeback.acknowledge(inode.key)
@@ -490,15 +500,15 @@ class CosFilesystem:
             # The mount point's attributes come from the mount's options: kept in memory.
             inode.attr = changed
             return
-        meta = posix_meta(changed.mode, changed.uid, changed.gid, changed.mtime_ns / 1e9, inode.user_meta,
-                          atime_s=changed.shown_atime_ns / 1e9, ctime_s=now_ns / 1e9)
+        meta = posix_meta(changed.mode, changed.uid, changed.gid, changed.mtime_ns, inode.user_meta,
+                          atime_ns=changed.shown_atime_ns, ctime_ns=now_ns)
         if xattr_edit is not None:
             xattr_edit(meta)
         async with self._holding(inode):
             dirty = self.staging.get(inode.key)
             if dirty is not None:
                 dirty.options = dataclasses.replace(dirty.options, user_meta=meta)
-                dirty.mtime_s = changed.mtime_ns / 1e9
+                dirty.mtime_ns = changed.mtime_ns
                 dirty.generation += 1
                 self.staging.save(dirty)
                 inode.user_meta = meta
@@ -629,10 +639,10 @@ class CosFilesystem:
     async def symlink(self, parent_ino: int, name: str, target: str, caller: Caller) -> Attr:
         self._check_writable()
         parent = self._directory(parent_ino)
-        check_name(name)
+        check_name(name, parent.key)
         async with self.writeback.locks.hold(parent.key + name, parent.key + name + "/"):
             await self._refuse_existing(parent, name)
-            inode = await self.namespace.put_symlink(parent, name, target, new_meta(stat.S_IFLNK | 0o777, caller))
+            inode = await self.namespace.put_symlink(parent, name, target, new_meta(stat.S_IFLNK | 0o777, caller, parent.attr))
         self._entries_changed(parent)
         self.inodes.remember(inode.ino)
         return inode.attr
@@ -650,8 +660,8 @@ class CosFilesystem:
             return attr
         self._check_writable()
         parent = self._directory(parent_ino)
-        check_name(name)
-        meta = new_meta(stat.S_IFMT(mode) | (mode & 0o7777 & ~caller.umask), caller)
+        check_name(name, parent.key)
+        meta = new_meta(stat.S_IFMT(mode) | (mode & 0o7777 & ~caller.umask), caller, parent.attr)
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             meta["rdev"] = str(rdev)
         async with self.writeback.locks.hold(parent.key + name, parent.key + name + "/"):
@@ -668,7 +678,7 @@ class CosFilesystem:
             raise Unsupported("RENAME_EXCHANGE cannot be done on object storage")
         old_parent = self._directory(old_parent_ino)
         new_parent = self._directory(new_parent_ino)
-        check_name(new_name)
+        check_name(new_name, new_parent.key)
         source = await self.namespace.lookup(old_parent, old_name)
         try:
             target: Inode | None = await self.namespace.lookup(new_parent, new_name)

@@ -25,7 +25,7 @@ import trio
 from cachetools import LRUCache, TTLCache
 
 from cosfs.config import FsConfig
-from cosfs.cos.store import ListEntry, ObjectMeta, ObjectStore, WriteOptions
+from cosfs.cos.store import MAX_KEY_BYTES, ListEntry, ObjectMeta, ObjectStore, WriteOptions
 from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, kind_of_mode
 from cosfs.staging import ORPHAN_PREFIX, DirtyFile, StagingArea
@@ -54,11 +54,17 @@ def usable_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "\0" not in name and len(name.encode()) <= MAX_NAME_BYTES
 
 
-def check_name(name: str) -> None:
+def check_name(name: str, parent_key: str | None = None) -> None:
+    """A name a new entry may have; with `parent_key`, also one whose object key (a
+    directory's marker `name/` included) fits COS's key length."""
     if len(name.encode()) > MAX_NAME_BYTES:
         raise NameTooLong(f"name of {len(name.encode())} bytes")
     if not usable_name(name) or "/" in name:
         raise InvalidName(f"invalid name {name!r}")
+    if parent_key is not None:
+        key_bytes = len((parent_key + name + "/").encode("utf-8", "surrogateescape"))
+        if key_bytes > MAX_KEY_BYTES:
+            raise NameTooLong(f"the object key would be {key_bytes} bytes, more than COS's {MAX_KEY_BYTES}")
 
 
 class Namespace:
@@ -116,9 +122,9 @@ class Namespace:
         stored_mode = _int_or_none(user.get("mode")) or _int_or_none(user.get("permissions"))
         uid = _int_or_none(user.get("uid"))
         gid = _int_or_none(user.get("gid"))
-        mtime = _float_or_none(user.get("mtime"))
-        mtime_ns = int((default_mtime_s if mtime is None else mtime) * 1e9)
-        atime, ctime = _float_or_none(user.get("atime")), _float_or_none(user.get("ctime"))
+        mtime = _ns_or_none(user.get("mtime"))
+        mtime_ns = int(default_mtime_s * 1e9) if mtime is None else mtime
+        atime, ctime = _ns_or_none(user.get("atime")), _ns_or_none(user.get("ctime"))
         return Attr(
             0,
             self._mode(kind, stored_mode),
@@ -127,8 +133,8 @@ class Namespace:
             self._config.gid if gid is None else gid,
             mtime_ns,
             nlink=2 if kind == Kind.DIR else 1,
-            atime_ns=None if atime is None else int(atime * 1e9),
-            ctime_ns=None if ctime is None else max(mtime_ns, int(ctime * 1e9)),
+            atime_ns=atime,
+            ctime_ns=None if ctime is None else max(mtime_ns, ctime),
             rdev=_int_or_none(user.get("rdev")) or 0,
         )
 
@@ -394,8 +400,9 @@ class Namespace:
         a file whose last name is gone (an orphan) has no link."""
         mode = _int_or_none(dirty.options.user_meta.get("mode"))
         kind = Kind.SYMLINK if mode is not None and stat.S_ISLNK(mode) else Kind.FILE
-        user = {**dirty.options.user_meta, "mtime": repr(dirty.mtime_s)}
-        attr = self._attr_from_user_meta(kind, user, dirty.size, dirty.mtime_s)
+        attr = self._attr_from_user_meta(kind, dirty.options.user_meta, dirty.size, 0)
+        attr = dataclasses.replace(attr, mtime_ns=dirty.mtime_ns,
+                                   ctime_ns=max(dirty.mtime_ns, attr.ctime_ns or 0))
         if dirty.key.startswith(ORPHAN_PREFIX):
             attr = dataclasses.replace(attr, nlink=0)
         return attr
@@ -514,27 +521,37 @@ class Namespace:
                                                               result.crc64, dict(meta)))
 
     def dir_links(self, directory: Inode) -> int:
-        """st_nlink of a directory: 2 plus its subdirectories, as far as this mount knows
-        them (its cached listing); 2 when it has not listed the directory."""
+        """st_nlink of a directory: 2 plus its subdirectories when this mount has its listing;
+        1 otherwise, which find(1) and fts(3) read as "not counted" (2 would claim that
+        it has no subdirectory)."""
         listing = self._listings.get(directory.key)
         if listing is None:
-            return 2
+            return 1
         return 2 + sum(1 for entry in self._merge_dirty(directory.key, listing) if entry.kind == Kind.DIR)
 
     def moved(self, inode: Inode, old_parent: Inode, new_parent: Inode, new_name: str, new_key: str) -> None:
         """A rename finished in COS: names, keys and cached listings follow."""
         self.note_removed(old_parent.key, inode.name)
         if inode.kind == Kind.DIR:
-            self.invalidate_listing(inode.key)
-            self.invalidate_listing(new_key)
-            marker = self._markers.pop(inode.key, None)
-            if marker is not None:
-                self._markers[new_key] = dataclasses.replace(marker, key=new_key)
+            self._move_cached(inode.key, new_key)
             self._inodes.rekey_below(inode.key, new_key)
         self._inodes.move(inode.ino, new_parent.ino, new_name, new_key)
         attr = inode.attr
         self.note_entry(new_parent.key, DirEntry(new_name, inode.kind, new_key, attr.size_bytes, inode.etag,
                                                  attr.mtime_ns / 1e9))
+
+    def _move_cached(self, old_prefix: str, new_prefix: str) -> None:
+        """A directory moved: the listings and markers cached below it move with it."""
+        def rekeyed(key: str) -> str:
+            return new_prefix + key[len(old_prefix):] if key.startswith(old_prefix) else key
+
+        self.invalidate_listing(new_prefix)
+        for prefix in [p for p in self._listings if p.startswith(old_prefix)]:
+            entries = self._listings.pop(prefix)
+            self._listings[rekeyed(prefix)] = [dataclasses.replace(e, key=rekeyed(e.key)) for e in entries]
+        for prefix in [p for p in self._markers if p.startswith(old_prefix)]:
+            marker = self._markers.pop(prefix)
+            self._markers[rekeyed(prefix)] = None if marker is None else dataclasses.replace(marker, key=rekeyed(prefix))
 
     async def rewrite_meta(self, inode: Inode, meta: dict[str, str]) -> None:
         """chmod/chown/utimens/xattrs of a committed object: a self-copy with the metadata
@@ -602,6 +619,17 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value.strip(), 10)
     except ValueError:
         return None
+
+
+def _ns_or_none(value: str | None) -> int | None:
+    """A time header (decimal seconds, whole as COSFS writes them, or with a fraction) in ns."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value) * 1_000_000_000
+    seconds = _float_or_none(value)
+    return None if seconds is None else int(seconds * 1e9)
 
 
 def _float_or_none(value: str | None) -> float | None:

@@ -22,9 +22,9 @@ from pathlib import Path
 import trio
 
 from cosfs import crashpoints
-from cosfs.cos.store import ObjectStore
+from cosfs.cos.store import MAX_KEY_BYTES, ObjectStore
 from cosfs.durable import private_dir, write_json_durably
-from cosfs.errors import CosfsError, NotFound, Stale, TransientError
+from cosfs.errors import CosfsError, NameTooLong, NotFound, Stale, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,11 @@ class RenameJournal:
         entry = self._dir / f"{uuid.uuid4().hex}.json"
         write_json_durably(entry, {"old": old_prefix, "new": new_prefix})
         crashpoints.reached("rename-journaled")
-        moved = await self._walk(old_prefix, new_prefix, parallel)
+        try:
+            moved = await self._walk(old_prefix, new_prefix, parallel)
+        except NameTooLong:
+            entry.unlink()  # refused before the first copy: nothing to finish
+            raise
         crashpoints.reached("rename-walked")
         after_walk()
         entry.unlink()
@@ -81,6 +85,10 @@ class RenameJournal:
                 listed.extend((e.key, e.size_bytes, e.etag) for e in page.entries)
             if not listed:
                 return len(copied)
+            longest = max(len((new_prefix + key[len(old_prefix):]).encode("utf-8", "surrogateescape"))
+                          for key, _, _ in listed)
+            if longest > MAX_KEY_BYTES and not copied:
+                raise NameTooLong(f"a key under {new_prefix} would be {longest} bytes, more than COS's {MAX_KEY_BYTES}")
             todo = [(key, size, etag) for key, size, etag in listed if copied.get(key) != etag]
             async with trio.open_nursery() as nursery:
                 for key, size, etag in todo:

@@ -61,7 +61,7 @@ class DirtyFile:
     size: int
     written: RangeSet
     options: WriteOptions
-    mtime_s: float
+    mtime_ns: int
     generation: int = 1
     committed_generation: int = 0
     # The commit in flight, for status: bytes uploaded of `uploading_total`.
@@ -149,7 +149,7 @@ class StagingArea:
         with _disk_errors():
             fd = os.open(data_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self._fds[key] = fd
-        dirty = DirtyFile(key, data_path, base, base.size_bytes if base else 0, size, RangeSet(), options, time.time())
+        dirty = DirtyFile(key, data_path, base, base.size_bytes if base else 0, size, RangeSet(), options, time.time_ns())
         self._files[key] = dirty
         return dirty
 
@@ -199,7 +199,7 @@ class StagingArea:
                 position += written
         dirty.written.add(offset, offset + len(data))
         dirty.size = max(dirty.size, offset + len(data))
-        dirty.mtime_s = time.time()
+        dirty.mtime_ns = time.time_ns()
         dirty.generation += 1
 
     def read_staged(self, dirty: DirtyFile, start: int, stop: int) -> bytes:
@@ -214,7 +214,7 @@ class StagingArea:
             dirty.written.remove(size, dirty.size)
             dirty.base_limit = min(dirty.base_limit, size)
         dirty.size = size
-        dirty.mtime_s = time.time()
+        dirty.mtime_ns = time.time_ns()
         dirty.generation += 1
         if dirty.journaled:
             self.save(dirty, data=False)
@@ -239,7 +239,7 @@ class StagingArea:
             "written": dirty.written.to_list(),
             "content_type": dirty.options.content_type,
             "user_meta": dict(dirty.options.user_meta),
-            "mtime_s": dirty.mtime_s,
+            "mtime_ns": dirty.mtime_ns,
             "upload_ids": list(dirty.upload_ids),
         }
         with _disk_errors():
@@ -278,7 +278,7 @@ class StagingArea:
                 record["key"], path.with_suffix(".data"), base, record["base_limit"], record["size"],
                 RangeSet(tuple(r) for r in record["written"]),
                 WriteOptions(content_type=record["content_type"], user_meta=record["user_meta"]),
-                record["mtime_s"], upload_ids=list(record.get("upload_ids", [])), journaled=True,
+                record["mtime_ns"], upload_ids=list(record.get("upload_ids", [])), journaled=True,
             )
             self._files[dirty.key] = dirty
             recovered.append(dirty)

@@ -224,10 +224,10 @@ class WriteBack:
             # object, lets the base check recognise an upload of ours that landed although
             # the mount did not see it finish (a crash, a lost reply).
             user_meta = dict(dirty.options.user_meta)
-            user_meta["mtime"] = str(int(dirty.mtime_s))
+            user_meta["mtime"] = str(dirty.mtime_ns // 1_000_000_000)
             stored_ctime = user_meta.get("ctime", "")
             ctime = int(stored_ctime) if stored_ctime.isdigit() else 0
-            user_meta["ctime"] = str(max(int(dirty.mtime_s), ctime))
+            user_meta["ctime"] = str(max(dirty.mtime_ns // 1_000_000_000, ctime))
             user_meta[COMMIT_META] = secrets.token_hex(8)
             dirty.options = dataclasses.replace(dirty.options, user_meta=user_meta)
             self.staging.save(dirty)
