@@ -6,8 +6,10 @@ prints `str(exc)`. Messages never contain secrets: credentials are not passed to
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+from collections.abc import Iterator
 
 
 class CosfsError(Exception):
@@ -222,3 +224,33 @@ def errno_for(exc: BaseException) -> int:
         if found is not None:
             return found
     return errno.EIO
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException | None:
+    """The cosfs error a nursery's exception group carries (the first), or None when it
+    holds anything else (cancellation, a bug): those must not be taken for an errno."""
+    leaves = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(reversed(exc.exceptions))
+        else:
+            leaves.append(exc)
+    if leaves and all(isinstance(leaf, CosfsError) for leaf in leaves):
+        return leaves[0]
+    return None
+
+
+@contextlib.contextmanager
+def one_error() -> Iterator[None]:
+    """Around a nursery of requests: when its tasks failed with cosfs errors only, raise
+    the first one as itself, so callers handle it like the error of a single request."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = first_error(group)
+        if leaf is None:
+            raise
+        raise leaf from group
+

@@ -14,7 +14,7 @@ import os
 
 import pyfuse3
 
-from cosfs.errors import CosfsError, InvalidName, errno_for
+from cosfs.errors import CosfsError, InvalidName, errno_for, first_error
 from cosfs.filesystem import Caller, CosFilesystem
 from cosfs.inodes import Attr
 
@@ -27,7 +27,13 @@ def fuse_boundary(op):
     @functools.wraps(op)
     async def wrapper(self, *args):
         try:
-            return await op(self, *args)
+            try:
+                return await op(self, *args)
+            except BaseExceptionGroup as group:  # from a nursery inside the operation
+                leaf = first_error(group)
+                if leaf is None:
+                    raise
+                raise leaf from group
         except pyfuse3.FUSEError:
             raise
         except CosfsError as exc:

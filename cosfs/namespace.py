@@ -26,7 +26,7 @@ from cachetools import LRUCache, TTLCache
 
 from cosfs.config import FsConfig
 from cosfs.cos.store import MAX_KEY_BYTES, ListEntry, ObjectMeta, ObjectStore, WriteOptions
-from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound
+from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, one_error
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, kind_of_mode
 from cosfs.staging import ORPHAN_PREFIX, DirtyFile, StagingArea
 
@@ -93,6 +93,10 @@ class Namespace:
         self._markers: TTLCache[str, ObjectMeta | None] = TTLCache(
             maxsize=config.max_stat_entries, ttl=config.stat_ttl_s, timer=clock)
         self._listing_in_flight: dict[str, trio.Event] = {}
+        # Whether the server keeps directory markers (None: not known yet), and the empty
+        # directories this mount made on one that does not.
+        self._markers_work: bool | None = None
+        self._local_dirs: set[str] = set()
         # Implicit directories have no object and so no time of their own: show the mount's.
         self._mounted_at_s = time.time()
 
@@ -165,10 +169,16 @@ class Namespace:
         return self._merge_dirty(directory.key, await self._listing(directory.key))
 
     def _merge_dirty(self, prefix: str, entries: list[DirEntry]) -> list[DirEntry]:
+        """The listing plus what only this mount knows: staged files and, on a server that
+        cannot store directory markers, the empty directories made here."""
         dirty = self._staging.under(prefix)
-        if not dirty:
+        local = [d for d in self._local_dirs if d.startswith(prefix) and "/" not in d[len(prefix):-1]]
+        if not dirty and not local:
             return entries
         merged = {e.name: e for e in entries}
+        for key in local:
+            name = key[len(prefix):-1]
+            merged[name] = DirEntry(name, Kind.DIR, key)
         for item in dirty:
             rest = item.key[len(prefix):]
             name, slash, _ = rest.partition("/")
@@ -177,7 +187,7 @@ class Namespace:
             if slash:
                 merged.setdefault(name, DirEntry(name, Kind.DIR, prefix + name + "/"))
             elif merged.get(name, None) is None or merged[name].kind != Kind.DIR:
-                merged[name] = DirEntry(name, Kind.FILE, item.key, item.size, None, item.mtime_s)
+                merged[name] = DirEntry(name, Kind.FILE, item.key, item.size, None, item.mtime_ns / 1e9)
         return sorted(merged.values(), key=lambda e: e.name)
 
     def note_entry(self, prefix: str, entry: DirEntry) -> None:
@@ -319,11 +329,12 @@ class Namespace:
             async with limiter:
                 await self._marker(entry.key)
 
-        async with trio.open_nursery() as nursery:
-            for entry in files:
-                nursery.start_soon(head, entry)
-            for entry in dirs:
-                nursery.start_soon(marker, entry)
+        with one_error():
+            async with trio.open_nursery() as nursery:
+                for entry in files:
+                    nursery.start_soon(head, entry)
+                for entry in dirs:
+                    nursery.start_soon(marker, entry)
 
     async def _marker(self, prefix: str) -> ObjectMeta | None:
         """The metadata of a directory's marker object (COSFS keeps mode/uid/gid/mtime
@@ -354,6 +365,8 @@ class Namespace:
         dirty = self._staging.get(parent.key + name)
         if dirty is not None:
             return self.inode_for_dirty(parent, name, dirty)
+        if parent.key + name + "/" in self._local_dirs:
+            return self._upsert_entry(parent, DirEntry(name, Kind.DIR, parent.key + name + "/"))
         listing = self._listings.get(parent.key)
         if listing is not None:
             entry = _find(self._merge_dirty(parent.key, listing), name)
@@ -385,9 +398,10 @@ class Namespace:
             else:
                 self._markers[key + "/"] = None
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(do_head)
-            nursery.start_soon(do_list)
+        with one_error():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(do_head)
+                nursery.start_soon(do_list)
         if has_children:
             return self._upsert_entry(parent, DirEntry(name, Kind.DIR, key + "/"))
         if head is not None:
@@ -468,13 +482,21 @@ class Namespace:
     # --- tree changes (the caller holds the keys in the write-back's locks) ----------------
 
     async def make_dir(self, parent: Inode, name: str, meta: dict[str, str]) -> Inode:
-        """mkdir: a COSFS directory marker `name/` carrying the metadata."""
+        """mkdir: a COSFS directory marker `name/` carrying the metadata. On a server that
+        cannot store markers the directory lives in this mount until a file is put in it."""
         key = parent.key + name + "/"
-        result = await self._store.put_object(key, b"", WriteOptions(content_type=DIRECTORY_CONTENT_TYPE,
-                                                                     user_meta=meta))
+        etag = ""
+        if self._markers_work is not False:
+            result = await self._store.put_object(key, b"", WriteOptions(content_type=DIRECTORY_CONTENT_TYPE,
+                                                                         user_meta=meta))
+            etag = result.etag
+            if self._markers_work is None:
+                await self._check_markers_work(key)
+        if self._markers_work is False:
+            self._local_dirs.add(key)
         self.note_entry(parent.key, DirEntry(name, Kind.DIR, key))
         self._listings[key] = []  # new and empty: no LIST needed to show it
-        marker = self._markers[key] = ObjectMeta(key, 0, result.etag, time.time(), DIRECTORY_CONTENT_TYPE, None,
+        marker = self._markers[key] = ObjectMeta(key, 0, etag, time.time(), DIRECTORY_CONTENT_TYPE, None,
                                                  dict(meta))
         attr = self.attr_from_meta(Kind.DIR, marker)
         inode = self._inodes.upsert(parent.ino, name, key, attr, etag=None, expires_at_s=self._expiry(),
@@ -483,10 +505,22 @@ class Namespace:
         inode.content_type = DIRECTORY_CONTENT_TYPE
         return inode
 
+    async def _check_markers_work(self, key: str) -> None:
+        """Once per mount, after the first marker PUT: does the server keep `dir/` as a
+        directory marker? Some S3 servers answer 200 and store a file `dir` instead (and
+        then refuse every key below it)."""
+        page = await self._store.list_objects(key, max_keys=1)
+        self._markers_work = bool(page.entries) and page.entries[0].key == key
+        if not self._markers_work:
+            await self._store.delete_object(key[:-1])  # the stray file it made of our marker
+            log.warning("this server does not store directory markers (PUT %r made no %r): empty directories "
+                        "made through this mount exist in this mount only, until a file is put in them", key, key)
+
     async def remove_dir(self, parent: Inode, inode: Inode) -> None:
         """rmdir: only an empty directory; its marker (if any) goes."""
         if not await self.is_empty(inode):
             raise NotEmpty(inode.key)
+        self._local_dirs.discard(inode.key)
         await self._store.delete_object(inode.key)
         self.note_removed(parent.key, inode.name)
         self.invalidate_listing(inode.key)
@@ -558,10 +592,14 @@ class Namespace:
         Replaced (If-Match on the version we know), or a marker for an implicit directory."""
         if inode.kind == Kind.DIR:
             options = WriteOptions(content_type=DIRECTORY_CONTENT_TYPE, user_meta=meta)
-            try:
-                await self._store.copy_object(inode.key, inode.key, replace_metadata=options)
-            except NotFound:  # an implicit directory: give it a marker to hold the metadata
+            if self._markers_work is False:
+                pass  # nowhere to store it on this server: this mount keeps it
+            elif self._markers.get(inode.key) is None:
+                # An implicit directory (or one whose marker we have not seen): a marker
+                # holds the metadata from now on.
                 await self._store.put_object(inode.key, b"", options)
+            else:
+                await self._store.copy_object(inode.key, inode.key, replace_metadata=options)
             self._markers[inode.key] = ObjectMeta(inode.key, 0, "", time.time(), DIRECTORY_CONTENT_TYPE, None,
                                                   dict(meta))
         else:

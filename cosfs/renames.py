@@ -24,7 +24,7 @@ import trio
 from cosfs import crashpoints
 from cosfs.cos.store import MAX_KEY_BYTES, ObjectStore
 from cosfs.durable import private_dir, write_json_durably
-from cosfs.errors import CosfsError, NameTooLong, NotFound, Stale, TransientError
+from cosfs.errors import CosfsError, NameTooLong, NotFound, Stale, TransientError, one_error
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,10 @@ class RenameJournal:
             if longest > MAX_KEY_BYTES and not copied:
                 raise NameTooLong(f"a key under {new_prefix} would be {longest} bytes, more than COS's {MAX_KEY_BYTES}")
             todo = [(key, size, etag) for key, size, etag in listed if copied.get(key) != etag]
-            async with trio.open_nursery() as nursery:
-                for key, size, etag in todo:
-                    nursery.start_soon(copy, key, size, etag)
+            with one_error():
+                async with trio.open_nursery() as nursery:
+                    for key, size, etag in todo:
+                        nursery.start_soon(copy, key, size, etag)
             # Delete only what is unchanged since its copy: this listing says so.
             done = [key for key, _, etag in listed if copied.get(key) == etag]
             if done:

@@ -22,7 +22,7 @@ from cosfs import crashpoints
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import (MAX_PARTS, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES, ObjectStore, PartInfo, PutResult,
                              WriteOptions)
-from cosfs.errors import CosfsError
+from cosfs.errors import CosfsError, one_error
 from cosfs.ranges import RangeSet
 from cosfs.staging import DirtyFile
 
@@ -227,10 +227,11 @@ class Uploader:
             first, last = stream.part_range(number, dirty.size)
             dirty.uploaded += last - first
 
-        async with trio.open_nursery() as nursery:
-            for number in range(1, count + 1):
-                if not stream.current(number, dirty.size):
-                    nursery.start_soon(resend, number)
+        with one_error():
+            async with trio.open_nursery() as nursery:
+                for number in range(1, count + 1):
+                    if not stream.current(number, dirty.size):
+                        nursery.start_soon(resend, number)
         parts = [stream.parts[n][0] for n in range(1, count + 1)]
         return await self._store.complete_multipart_upload(dirty.key, stream.upload_id, parts)
 
@@ -296,9 +297,10 @@ class Uploader:
         parts: dict[int, PartInfo] = {}
         base = dirty.base
         try:
-            async with trio.open_nursery() as nursery:
-                for plan in plans:
-                    nursery.start_soon(self._one_part, dirty, upload_id, plan, base, parts, kept.get(plan.number))
+            with one_error():
+                async with trio.open_nursery() as nursery:
+                    for plan in plans:
+                        nursery.start_soon(self._one_part, dirty, upload_id, plan, base, parts, kept.get(plan.number))
             ordered = [parts[plan.number] for plan in plans]
             result = await self._store.complete_multipart_upload(dirty.key, upload_id, ordered)
         except BaseException:

@@ -261,3 +261,23 @@ async def test_a_huge_object_posing_as_a_symlink_is_refused_before_any_get(tmp_p
         assert store.counts["get_object"] == gets
         assert await fs.readlink((await fs.lookup(ROOT_INO, "ok")).ino) == "target/file"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_part_fails_the_commit_as_one_error_and_keeps_the_data(tmp_path):
+    """Parts upload in a nursery: a failure must reach close() and the delayed commits as
+    the request's own error (an EIO, retried later), never as an exception group."""
+    store = MemoryStore()
+    data = bytes(range(256)) * (4096 * 24)  # 24 MiB: multipart, parts sent at close
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery)
+        opened, _ = await fs.create(ROOT_INO, "big.bin", 0o644, ME)
+        await fs.write(opened.fh, 0, data[:MiB])
+        await fs.write(opened.fh, 2 * MiB, data[2 * MiB:])  # a hole: nothing streams before close
+        store.fail_next("upload_part", TransientError("the server failed a part"))
+        with pytest.raises(TransientError):
+            await fs.flush(opened.fh)
+        assert "big.bin" in [d.key for d in fs.staging.files()]
+        await fs.flush(opened.fh)
+        fs.release(opened.fh)
+        assert (await store.get_object("big.bin"))[1] == data[:MiB] + bytes(MiB) + data[2 * MiB:]
+        nursery.cancel_scope.cancel()
