@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import mimetypes
 import stat
 import time
@@ -34,10 +33,9 @@ import trio
 from cosfs import crashpoints, xattrs
 from cosfs.blocks import BlockCache, ObjectRef
 from cosfs.config import FsConfig
-from cosfs.cos.store import MAX_PART_BYTES, MAX_PARTS, PutResult, WriteOptions
+from cosfs.cos.store import PutResult, WriteOptions
 from cosfs.errors import (
     AlreadyExists,
-    CosfsError,
     InvalidName,
     IsADirectory,
     NotADirectory,
@@ -45,28 +43,24 @@ from cosfs.errors import (
     NotPermitted,
     ReadOnly,
     Stale,
-    TooLarge,
     Unsupported,
 )
 from cosfs.handles import DirHandle, FileHandle, FileHandles, HandleTable
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
 from cosfs.namespace import Namespace, check_name, root_attr
-from cosfs.prefetch import ReadAhead
+from cosfs.posix import Caller, check_size, new_meta, posix_meta
+from cosfs.prefetch import Prefetcher, ReadAhead
 from cosfs.renames import RenameJournal
 from cosfs.staging import DirtyFile, StagingArea
 from cosfs.status import MountStatus, PendingFile
 from cosfs.uploader import Uploader
 from cosfs.writeback import ORPHAN_PREFIX, WriteBack
 
-log = logging.getLogger(__name__)
-
 # readdir reply: (name, attr, next offset) -> whether the kernel took the entry
 ReaddirReply = Callable[[str, Attr, int], bool]
 
 RENAME_EXCHANGE = 2
 RENAME_NOREPLACE = 1
-MAX_OBJECT_BYTES = MAX_PARTS * MAX_PART_BYTES
-NS = 1_000_000_000
 # Orphan copies (unlinked-but-open files) are filled this many bytes at a time.
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -87,41 +81,6 @@ class FsStats:
     max_name_bytes: int = 255
 
 
-@dataclasses.dataclass(frozen=True)
-class Caller:
-    """Who asked: new files and directories belong to them."""
-
-    uid: int
-    gid: int
-    umask: int = 0o022
-
-
-def posix_meta(mode: int, uid: int, gid: int, mtime_ns: int, extra: dict[str, str] | None = None, *,
-               atime_ns: int | None = None, ctime_ns: int | None = None) -> dict[str, str]:
-    """COSFS's metadata headers (x-cos-meta-*: mode, uid, gid, mtime, decimal as COSFS writes
-    them), plus atime and ctime, which COSFS does not keep and cosfs does (whole seconds)."""
-    meta = dict(extra or {})
-    meta.update({"mode": str(mode), "uid": str(uid), "gid": str(gid), "mtime": str(mtime_ns // NS)})
-    if atime_ns is not None:
-        meta["atime"] = str(atime_ns // NS)
-    if ctime_ns is not None:
-        meta["ctime"] = str(ctime_ns // NS)
-    return meta
-
-
-def new_meta(mode: int, caller: Caller, parent: Attr) -> dict[str, str]:
-    """The headers of an entry created now by `caller` in a directory with attributes
-    `parent`: every time is now; in a set-group-ID directory the entry takes the directory's
-    group, and a new directory the set-group-ID bit too (inode(7))."""
-    gid = caller.gid
-    if parent.mode & stat.S_ISGID:
-        gid = parent.gid
-        if stat.S_ISDIR(mode):
-            mode |= stat.S_ISGID
-    now = time.time_ns()
-    return posix_meta(mode, caller.uid, gid, now, atime_ns=now, ctime_ns=now)
-
-
 def upload_parallelism(config: FsConfig) -> int:
     """Parts in flight at once: each holds a part in memory (plus a transient copy), so the
     count is bounded by half the memory budget as well as by parallel_count."""
@@ -131,12 +90,6 @@ def upload_parallelism(config: FsConfig) -> int:
 
 def content_type_for(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
-def check_size(size: int) -> None:
-    """COS stores objects of at most 10,000 parts of 5 GiB."""
-    if size > MAX_OBJECT_BYTES:
-        raise TooLarge(f"{size} bytes is more than the largest object COS can store ({MAX_OBJECT_BYTES})")
 
 
 class CosFilesystem:
@@ -159,9 +112,9 @@ class CosFilesystem:
                                    cache_dir, write_back_delay_s=config.write_back_delay_s,
                                    parallel=config.parallel_fetches, on_committed=self._committed,
                                    on_conflict=self.namespace.forget_version)
+        self.prefetcher = Prefetcher(self.blocks, config.fetch_size_bytes)
         self.files = FileHandles()
         self.dirs: HandleTable[DirHandle] = HandleTable()
-        self._nursery: trio.Nursery | None = None
         # Set by the mount lifecycle for status reports: bucket, endpoint, mount point.
         self.labels: dict[str, str] = {}
         self._started_s = time.time()
@@ -172,7 +125,7 @@ class CosFilesystem:
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Attach the nursery, load the block cache, and finish what a crash interrupted."""
-        self._nursery = nursery
+        self.prefetcher.start(nursery)
         self.writeback.uploader.start(nursery)
         self.blocks.load()
         await self.writeback.start(nursery)
@@ -374,7 +327,7 @@ class CosFilesystem:
             ref = handle.ref = ObjectRef(inode.key, inode.etag or "", inode.attr.size_bytes)
         advice = handle.readahead.advise(offset, size, ref.size_bytes)
         if advice is not None:
-            self._start_readahead(ref, *advice)
+            self.prefetcher.schedule(ref, *advice)
         try:
             return await self.blocks.read(ref, offset, size)
         except Stale:
@@ -749,30 +702,6 @@ class CosFilesystem:
             self.files.moved(old_prefix, new_prefix, prefix=True)
 
         await self.writeback.rename_prefix(old_prefix, new_prefix, moved)
-
-    # --- read-ahead ----------------------------------------------------------------------
-
-    def _start_readahead(self, ref: ObjectRef, first: int, last: int) -> None:
-        if self._nursery is None:
-            return
-        per_fetch = max(1, self.config.fetch_size_bytes // self.blocks.block_size_bytes)
-        missing = self.blocks.missing(ref, first, last)
-        runs: list[list[int]] = []
-        for index in missing:
-            if runs and index == runs[-1][-1] + 1 and len(runs[-1]) < per_fetch:
-                runs[-1].append(index)
-            else:
-                runs.append([index])
-        for run in runs:
-            self._nursery.start_soon(self._prefetch, ref, run[0], run[-1])
-
-    async def _prefetch(self, ref: ObjectRef, first: int, last: int) -> None:
-        try:
-            await self.blocks.fetch_run(ref, first, last)
-        except CosfsError as exc:
-            log.debug("read-ahead of %s blocks %d-%d failed: %s", ref.key, first, last, exc)
-        except OSError as exc:
-            log.warning("read-ahead of %s failed on local disk: %s", ref.key, exc)
 
     def check_invariants(self) -> None:
         self.inodes.check_invariants()

@@ -1,6 +1,16 @@
-"""Sequential-read detection and a read-ahead window that grows while reads stay sequential."""
+"""Sequential-read detection, a read-ahead window that grows while reads stay sequential,
+and the background fetches it asks for."""
 
 from __future__ import annotations
+
+import logging
+
+import trio
+
+from cosfs.blocks import BlockCache, ObjectRef
+from cosfs.errors import CosfsError
+
+log = logging.getLogger(__name__)
 
 
 class ReadAhead:
@@ -48,3 +58,38 @@ class ReadAhead:
         if first > last_block_of_file:
             return None
         return first, min(first + self._window - 1, last_block_of_file)
+
+
+class Prefetcher:
+    """Fetches advised blocks in the background, in runs of up to `fetch_size_bytes` per
+    ranged GET; a failed read-ahead is only logged (the read that needs the block fetches
+    it again and reports the error)."""
+
+    def __init__(self, blocks: BlockCache, fetch_size_bytes: int) -> None:
+        self._blocks = blocks
+        self._per_fetch = max(1, fetch_size_bytes // blocks.block_size_bytes)
+        self._nursery: trio.Nursery | None = None
+
+    def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    def schedule(self, ref: ObjectRef, first: int, last: int) -> None:
+        if self._nursery is None:
+            return
+        runs: list[list[int]] = []
+        for index in self._blocks.missing(ref, first, last):
+            if runs and index == runs[-1][-1] + 1 and len(runs[-1]) < self._per_fetch:
+                runs[-1].append(index)
+            else:
+                runs.append([index])
+        for run in runs:
+            self._nursery.start_soon(self._fetch, ref, run[0], run[-1])
+
+    async def _fetch(self, ref: ObjectRef, first: int, last: int) -> None:
+        try:
+            await self._blocks.fetch_run(ref, first, last)
+        except CosfsError as exc:
+            log.debug("read-ahead of %s blocks %d-%d failed: %s", ref.key, first, last, exc)
+        except OSError as exc:
+            log.warning("read-ahead of %s failed on local disk: %s", ref.key, exc)
+
