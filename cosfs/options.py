@@ -232,6 +232,7 @@ OPTIONS += [
     _alias("parallel_upload", "parallel_count", "COSFS"),
     _alias("logfile", "log_file", "s3fs"),
     _alias("iam_role", "cam_role", "s3fs", bare="auto"),
+    _alias("enable_negative_cache", "enable_noobj_cache", "s3fs"),
     _alias("stat_cache_interval_expire", "stat_cache_expire", "s3fs", note="stat_cache_interval_expire: cosfs "
            "counts the time from when an entry was cached, not from its last use"),
     # Tuning of things cosfs does differently.

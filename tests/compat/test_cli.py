@@ -161,3 +161,9 @@ def test_incomplete_mpu_abort_by_age_and_all(cos_server, tmp_path):
     assert cli.parse_age("1Y6M10D12h30m30s") == 365 * 86400 + 180 * 86400 + 10 * 86400 + 12 * 3600 + 1830
     with pytest.raises(ConfigError):
         cli.parse_age("soon")
+
+
+def test_help_lists_every_option():
+    result = cosfs("mount", "--help")
+    assert result.returncode == 0, result.stderr
+    assert all("--" + name.replace("_", "-") in result.stdout for name in ("use-sse", "ensure-diskfree", "noexec"))

@@ -49,6 +49,7 @@ S3FS_PARSED = {
     "cipher_suites", "instance_name", "complement_stat", "compat_dir", "notsup_compat_dir", "use_wtf8",
     "use_session_token", "requester_pays", "mime", "proxy", "proxy_cred_file", "ipresolve", "logfile",
     "dbglevel", "curldbg", "no_time_stamp_msg", "set_check_cache_sigusr1", "update_parent_dir_stat",
+    "enable_negative_cache",
 }
 FUSE_OPTIONS = {
     "allow_other", "allow_root", "default_permissions", "ro", "rw", "kernel_cache", "auto_cache",
@@ -127,6 +128,7 @@ CHECKS = {
     "stat_cache_interval_expire": ("stat_cache_interval_expire=30", lambda s: s.fs.stat_ttl_s == 30),
     "enable_noobj_cache": ("enable_noobj_cache", lambda s: s.fs.negative_ttl_s > 0),
     "disable_noobj_cache": ("disable_noobj_cache", lambda s: s.fs.negative_ttl_s == 0),
+    "enable_negative_cache": ("enable_negative_cache", lambda s: s.fs.negative_ttl_s > 0),
     "parallel_count": ("parallel_count=3", lambda s: s.fs.parallel_fetches == 3),
     "parallel_upload": ("parallel_upload=4", lambda s: s.fs.parallel_fetches == 4),
     "multipart_size": ("multipart_size=10", lambda s: s.fs.part_size_bytes == 10 * MiB),
