@@ -412,6 +412,9 @@ def run_utility(args: argparse.Namespace) -> int:
     notes: list[tuple[int, str]] = []
     cos = cos_config(values, bucket, notes)
     credentials = credentials_for(values, bucket)
+    for level, text in notes:
+        if level >= WARNING:
+            print(f"cosfs: {text}", file=sys.stderr)
     older_than = None if args.mpu_abort in (None, "all") else parse_age(args.mpu_abort)
 
     async def work() -> None:

@@ -43,6 +43,12 @@ Listings: keys and common prefixes outside the prefix asked for, or not after th
 are dropped with one warning per listing, so that no caller walks (or renames) names a
 listing cannot contain.
 
+Encryption (COSFS's use_sse): SSE-COS and SSE-KMS headers go on the requests that create an
+object (PUT, Initiate, Copy, first Append); an SSE-C key goes on those, on every part, GET and
+HEAD, and as the copy source's key on copies. ahbe_conf headers join the creating requests.
+TLS (CA bundle, hostname check, client certificate, ciphers), the proxy and the local address
+all come from `config`: httpx reads no environment (trust_env=False).
+
 Secrets: Authorization and the session token live only in request headers; exceptions and
 log records carry op, key, status, code, message and RequestId, never headers or keys.
 """
