@@ -75,7 +75,7 @@ import trio
 
 from cosfs.cos import auth, crc64
 from cosfs.cos import xml as cosxml
-from cosfs.cos.endpoint import Addressing, addressing_for
+from cosfs.cos.endpoint import COPY_SUFFIXES, EMPTY_MD5, Addressing, Dialect, addressing_for, dialect_for
 from cosfs.cos.retry import Decision, RetryPolicy, classify_status, is_transient_exception
 from cosfs.cos.store import (
     MAX_DELETE_KEYS,
@@ -100,6 +100,7 @@ from cosfs.errors import (
     ProtocolError,
     Stale,
     TransientError,
+    Unsupported,
     cos_error,
 )
 
@@ -294,6 +295,34 @@ def _span_problem(span: tuple[int, int, int | None] | None, first: int, last: in
     return None
 
 
+def _reply_shape(response: httpx.Response, first: int, last: int | None,
+                 length: int | None) -> tuple[tuple[int, int, int | None] | None, str | None]:
+    """What a 200/206 GET reply holds, for a request of bytes [first, last] (`last` None: to
+    the end; (0, None) is a whole-object GET): (span, None) when it is exactly that range
+    (`span` its Content-Range), (None, None) when it is the whole object, from which the
+    range is sliced, or (None, problem) when it is neither and must be refused.
+
+    A 206 is the range or nothing (`_span_problem`). A 200 without Content-Range is the whole
+    object (RFC 9110 lets a server ignore Range). A 200 with a Content-Range (rclone answers
+    ranged GETs so) is the range when it names exactly the bytes asked for, the whole object
+    when it names all of them (checked first: a whole object keeps its CRC64 check), and
+    refused otherwise."""
+    span = _content_range(response.headers.get("content-range"))
+    if response.status_code == 206:
+        return span, _span_problem(span, first, last, length)
+    if span is None:
+        if response.headers.get("content-range"):
+            return None, f"200 with an unusable Content-Range {response.headers['content-range']!r}"
+        return None, None
+    got_first, got_last, total = span
+    if got_first == 0 and total is not None and got_last == total - 1 and length in (None, total):
+        return None, None
+    problem = _span_problem(span, first, last, length)
+    if problem is None:
+        return span, None
+    return None, f"200 with a Content-Range: {problem}"
+
+
 def _ignored_if_match(if_match: str | None, etag: str) -> bool:
     """A reply to an If-Match request that names another version: the server ignored the
     condition, so what it sent belongs to a version nobody asked for."""
@@ -442,10 +471,16 @@ class CosClient:
             trust_env=False,
         )
         self._sse = _sse_headers(config)
+        self._dialect = dialect_for(config.signature)
+        self._foreign_noted: set[str] = set()
 
     @property
     def addressing(self) -> Addressing:
         return self._addr
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -465,7 +500,7 @@ class CosClient:
         """The signed request of one attempt; unsigned when `creds` is None (public_bucket)."""
         addr = self._addr
         headers: dict[str, str] = {"host": addr.host_header}
-        headers.update(call.headers)
+        headers.update(self._dialect.outgoing(call.headers)[0])
         if call.body or call.method in ("PUT", "POST"):
             headers["content-length"] = str(len(call.body))
         sigv4 = self._config.signature == "sigv4"
@@ -529,8 +564,9 @@ class CosClient:
     def _error(self, call: _Call, response: httpx.Response, body: bytes) -> CosError:
         info = cosxml.parse_error(body) if body else None
         status = response.status_code
-        request_id = (info.request_id if info else "") or response.headers.get("x-cos-request-id", "")
-        code = (info.code if info else "") or response.headers.get("x-cos-error-code", "") or self._synthesised_code(status, call)
+        request_id = (info.request_id if info else "") or self._dialect.header(response.headers, "request-id")
+        code = ((info.code if info else "") or self._dialect.header(response.headers, "error-code")
+                or self._synthesised_code(status, call))
         message = info.message if info else ""
         if not message and code == "NoSuchBucket":
             message = f"no such bucket {self._config.bucket}"
@@ -542,7 +578,7 @@ class CosClient:
         if info is None:
             return None
         status = _STATUS_FOR_CODE.get(info.code, 500 if "Internal" in info.code else 400)
-        request_id = info.request_id or response.headers.get("x-cos-request-id", "")
+        request_id = info.request_id or self._dialect.header(response.headers, "request-id")
         message = (info.message + " " if info.message else "") + "(error inside a 200 reply)"
         return cos_error(status, info.code or "InternalError", message, request_id, info.resource or (call.key or ""))
 
@@ -552,7 +588,28 @@ class CosClient:
             self._clock_offset_s = server_s - self._clock()
             log.info("server clock differs by %.0f s; signing with the server's time", self._clock_offset_s)
 
+    def _check_dialect(self, call: _Call) -> None:
+        """Before anything is sent: a copy whose headers the dialect cannot express is
+        refused (a server that does not know a copy header answers the PUT as an upload of
+        the empty body, over the destination). Other requests carry such a header as it is
+        (one INFO line per name): at worst the server ignores it."""
+        sent, foreign = self._dialect.outgoing(call.headers)
+        if "x-cos-copy-source" in call.headers:
+            wrong = [name for name in sent if name.startswith(("x-cos-", "x-amz-"))
+                     and name[6:] in COPY_SUFFIXES and not name.startswith(self._dialect.prefix)]
+            if foreign or wrong or self._dialect.prefix + "copy-source" not in sent:
+                raise self._final(call, Unsupported(
+                    f"{call.what()}: refused to send a copy the {self._dialect.name.upper()} dialect cannot "
+                    f"express (headers {sorted(foreign + wrong)}): a server that ignores them would store an "
+                    f"empty object instead"), None, 0, None)
+            return
+        for name in foreign:
+            if name not in self._foreign_noted:
+                self._foreign_noted.add(name)
+                log.info("%s has no %s equivalent; sent as it is", name, self._dialect.name.upper())
+
     async def _send(self, call: _Call, **options) -> _Reply:
+        self._check_dialect(call)
         try:
             return await self._send_attempts(call, **options)
         finally:
@@ -706,11 +763,7 @@ class CosClient:
         if size is None:
             length = h.get("content-length", "0").strip()
             size = int(length) if length.isdigit() else 0
-        user_meta = {
-            name.lower()[len("x-cos-meta-"):]: value
-            for name, value in h.multi_items()
-            if name.lower().startswith("x-cos-meta-")
-        }
+        user_meta = self._dialect.user_meta(h.multi_items())
         return ObjectMeta(
             key=key,
             size_bytes=size,
@@ -719,7 +772,7 @@ class CosClient:
             content_type=h.get("content-type", "application/octet-stream"),
             crc64=crc64.parse_header(h.get("x-cos-hash-crc64ecma")),
             user_meta=user_meta,
-            storage_class=h.get("x-cos-storage-class", "STANDARD") or "STANDARD",
+            storage_class=self._dialect.header(h, "storage-class", "STANDARD") or "STANDARD",
             appendable=h.get("x-cos-object-type", "").lower() == "appendable",
         )
 
@@ -773,10 +826,10 @@ class CosClient:
         call = self._get_call("get_object", key, None, if_match)
         reply = await self._send(call)
         response, body = reply.response, reply.body or b""
-        if response.status_code == 206:
-            problem = _span_problem(_content_range(response.headers.get("content-range")), 0, None, len(body))
-            if problem:
-                raise self._final(call, ProtocolError(f"{call.what()}: {problem}"), None, reply.attempts, 206)
+        _, problem = _reply_shape(response, 0, None, len(body))
+        if problem:
+            raise self._final(call, ProtocolError(f"{call.what()}: {problem}"), None, reply.attempts,
+                              response.status_code)
         meta = self._meta(key, response, size=len(body))
         await self._check_crc(call, meta.crc64, body)
         return meta, body
@@ -887,7 +940,7 @@ class CosClient:
         replace_metadata: WriteOptions | None = None,
         source_if_match: str | None = None,
     ) -> CopyResult:
-        headers = {"x-cos-copy-source": self._addr.copy_source(source_key), **self._sse.copy_source}
+        headers = {"x-cos-copy-source": self._addr.copy_source(source_key, s3=self._dialect.name == "s3"), **self._sse.copy_source}
         if replace_metadata is not None:
             headers["x-cos-metadata-directive"] = "Replaced"
             headers.update(self._write_headers(replace_metadata, dest_key))
@@ -900,12 +953,51 @@ class CosClient:
             headers["x-cos-copy-source-if-match"] = _quote_etag(source_if_match)
         call = _Call("copy_object", "PUT", dest_key, headers=headers)
         reply = await self._send(call, check_200=True)
-        result = self._parse(call, cosxml.parse_copy_result, reply.body)
+        result = self._copy_result(call, reply, source_if_match, etag_optional=True)
         if result.crc64 is None:
             header_crc = crc64.parse_header(reply.response.headers.get("x-cos-hash-crc64ecma"))
             if header_crc is not None:
                 result = dataclasses.replace(result, crc64=header_crc)
+        if not result.etag:
+            # An empty <CopyObjectResult> (rclone's answer to a copy onto itself): the copy
+            # was done, and a HEAD tells the version it made.
+            meta = await self.head_object(dest_key)
+            if meta.etag == EMPTY_MD5 and source_if_match and source_if_match.strip('"') != EMPTY_MD5:
+                raise self._lost_copy(call, reply, f"the object is now empty (ETag {EMPTY_MD5})", emptied=True)
+            result = CopyResult(etag=meta.etag, crc64=result.crc64 if result.crc64 is not None else meta.crc64,
+                                last_modified_s=meta.last_modified_s)
         return result
+
+    def _copy_result(self, call: _Call, reply: _Reply, source_if_match: str | None, *,
+                     etag_optional: bool = False, source_empty: bool | None = None) -> CopyResult:
+        """The copy result of a copy's 200 reply, or the error that it is none. A server that
+        did not take the request for a copy (copy headers it does not know) stores the empty
+        request body at the destination and answers as to an upload: no CopyObjectResult,
+        ETag the MD5 of nothing. That is never success; the destination may already be
+        overwritten, which the error says (logged at ERROR then: it may be data loss).
+        `source_empty` (default: told by `source_if_match`) lets an empty ETag be refused."""
+        try:
+            result = cosxml.parse_copy_result(reply.body or b"", etag_optional=etag_optional)
+        except ProtocolError as exc:
+            raise self._lost_copy(call, reply, str(exc)) from None
+        if source_empty is None:
+            source_empty = source_if_match.strip('"') == EMPTY_MD5 if source_if_match else None
+        if result.etag == EMPTY_MD5 and source_empty is False:
+            raise self._lost_copy(call, reply, f"the copy's ETag is {EMPTY_MD5} (no bytes) but the source has bytes")
+        return result
+
+    def _lost_copy(self, call: _Call, reply: _Reply, problem: str, *, emptied: bool | None = None) -> ProtocolError:
+        etag = _etag_of(reply.response)
+        emptied = etag == EMPTY_MD5 if emptied is None else emptied
+        text = (f"{call.what()}: the server did not answer as to a copy ({problem}; status "
+                f"{reply.response.status_code}, ETag {etag or '-'})")
+        if emptied:
+            text += ("; it may have stored an EMPTY object at the destination instead of the copy "
+                     "(a server that does not understand the copy headers)")
+        failure = ProtocolError(text)
+        if emptied and call.op != "upload_part_copy":  # a part is harmless until Complete
+            failure.log_level = logging.ERROR
+        return self._final(call, failure, None, reply.attempts, reply.response.status_code)
 
     async def append_object(self, key: str, position: int, body: bytes,
                             options: WriteOptions = WriteOptions()) -> AppendResult:
@@ -1008,7 +1100,7 @@ class CosClient:
         *,
         source_if_match: str | None = None,
     ) -> PartInfo:
-        headers = {"x-cos-copy-source": self._addr.copy_source(source_key), **self._sse.part,
+        headers = {"x-cos-copy-source": self._addr.copy_source(source_key, s3=self._dialect.name == "s3"), **self._sse.part,
                    **self._sse.copy_source}
         if source_range is not None:
             headers["x-cos-copy-source-range"] = _bytes_spec(source_range)
@@ -1017,7 +1109,9 @@ class CosClient:
         call = _Call("upload_part_copy", "PUT", key,
                      params=[("partNumber", str(part_number)), ("uploadId", upload_id)], headers=headers)
         reply = await self._send(call, check_200=True)
-        result = self._parse(call, cosxml.parse_copy_result, reply.body)
+        # A server without Upload Part - Copy (rclone) takes it for an upload of an empty part.
+        source_empty = False if source_range is not None else None  # a range holds a byte at least
+        result = self._copy_result(call, reply, source_if_match, source_empty=source_empty)
         crc = result.crc64
         if crc is None:
             crc = crc64.parse_header(reply.response.headers.get("x-cos-hash-crc64ecma"))
@@ -1061,7 +1155,36 @@ class CosClient:
         if server_crc is None:
             server_crc = result.crc64
         self._compare_crc(call, server_crc, expected)
-        return PutResult(etag=result.etag, crc64=server_crc if server_crc is not None else expected)
+        done = PutResult(etag=result.etag, crc64=server_crc if server_crc is not None else expected)
+        if self._dialect.name == "s3":
+            return await self._committed_version(call, done, ordered)
+        return done
+
+    async def _committed_version(self, call: _Call, done: PutResult, parts: Sequence[PartInfo]) -> PutResult:
+        """After Complete on an S3 server: the version HEAD shows. The ETag a Complete answers
+        need not be the one HEAD and GET answer for the object (rclone answers `<md5>-N`, then
+        the whole object's MD5), and reads pin the version by ETag (If-Match), so the
+        committed version is HEAD's, if HEAD shows our object (its size is the parts'). If
+        not (another writer's object landed in between, or HEAD failed), Complete's ETag
+        stays: the mount then sees the other version as another writer's, which it is."""
+        sizes = [p.size_bytes for p in parts]
+        try:
+            meta = await self.head_object(call.key or "")
+        except CosfsError as exc:
+            log.warning("%s: could not HEAD the completed object (%s); keeping ETag %s from Complete",
+                        call.what(), exc, done.etag)
+            return done
+        if None not in sizes and meta.size_bytes != sum(sizes):  # type: ignore[arg-type]
+            log.warning("%s: the object after Complete has %d bytes, the parts %d: another writer's; keeping "
+                        "ETag %s from Complete", call.what(), meta.size_bytes, sum(sizes), done.etag)  # type: ignore[arg-type]
+            return done
+        if meta.crc64 is not None and done.crc64 is not None and meta.crc64 != done.crc64:
+            log.warning("%s: the object after Complete has another CRC64: another writer's; keeping ETag %s "
+                        "from Complete", call.what(), done.etag)
+            return done
+        if meta.etag != done.etag:
+            log.debug("%s: Complete answered ETag %s, HEAD %s: the version is HEAD's", call.what(), done.etag, meta.etag)
+        return PutResult(etag=meta.etag or done.etag, crc64=done.crc64, last_modified_s=meta.last_modified_s)
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
         call = _Call("abort_multipart_upload", "DELETE", key, params=[("uploadId", upload_id)])
@@ -1123,15 +1246,17 @@ class _EmptyStream:
 class _ObjectStream:
     """The chunks of a GET body: exactly the bytes asked for, or an error.
 
-    A 206 must carry the range asked for (`_span_problem`), else it is refused. A 200 is the
-    whole object: a ranged read takes its slice from it (RFC 9110 lets a server ignore Range)
-    and stops reading once the slice is complete. A broken connection resumes with a ranged
-    GET pinned to the ETag (If-Match), so a stream never mixes two versions; the whole-object
-    CRC64 is checked when the last byte has been delivered.
+    A 206 must carry the range asked for (`_span_problem`), else it is refused. A 200 with a
+    Content-Range naming that range is the range too; a 200 without one (or naming the whole
+    object) is the whole object: a ranged read takes its slice from it (RFC 9110 lets a server
+    ignore Range) and stops reading once the slice is complete (`_reply_shape`). A broken
+    connection resumes with a ranged GET pinned to the ETag (If-Match), so a stream never mixes
+    two versions; the whole-object CRC64 is checked when the last byte has been delivered.
 
     Invariant: `_delivered` bytes of [_first, _last] have been handed out and `_crc` covers
     them; the current body holds `_skip` bytes before the next one to hand out and `_left`
-    bytes in all (None: unknown); `_exact` when it is a 206, where a byte too many is an error.
+    bytes in all (None: unknown); `_exact` when it is the range (a 206, or a 200 whose
+    Content-Range names it), where a byte too many is an error.
     """
 
     def __init__(self, client: CosClient, call: _Call, response: httpx.Response,
@@ -1145,12 +1270,10 @@ class _ObjectStream:
         self._first, self._last = byte_range if byte_range is not None else (0, None)
         self._check: int | None = None
         length = _content_length(response)
-        if response.status_code == 206:
-            span = _content_range(response.headers.get("content-range"))
-            problem = _span_problem(span, self._first, self._last, length)
-            if problem:
-                self._refuse(problem, 206)
-            assert span is not None
+        span, problem = _reply_shape(response, self._first, self._last, length)
+        if problem:
+            self._refuse(problem, response.status_code)
+        if span is not None:
             _, self._last, total = span
             self.meta = client._meta(call.key or "", response, size=total if total is not None else self._last + 1)
         else:
@@ -1160,13 +1283,14 @@ class _ObjectStream:
             if byte_range is None:
                 self._check = self.meta.crc64
         self._expected = None if self._last is None else max(0, self._last - self._first + 1)
-        self._use(response)
+        self._use(response, exact=span is not None)
 
-    def _use(self, response: httpx.Response) -> None:
-        """Read on from `response`: a 206 starting at the next byte, or a whole object."""
+    def _use(self, response: httpx.Response, *, exact: bool) -> None:
+        """Read on from `response`: the range starting at the next byte (`exact`: a 206, or a
+        200 whose Content-Range names it), or a whole object."""
         self._response = response
         self._chunks = _raw_chunks(response)
-        self._exact = response.status_code == 206
+        self._exact = exact
         self._skip = 0 if self._exact else self._first + self._delivered
         self._left = _content_length(response)
         if self._left is None and self._exact and self._expected is not None:
@@ -1259,15 +1383,15 @@ class _ObjectStream:
         reply = await client._send(_Call(call.op, "GET", call.key, headers=headers), stream=True)
         response = reply.response
         status = response.status_code
-        if status == 206:
-            problem = _span_problem(_content_range(response.headers.get("content-range")), start, self._last,
-                                    _content_length(response))
+        span: tuple[int, int, int | None] | None = None
+        if status in (200, 206):
+            span, problem = _reply_shape(response, start, self._last, _content_length(response))
         else:
-            problem = None if status == 200 else f"status {status}"
+            problem = f"status {status}"
         if problem:
             await response.aclose()
             self._refuse(f"resuming at byte {start}: {problem}", status)
-        self._use(response)
+        self._use(response, exact=span is not None)
 
     async def _close_current(self) -> None:
         """Close the current response, read or not. httpx reads a body through a chain of

@@ -20,6 +20,12 @@ Region: `config.region` if given, else taken from a `cos.<region>.myqcloud.com`-
 (also `cos-internal.<region>.tencentcos.cn`, `<bucket>.cos.<region>...`), else
 `DEFAULT_REGION` (`ap-guangzhou`). The region only matters for SigV4's credential scope
 and for `x-cos-copy-source` on COS endpoints.
+
+Dialects (`Dialect`): the protocol's own headers are spelt `x-cos-*` in the COS dialect (q-sign
+mounts) and `x-amz-*` in the S3 dialect (SigV4 mounts). A server that is not COS ignores
+`x-cos-*` headers: a copy (`x-cos-copy-source`) becomes an empty upload over its destination,
+and `x-cos-meta-*` is dropped. So requests are built with `x-cos-*` names and translated to
+the dialect's on the way out; replies are read under either prefix.
 """
 
 from __future__ import annotations
@@ -97,9 +103,11 @@ class Addressing:
         """The decoded path the COS q-sign covers: `/key`, or `/` for the bucket."""
         return "/" if key is None else "/" + key
 
-    def copy_source(self, key: str) -> str:
-        """The `x-cos-copy-source` value naming `key` in this bucket."""
-        if self.virtual:
+    def copy_source(self, key: str, *, s3: bool = False) -> str:
+        """The copy-source header's value naming `key` in this bucket: COS's
+        `<bucket host>/<key>` on virtual-hosted COS endpoints, else (and always for `s3`, the
+        `x-amz-copy-source` form every S3 API takes) `/<bucket>/<key>`."""
+        if self.virtual and not s3:
             return f"{self.host}/{quote_key(key)}"
         return f"/{self.bucket}/{quote_key(key)}"
 
@@ -141,3 +149,99 @@ def addressing_for(
         region=region or derived or DEFAULT_REGION,
         base_path=base_path,
     )
+
+
+# --- header dialects ------------------------------------------------------------------------
+
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+
+# x-cos-<suffix> request headers that S3 spells x-amz-<suffix'>: the suffix maps to itself
+# unless given here. Anything else under x-cos- has no S3 equivalent.
+_S3_SUFFIXES = {
+    name: name for name in (
+        "copy-source", "copy-source-if-match", "copy-source-if-none-match", "copy-source-if-modified-since",
+        "copy-source-if-unmodified-since", "copy-source-range",
+        "copy-source-server-side-encryption-customer-algorithm",
+        "copy-source-server-side-encryption-customer-key", "copy-source-server-side-encryption-customer-key-md5",
+        "metadata-directive", "storage-class", "acl", "grant-read", "grant-read-acp", "grant-write",
+        "grant-write-acp", "grant-full-control", "security-token", "tagging", "tagging-directive",
+        "website-redirect-location", "server-side-encryption", "server-side-encryption-context",
+        "server-side-encryption-customer-algorithm", "server-side-encryption-customer-key",
+        "server-side-encryption-customer-key-md5",
+    )
+} | {"server-side-encryption-cos-kms-key-id": "server-side-encryption-aws-kms-key-id"}
+# Values spelt otherwise by S3, by suffix: COS's `Copy`/`Replaced`, `cos/kms`.
+_S3_VALUES = {
+    "metadata-directive": {"copy": "COPY", "replaced": "REPLACE", "replace": "REPLACE"},
+    "server-side-encryption": {"cos/kms": "aws:kms"},
+}
+# The request headers that make a PUT a copy, and decide what it copies.
+COPY_SUFFIXES = frozenset(s for s in _S3_SUFFIXES if s.startswith("copy-source")) | {"metadata-directive"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dialect:
+    """How the protocol's own headers are spelt: `x-cos-*` (COS, q-sign) or `x-amz-*` (S3, the
+    dialect of SigV4 mounts: COS's S3 layer and every S3-compatible server understand it,
+    while servers that are not COS ignore `x-cos-*` headers, which turns a copy into an
+    empty upload over the destination).
+
+    The client builds every request with `x-cos-*` names; `outgoing` gives the names (and
+    the few values, such as the metadata directive's) the server is sent. Replies are read
+    under either prefix, this dialect's first (`header`, `user_meta`)."""
+
+    name: str  # "cos" or "s3"
+
+    @property
+    def prefix(self) -> str:
+        return "x-amz-" if self.name == "s3" else "x-cos-"
+
+    def outgoing(self, headers: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """(headers as sent, the `x-cos-*` names this dialect cannot express). Names are
+        lower-case. In the COS dialect nothing changes."""
+        if self.name != "s3":
+            return dict(headers), []
+        sent: dict[str, str] = {}
+        foreign: list[str] = []
+        for name, value in headers.items():
+            if not name.startswith("x-cos-"):
+                sent[name] = value
+                continue
+            suffix = name[len("x-cos-"):]
+            if suffix.startswith("meta-"):
+                sent["x-amz-" + suffix] = value
+            elif suffix in _S3_SUFFIXES:
+                target = _S3_SUFFIXES[suffix]
+                sent["x-amz-" + target] = _S3_VALUES.get(suffix, {}).get(value.strip().lower(), value)
+            else:
+                foreign.append(name)
+                sent[name] = value
+        return sent, foreign
+
+    def header(self, headers, suffix: str, default: str = "") -> str:
+        """The reply header `x-cos-<suffix>` or `x-amz-<suffix>`, this dialect's spelling first."""
+        first, second = ("x-amz-", "x-cos-") if self.name == "s3" else ("x-cos-", "x-amz-")
+        value = headers.get(first + suffix)
+        if value is None:
+            value = headers.get(second + suffix)
+        return default if value is None else value
+
+    def user_meta(self, items) -> dict[str, str]:
+        """User metadata from reply headers `(name, value)`: `x-cos-meta-*` and `x-amz-meta-*`
+        alike, suffix lower-cased; where both name one key, this dialect's spelling wins."""
+        own, other = {}, {}
+        for name, value in items:
+            lowered = name.lower()
+            for prefix in ("x-cos-meta-", "x-amz-meta-"):
+                if lowered.startswith(prefix) and len(lowered) > len(prefix):
+                    (own if prefix[:6] == self.prefix else other)[lowered[len(prefix):]] = value
+        return {**other, **own}
+
+
+COS_DIALECT = Dialect("cos")
+S3_DIALECT = Dialect("s3")
+
+
+def dialect_for(signature: str) -> Dialect:
+    """SigV4 mounts speak S3 (`x-amz-*`), q-sign mounts COS (`x-cos-*`)."""
+    return S3_DIALECT if signature == "sigv4" else COS_DIALECT

@@ -63,6 +63,9 @@ class ListPage:
 class PutResult:
     etag: str
     crc64: int | None
+    # The server's Last-Modified of the new object when the store learnt it (a HEAD after
+    # Complete on S3 servers), else None.
+    last_modified_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -222,11 +222,19 @@ def parse_list_bucket(body: bytes) -> _store.ListPage:
     )
 
 
-def parse_copy_result(body: bytes) -> _store.CopyResult:
-    """`<CopyObjectResult>` (or `<CopyPartResult>`); ETag is required."""
+COPY_ROOTS = ("CopyObjectResult", "CopyPartResult")
+
+
+def parse_copy_result(body: bytes, *, etag_optional: bool = False) -> _store.CopyResult:
+    """`<CopyObjectResult>` (or `<CopyPartResult>`); ETag is required, except with
+    `etag_optional` in a root named as a copy result (rclone answers a copy of an object onto
+    itself with an empty `<CopyObjectResult>`): then the result's etag is "". An empty body
+    is never a copy result (a server that ignored the copy headers answers an upload so)."""
+    if not body.strip():
+        raise ProtocolError("the reply has no body: it is not a copy result")
     root = _root(body)
     etag = _etag(text(root, "ETag"))
-    if not etag:
+    if not etag and not (etag_optional and root.tag in COPY_ROOTS):
         raise ProtocolError(f"<{root.tag}> is not a copy result: it has no <ETag>")
     return _store.CopyResult(
         etag=etag,
