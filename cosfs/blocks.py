@@ -346,6 +346,11 @@ class BlockCache:
         self._disk[ident] = len(data)
         self._disk_bytes += len(data)
 
+    def make_room(self, incoming_bytes: int) -> bool:
+        """For staged writes (ensure_diskfree): evict cached blocks until `incoming_bytes` more
+        leave ensure_diskfree free on the cache disk; False when even an empty cache cannot."""
+        return self._evict_disk(incoming_bytes)
+
     def _evict_disk(self, incoming: int) -> bool:
         """Make room for `incoming` bytes, least recently used first, within the capacity and
         ensure_diskfree; False when the disk's free space cannot be brought above it."""

@@ -279,6 +279,8 @@ def disk_bytes(path: Path) -> int:
 
 
 def mount_settings(args: argparse.Namespace):
+    """Everything a mount needs, from the command line: options parsed and mapped to the COS,
+    filesystem and kernel settings, notes owed for options accepted without effect, keys."""
     from cosfs.mount import MountSettings
 
     parsed = parse_arguments(args)

@@ -38,6 +38,12 @@ async def test_blocks_are_evicted_to_keep_the_disk_free(tmp_path, caplog):
     warnings = [r for r in caplog.records if "ensure_diskfree" in r.getMessage()]
     assert len(warnings) == 1  # once per shortage, not once per block
 
+    disk["others"] = 5 * BLOCK
+    assert await cache.read(ref, 3 * BLOCK, 2 * BLOCK) == data[3 * BLOCK:5 * BLOCK]  # on disk again
+    assert cache.make_room(0) and cache.used_bytes == 2 * BLOCK  # staging asks: room enough
+    assert cache.make_room(2 * BLOCK) and cache.used_bytes == 0  # evicted to make it
+    assert not cache.make_room(3 * BLOCK)  # no cache left to give
+
 
 def test_ensure_diskfree_option_units():
     """MB as in COSFS; never below multipart_size (COSFS raises it, with a warning); the
