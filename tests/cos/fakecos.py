@@ -187,3 +187,130 @@ class FakeCos:
         if method == "HEAD":
             return httpx.Response(200)
         return error_response(501, "NotImplemented")
+
+
+REGION = "us-east-1"
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
+def s3_error(status: int, code: str, message: str = "") -> httpx.Response:
+    body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    return httpx.Response(status, headers={"content-type": "application/xml", "x-amz-request-id": "amz-1"},
+                          content=body.encode())
+
+
+class FakeS3(FakeCos):
+    """An S3-compatible server that is not COS, answering as `rclone serve s3` (v1.75) was
+    seen to answer (tests/s3compat runs the real one): SigV4 only, path-style; x-amz-*
+    headers only, so a PUT with `x-cos-copy-source` is an upload of its empty body (ETag the
+    MD5 of nothing) and `x-cos-meta-*` is dropped; a ranged GET is answered 200 with a
+    Content-Range and just the bytes asked for; If-Match and x-amz-copy-source-if-match are
+    ignored; Complete answers ETag `<md5 of the parts' MD5s>-N`, while HEAD and GET answer the
+    object's MD5; a copy of an object onto itself answers an empty `<CopyObjectResult>`;
+    Upload Part - Copy is taken for an upload of an empty part; no CRC64 anywhere.
+    `script` plays faults as in FakeCos."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.uploads: dict[str, dict[int, bytes]] = {}
+        self.upload_meta: dict[str, dict[str, str]] = {}
+        self.send_crc = False
+
+    def check_signature(self, request: httpx.Request) -> httpx.Response | None:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        fields = auth.parse_sigv4_authorization(headers.get("authorization", ""))
+        signed = set(fields.get("SignedHeaders", "").split(";"))
+        unsigned = [n for n in headers if n.startswith("x-amz-") and n not in signed]
+        if unsigned:
+            return s3_error(403, "AccessDenied", f"{unsigned[0]} is not signed")
+        try:
+            auth.verify_sigv4(fields, {SECRET_ID: SECRET_KEY}, request.method, request.url.raw_path.decode().split("?")[0],
+                              self.params_of(request), headers, headers.get("x-amz-content-sha256", ""),
+                              headers.get("x-amz-date", ""), self.now())
+        except auth.AuthFailure as exc:
+            return s3_error(403, exc.code, exc.message)
+        return None
+
+    @staticmethod
+    def stored_meta(request: httpx.Request) -> dict[str, str]:
+        meta = {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")}
+        meta["content-type"] = request.headers.get("content-type", "application/octet-stream")
+        return meta
+
+    def object_headers(self, key: str) -> dict[str, str]:
+        data, meta = self.objects[key]
+        return {"etag": f'"{hashlib.md5(data).hexdigest()}"', "last-modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+                "accept-ranges": "bytes", **meta}
+
+    def serve(self, request: httpx.Request) -> httpx.Response:
+        key = self.key_of(request)
+        params = dict(self.params_of(request))
+        method = request.method
+        headers = request.headers
+        if method == "PUT" and "uploadId" in params:
+            # Upload Part - Copy is not supported: the part is the (empty) body.
+            data = request.content
+            self.uploads[params["uploadId"]][int(params["partNumber"])] = data
+            return httpx.Response(200, headers={"etag": f'"{hashlib.md5(data).hexdigest()}"'})
+        if method == "PUT" and "x-amz-copy-source" in headers:
+            source = unquote(headers["x-amz-copy-source"].lstrip("/"))
+            bucket, _, src_key = source.partition("/")
+            if bucket != BUCKET or src_key not in self.objects:
+                return s3_error(404, "NoSuchKey")
+            data, meta = self.objects[src_key]
+            if headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE":
+                meta = self.stored_meta(request)
+            self.objects[key] = (data, dict(meta))
+            if src_key == key:
+                return httpx.Response(200, content=b'<?xml version="1.0" encoding="UTF-8"?>\n'
+                                                   b"<CopyObjectResult></CopyObjectResult>")
+            etag = hashlib.md5(data).hexdigest()
+            return httpx.Response(200, content=(f'<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult>'
+                                                f"<ETag>&#34;{etag}&#34;</ETag><LastModified>2024-01-01T00:00:00Z"
+                                                f"</LastModified></CopyObjectResult>").encode())
+        if method == "PUT":
+            data = request.content
+            md5 = headers.get("content-md5")
+            if md5 is not None and md5 != base64.b64encode(hashlib.md5(data).digest()).decode():
+                return s3_error(400, "BadDigest", "Content-MD5 mismatch")
+            self.objects[key] = (data, self.stored_meta(request))
+            return httpx.Response(200, headers={"etag": f'"{hashlib.md5(data).hexdigest()}"'})
+        if method in ("GET", "HEAD") and key and "uploadId" not in params:
+            if key not in self.objects:
+                return httpx.Response(404) if method == "HEAD" else s3_error(404, "NoSuchKey")
+            data = self.objects[key][0]
+            reply = self.object_headers(key)
+            spec = request.headers.get("range")
+            if spec and method == "GET":
+                first, last = (int(x) for x in spec[6:].split("-"))
+                if first >= len(data):
+                    return s3_error(416, "InvalidRange")
+                part = data[first: last + 1]
+                reply["content-range"] = f"bytes {first}-{first + len(part) - 1}/{len(data)}"
+                return httpx.Response(200, headers=reply, content=part)
+            if method == "HEAD":
+                reply["content-length"] = str(len(data))
+                return httpx.Response(200, headers=reply)
+            return httpx.Response(200, headers=reply, content=data)
+        if method == "POST" and "uploads" in params:
+            upload_id = f"up-{len(self.uploads) + 1}"
+            self.uploads[upload_id] = {}
+            self.upload_meta[upload_id] = self.stored_meta(request)
+            return httpx.Response(200, content=f"<InitiateMultipartUploadResult><Bucket>{BUCKET}</Bucket><Key>{key}"
+                                               f"</Key><UploadId>{upload_id}</UploadId>"
+                                               f"</InitiateMultipartUploadResult>".encode())
+        if method == "POST" and "uploadId" in params:
+            parts = self.uploads.pop(params["uploadId"])
+            ordered = [parts[n] for n in sorted(parts)]
+            self.objects[key] = (b"".join(ordered), self.upload_meta.pop(params["uploadId"]))
+            etag = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in ordered)).hexdigest() + f"-{len(ordered)}"
+            return httpx.Response(200, content=f"<CompleteMultipartUploadResult><Bucket>{BUCKET}</Bucket><Key>{key}"
+                                               f"</Key><ETag>&#34;{etag}&#34;</ETag>"
+                                               f"</CompleteMultipartUploadResult>".encode())
+        if method == "DELETE":
+            if "uploadId" in params:
+                self.uploads.pop(params["uploadId"], None)
+            else:
+                self.objects.pop(key, None)
+            return httpx.Response(204)
+        return s3_error(501, "NotImplemented")
