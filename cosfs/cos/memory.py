@@ -1,12 +1,13 @@
 """`MemoryStore`: an `ObjectStore` in memory, for fast tests of everything above the client.
 
-Semantics follow COS as the client sees it: ETag = MD5 hex for simple PUT/APPEND, an opaque
-`<hex>-N` for multipart; CRC64 on every object; listings in UTF-8 order with prefix,
-delimiter (common prefixes count towards max-keys), marker (strictly after; a common prefix
-is listed only if it sorts after the marker) and NextMarker = the last key or prefix of a
-truncated page; deleting a missing key succeeds; 412 on If-Match mismatch; a range starting
-at or past the end reads as empty (as `CosClient` reports a 416 there); multipart parts must be
->= 1 MiB except the last and be completed in ascending order; a self-copy needs Replaced.
+The COS rules it follows are those of `cosfs.cos.rules`, which `cosfs serve` applies too:
+listings (`rules.list_keys`: UTF-8 order, prefix, delimiter with common prefixes counting
+towards max-keys, marker strictly after, NextMarker = last key or prefix of a truncated
+page), Complete's part checks and the `<hex>-N` ETag, APPEND positions and the appendable
+ETag, the self-copy rule, If-Match, key length, user metadata size, storage classes and
+canned ACLs, with the errors (and HTTP statuses) of `rules.error`. What is its own: ETag = MD5
+hex for simple PUT; CRC64 on every object; deleting a missing key succeeds; a range starting
+at or past the end reads as empty (as `CosClient` reports a 416 there).
 
 Test hooks: `counts` (a Counter of operation names, e.g. `counts["head_object"]`) and
 `fail_next(op, exc, times=1)`, which makes the next `times` calls of `op` raise `exc`
@@ -27,10 +28,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from cosfs.cos import crc64 as crc
+from cosfs.cos import rules
 from cosfs.cos.store import (
     MAX_DELETE_KEYS,
     MAX_LIST_KEYS,
-    MIN_PART_BYTES,
     AppendResult,
     CopyResult,
     DeleteResult,
@@ -42,7 +43,6 @@ from cosfs.cos.store import (
     UploadInfo,
     WriteOptions,
 )
-from cosfs.errors import cos_error
 
 
 @dataclasses.dataclass
@@ -55,6 +55,7 @@ class _Object:
     user_meta: dict[str, str]
     storage_class: str
     appendable: bool = False
+    acl: str | None = None
 
     def meta(self, key: str) -> ObjectMeta:
         return ObjectMeta(
@@ -70,12 +71,22 @@ class _Object:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    data: bytes
+    etag: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
 @dataclasses.dataclass
 class _Upload:
     key: str
     options: WriteOptions
     initiated_s: float
-    parts: dict[int, tuple[bytes, str]] = dataclasses.field(default_factory=dict)
+    parts: dict[int, _Part] = dataclasses.field(default_factory=dict)
 
 
 def _md5(data: bytes) -> str:
@@ -117,22 +128,32 @@ class MemoryStore:
     def _get(self, key: str, if_match: str | None = None) -> _Object:
         obj = self._objects.get(key)
         if obj is None:
-            raise cos_error(404, "NoSuchKey", "The specified key does not exist.", resource=key)
-        if if_match is not None and if_match.strip('"') != obj.etag:
-            raise cos_error(412, "PreconditionFailed", "If-Match does not match the ETag", resource=key)
+            raise rules.error("NoSuchKey", "The specified key does not exist.", key)
+        if if_match is not None and not rules.etag_matches(if_match, obj.etag):
+            raise rules.error("PreconditionFailed", "If-Match does not match the ETag", key)
         return obj
 
+    @staticmethod
+    def _check_write(key: str, options: WriteOptions) -> None:
+        """What COS refuses in a write's key and headers, before anything changes."""
+        rules.check_key(key)
+        rules.check_user_meta({k.lower(): v for k, v in options.user_meta.items()})
+        rules.storage_class(options.storage_class)
+        if options.acl is not None:
+            rules.acl_from_headers({"x-cos-acl": options.acl}, for_object=True)
+
     def _store(self, key: str, data: bytes, options: WriteOptions, etag: str | None = None,
-               appendable: bool = False) -> _Object:
+               appendable: bool = False, crc64: int | None = None) -> _Object:
         obj = _Object(
             data=data,
             etag=etag or _md5(data),
-            crc64=crc.crc64(data),
+            crc64=crc.crc64(data) if crc64 is None else crc64,
             modified_s=self._clock(),
             content_type=options.content_type,
             user_meta={k.lower(): v for k, v in options.user_meta.items()},
-            storage_class=options.storage_class or "STANDARD",
+            storage_class=rules.storage_class(options.storage_class),
             appendable=appendable,
+            acl=options.acl,
         )
         self._objects[key] = obj
         return obj
@@ -171,6 +192,7 @@ class MemoryStore:
 
     async def put_object(self, key: str, body: bytes, options: WriteOptions = WriteOptions()) -> PutResult:
         self._enter("put_object")
+        self._check_write(key, options)
         obj = self._store(key, bytes(body), options)
         return PutResult(etag=obj.etag, crc64=obj.crc64)
 
@@ -195,16 +217,14 @@ class MemoryStore:
             source = self._get(source_key, source_if_match)
         except Exception as exc:
             if getattr(exc, "code", "") == "NoSuchKey":
-                raise cos_error(404, "NoSuchKey", "The specified copy source does not exist.",
-                                resource=source_key) from None
+                raise rules.error("NoSuchKey", "The specified copy source does not exist.", source_key) from None
             raise
-        if source_key == dest_key and replace_metadata is None:
-            raise cos_error(400, "InvalidRequest", "copying an object onto itself needs metadata directive Replaced",
-                            resource=dest_key)
+        rules.check_copy(source_key == dest_key, replace_metadata is not None, len(source.data))
         if replace_metadata is None:
             options = WriteOptions(content_type=source.content_type, user_meta=dict(source.user_meta))
         else:
             options = replace_metadata
+        self._check_write(dest_key, options)
         obj = self._store(dest_key, source.data, options, etag=source.etag)
         return CopyResult(etag=obj.etag, crc64=obj.crc64, last_modified_s=obj.modified_s)
 
@@ -212,18 +232,18 @@ class MemoryStore:
                             options: WriteOptions = WriteOptions()) -> AppendResult:
         self._enter("append_object")
         existing = self._objects.get(key)
+        rules.check_append(position, None if existing is None else len(existing.data),
+                           existing is not None and existing.appendable)
         if existing is None:
-            if position != 0:
-                raise cos_error(409, "AppendPositionErr", "position does not match the object length", resource=key)
-            obj = self._store(key, bytes(body), options, appendable=True)
+            self._check_write(key, options)
+            data = bytes(body)
+            value = crc.crc64(data)
+            obj = self._store(key, data, options, etag=rules.append_etag(value, len(data)), appendable=True,
+                              crc64=value)
         else:
-            if not existing.appendable:
-                raise cos_error(409, "ObjectNotAppendable", "the object is not appendable", resource=key)
-            if position != len(existing.data):
-                raise cos_error(409, "AppendPositionErr", "position does not match the object length", resource=key)
             existing.data += bytes(body)
-            existing.etag = _md5(existing.data)
             existing.crc64 = crc.crc64(existing.data)
+            existing.etag = rules.append_etag(existing.crc64, len(existing.data))
             existing.modified_s = self._clock()
             obj = existing
         return AppendResult(next_position=len(obj.data), etag=obj.etag, crc64=obj.crc64)
@@ -233,31 +253,12 @@ class MemoryStore:
         self._enter("list_objects")
         if not 1 <= max_keys <= MAX_LIST_KEYS:
             raise ValueError(f"max_keys must be 1..{MAX_LIST_KEYS}")
-        entries: list[ListEntry] = []
-        prefixes: list[str] = []
-        last = ""
-        truncated = False
-        for key in sorted(self._objects, key=lambda k: k.encode("utf-8")):
-            if not key.startswith(prefix) or key.encode() <= marker.encode():
-                continue
-            common = None
-            if delimiter:
-                cut = key.find(delimiter, len(prefix))
-                if cut >= 0:
-                    common = key[: cut + len(delimiter)]
-            if common is not None and (common.encode() <= marker.encode() or (prefixes and prefixes[-1] == common)):
-                continue
-            if len(entries) + len(prefixes) >= max_keys:
-                truncated = True
-                break
-            if common is not None:
-                prefixes.append(common)
-                last = common
-            else:
-                obj = self._objects[key]
-                entries.append(ListEntry(key, len(obj.data), obj.etag, obj.modified_s, obj.storage_class))
-                last = key
-        return ListPage(tuple(entries), tuple(prefixes), truncated, last if truncated else None)
+        result = rules.list_keys(sorted(self._objects), prefix, delimiter, marker, max_keys)
+        entries = []
+        for key in result.keys:
+            obj = self._objects[key]
+            entries.append(ListEntry(key, len(obj.data), obj.etag, obj.modified_s, obj.storage_class))
+        return ListPage(tuple(entries), tuple(result.common_prefixes), result.is_truncated, result.next_marker)
 
     async def list_all(self, prefix: str = "", *, delimiter: str = "") -> AsyncIterator[ListPage]:
         marker = ""
@@ -270,6 +271,7 @@ class MemoryStore:
 
     async def create_multipart_upload(self, key: str, options: WriteOptions = WriteOptions()) -> str:
         self._enter("create_multipart_upload")
+        self._check_write(key, options)
         upload_id = f"memory-upload-{next(self._upload_ids)}"
         self._uploads[upload_id] = _Upload(key, options, self._clock())
         return upload_id
@@ -277,16 +279,15 @@ class MemoryStore:
     def _upload(self, key: str, upload_id: str) -> _Upload:
         upload = self._uploads.get(upload_id)
         if upload is None or upload.key != key:
-            raise cos_error(404, "NoSuchUpload", "The specified upload does not exist.", resource=key)
+            raise rules.error("NoSuchUpload", "The specified upload does not exist.", key)
         return upload
 
     async def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> PartInfo:
         self._enter("upload_part")
         upload = self._upload(key, upload_id)
-        if not 1 <= part_number <= 10_000:
-            raise cos_error(400, "InvalidArgument", "part number must be 1..10000", resource=key)
+        rules.check_part_number(part_number)
         data = bytes(body)
-        upload.parts[part_number] = (data, _md5(data))
+        upload.parts[part_number] = _Part(data, _md5(data))
         return PartInfo(part_number, _md5(data), len(data), crc.crc64(data))
 
     async def upload_part_copy(self, key: str, upload_id: str, part_number: int, source_key: str,
@@ -294,32 +295,20 @@ class MemoryStore:
                                source_if_match: str | None = None) -> PartInfo:
         self._enter("upload_part_copy")
         upload = self._upload(key, upload_id)
+        rules.check_part_number(part_number)
         source = self._get(source_key, source_if_match)
         if source_range is not None and source_range[1] >= len(source.data):
-            raise cos_error(400, "InvalidArgument", "copy source range is outside the object", resource=key)
+            raise rules.error("InvalidArgument", "copy source range is outside the object", key)
         data = self._slice(source, source_range)
-        upload.parts[part_number] = (data, _md5(data))
+        upload.parts[part_number] = _Part(data, _md5(data))
         return PartInfo(part_number, _md5(data), len(data), crc.crc64(data))
 
     async def complete_multipart_upload(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
         self._enter("complete_multipart_upload")
         upload = self._upload(key, upload_id)
-        numbers = [p.part_number for p in parts]
-        if not parts:
-            raise cos_error(400, "MalformedXML", "no parts given", resource=key)
-        if numbers != sorted(set(numbers)):
-            raise cos_error(400, "InvalidPartOrder", "parts must be in ascending order", resource=key)
-        chunks = []
-        for index, part in enumerate(parts):
-            stored = upload.parts.get(part.part_number)
-            if stored is None or stored[1] != part.etag.strip('"'):
-                raise cos_error(400, "InvalidPart", f"part {part.part_number} is missing or its ETag differs",
-                                resource=key)
-            if index < len(parts) - 1 and len(stored[0]) < MIN_PART_BYTES:
-                raise cos_error(400, "EntityTooSmall", f"part {part.part_number} is smaller than 1 MiB", resource=key)
-            chunks.append(stored[0])
-        digest = hashlib.md5(b"".join(bytes.fromhex(upload.parts[n][1]) for n in numbers)).hexdigest()
-        obj = self._store(key, b"".join(chunks), upload.options, etag=f"{digest}-{len(parts)}")
+        chosen = rules.check_complete(upload.parts, [(p.part_number, p.etag) for p in parts])
+        etag = rules.multipart_etag([part.etag for part in chosen])
+        obj = self._store(key, b"".join(part.data for part in chosen), upload.options, etag=etag)
         del self._uploads[upload_id]
         return PutResult(etag=obj.etag, crc64=obj.crc64)
 
@@ -331,7 +320,7 @@ class MemoryStore:
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
         self._enter("list_parts")
         upload = self._upload(key, upload_id)
-        return [PartInfo(n, etag, len(data), crc.crc64(data)) for n, (data, etag) in sorted(upload.parts.items())]
+        return [PartInfo(n, part.etag, part.size, crc.crc64(part.data)) for n, part in sorted(upload.parts.items())]
 
     async def list_multipart_uploads(self, prefix: str = "") -> list[UploadInfo]:
         self._enter("list_multipart_uploads")

@@ -33,6 +33,8 @@ from urllib.parse import unquote_plus, unquote_to_bytes
 import h11
 import trio
 
+from cosfs import errors
+from cosfs.cos import rules
 from cosfs.server import buckets, multipart, objects
 from cosfs.server.authn import Authenticator, parse_query
 from cosfs.server.common import BUCKET_RE, CosError, Ctx, Query
@@ -110,10 +112,10 @@ class App:
             ctx = self.parse(request, request_id)
             response = await self.dispatch(ctx)
             _check_headers(response)
-        except CosError as exc:
+        except errors.CosError as exc:
             response = self.error_response(exc.status, exc.code, exc.message,
                                            ctx.resource if ctx else "/", request_id,
-                                           head=request.method == "HEAD", extra=exc.headers)
+                                           head=request.method == "HEAD", extra=getattr(exc, "headers", None))
         except (ClientGone, ResetConnection, h11.RemoteProtocolError, BodyTimeout):
             raise
         except Exception:
@@ -122,6 +124,8 @@ class App:
                                            ctx.resource if ctx else "/", request_id, head=request.method == "HEAD")
         else:
             response.headers[:0] = self.base_headers(request_id)
+        if ctx is not None and ctx.bucket is not None and ctx.bucket.cors and ctx.method != "OPTIONS":
+            response.headers += _cors_response_headers(ctx)
         if not any(name.lower() == "content-length" for name, _ in response.headers):
             if isinstance(response.body, bytes):
                 response.headers.append(("Content-Length", str(len(response.body))))
@@ -162,11 +166,16 @@ class App:
     async def dispatch(self, ctx: Ctx) -> Response:
         if ctx.bucket_name is not None:
             await self._inject_faults()
-        self.auth.check(ctx)
         method = ctx.method
+        if method == "OPTIONS":
+            return self._preflight(ctx)
+        anonymous = self.auth.is_anonymous(ctx)
+        if not anonymous:
+            self.auth.check(ctx)
         if ctx.bucket_name is None:
             if method == "GET":
-                return buckets.list_buckets(self.storage)
+                _deny_if(anonymous)
+                return buckets.list_buckets(ctx, self.storage)
             raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
         if not BUCKET_RE.fullmatch(ctx.bucket_name):
             raise CosError("InvalidBucketName", "The specified bucket is not valid.") if method == "PUT" and not ctx.key \
@@ -174,16 +183,39 @@ class App:
         bucket = self.storage.get(ctx.bucket_name)
         if not ctx.key:
             if method == "PUT" and not ctx.query:
+                _deny_if(anonymous)
                 return await buckets.create_bucket(ctx, self.storage)
             if bucket is None:
+                _deny_if(anonymous)
                 raise CosError("NoSuchBucket", "The specified bucket does not exist.")
             ctx.bucket = bucket
-            return await self._bucket_op(ctx, bucket)
+            op = bucket_operation(ctx)
+            if anonymous:
+                authorize_anonymous(ctx, op, bucket)
+            return await self._bucket_op(ctx, bucket, op)
         if bucket is None:
+            _deny_if(anonymous)
             raise CosError("NoSuchBucket", "The specified bucket does not exist.")
         ctx.bucket = bucket
         objects.check_key(ctx.key)
-        return await self._object_op(ctx, bucket)
+        op = object_operation(ctx)
+        if anonymous:
+            authorize_anonymous(ctx, op, bucket)
+        return await self._object_op(ctx, bucket, op)
+
+    def _preflight(self, ctx: Ctx) -> Response:
+        """OPTIONS: a CORS preflight, answered by the bucket's CORS rules (no signature)."""
+        if ctx.bucket_name is None:
+            raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+        bucket = self.storage.get(ctx.bucket_name)
+        if bucket is None:
+            raise CosError("NoSuchBucket", "The specified bucket does not exist.")
+        if ctx.key:
+            objects.check_key(ctx.key)
+        headers = rules.preflight(bucket.cors, ctx.headers.get("origin"),
+                                  ctx.headers.get("access-control-request-method"),
+                                  ctx.headers.get("access-control-request-headers"))
+        return Response(200, headers + [("Content-Length", "0")])
 
     async def _inject_faults(self) -> None:
         if self.faults is None:
@@ -199,65 +231,196 @@ class App:
         if choice == "reset":
             raise ResetConnection()
 
-    async def _bucket_op(self, ctx: Ctx, bucket) -> Response:
-        method = ctx.method
-        if method == "HEAD":
+    async def _bucket_op(self, ctx: Ctx, bucket, op: str) -> Response:
+        if op == "head_bucket":
             return buckets.head_bucket(bucket)
-        if method == "GET":
-            if ctx.has("uploads"):
-                return await multipart.list_uploads(ctx, bucket)
-            if ctx.has("location"):
-                return Response(200, [("Content-Type", "application/xml")], LOCATION_XML)
-            unsupported = {"acl", "cors", "lifecycle", "policy", "tagging", "versioning", "website", "logging",
-                           "replication", "inventory", "referer", "domain", "encryption", "object-lock"}
-            if unsupported & set(ctx.query):
-                raise CosError("NotImplemented", "This bucket sub-resource is not implemented by cosfs serve.")
+        if op == "list_uploads":
+            return await multipart.list_uploads(ctx, bucket)
+        if op == "get_location":
+            return Response(200, [("Content-Type", "application/xml")], LOCATION_XML)
+        if op == "get_bucket_acl":
+            return buckets.get_bucket_acl(bucket)
+        if op == "put_bucket_acl":
+            return await buckets.put_bucket_acl(ctx, bucket)
+        if op == "get_cors":
+            return buckets.get_cors(bucket)
+        if op == "put_cors":
+            return await buckets.put_cors(ctx, bucket)
+        if op == "delete_cors":
+            return await buckets.delete_cors(bucket)
+        if op == "list_objects":
             return await buckets.list_objects(ctx, bucket)
-        if method == "POST" and ctx.has("delete"):
+        if op == "delete_multiple":
             return await buckets.delete_multiple(ctx, bucket)
-        if method == "DELETE" and not ctx.query:
+        if op == "delete_bucket":
             return await buckets.delete_bucket(ctx, self.storage, bucket)
-        if method == "PUT":
-            raise CosError("BucketAlreadyOwnedByYou",
-                           "The bucket you tried to create already exists and you own it.") if not ctx.query else \
-                CosError("NotImplemented", "This bucket sub-resource is not implemented by cosfs serve.")
+        if op == "create_bucket":
+            raise CosError("BucketAlreadyOwnedByYou", "The bucket you tried to create already exists and you own it.")
+        if op == "not_implemented":
+            raise CosError("NotImplemented", "This bucket sub-resource is not implemented by cosfs serve.")
         raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
 
-    async def _object_op(self, ctx: Ctx, bucket) -> Response:
-        method = ctx.method
-        query = ctx.query
-        copy = "x-cos-copy-source" in ctx.headers or "x-amz-copy-source" in ctx.headers
-        if method == "PUT":
-            if "uploadId" in query or "partNumber" in query:
-                if copy:
-                    return await multipart.upload_part_copy(ctx, bucket, self.storage)
-                return await multipart.upload_part(ctx, bucket)
-            if {"acl", "tagging", "restore", "retention"} & set(query):
-                raise CosError("NotImplemented", "This object sub-resource is not implemented by cosfs serve.")
-            if copy:
-                return await objects.copy_object(ctx, bucket, self.storage)
+    async def _object_op(self, ctx: Ctx, bucket, op: str) -> Response:
+        if op == "upload_part_copy":
+            return await multipart.upload_part_copy(ctx, bucket, self.storage)
+        if op == "upload_part":
+            return await multipart.upload_part(ctx, bucket)
+        if op == "put_object_acl":
+            return await buckets.put_object_acl(ctx, bucket)
+        if op == "get_object_acl":
+            return buckets.get_object_acl(ctx, bucket)
+        if op == "copy_object":
+            return await objects.copy_object(ctx, bucket, self.storage)
+        if op == "put_object":
             return await objects.put_object(ctx, bucket)
-        if method == "GET":
-            if "uploadId" in query:
-                return await multipart.list_parts(ctx, bucket)
-            if {"acl", "tagging"} & set(query):
-                raise CosError("NotImplemented", "This object sub-resource is not implemented by cosfs serve.")
+        if op == "list_parts":
+            return await multipart.list_parts(ctx, bucket)
+        if op == "get_object":
             truncate = self.faults is not None and self.faults.truncate()
             return await objects.get_object(ctx, bucket, truncate)
-        if method == "HEAD":
+        if op == "head_object":
             return await objects.head_object(ctx, bucket)
-        if method == "DELETE":
-            if "uploadId" in query:
-                return await multipart.abort(ctx, bucket)
+        if op == "abort":
+            return await multipart.abort(ctx, bucket)
+        if op == "delete_object":
             return await objects.delete_object(ctx, bucket)
-        if method == "POST":
-            if "uploads" in query:
-                return await multipart.initiate(ctx, bucket)
-            if "uploadId" in query:
-                return await multipart.complete(ctx, bucket)
-            if "append" in query:
-                return await objects.append_object(ctx, bucket)
+        if op == "initiate":
+            return await multipart.initiate(ctx, bucket)
+        if op == "complete":
+            return await multipart.complete(ctx, bucket)
+        if op == "append_object":
+            return await objects.append_object(ctx, bucket)
+        if op == "not_implemented":
+            raise CosError("NotImplemented", "This object sub-resource is not implemented by cosfs serve.")
         raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+
+
+UNSUPPORTED_BUCKET = frozenset({"lifecycle", "policy", "tagging", "versioning", "website", "logging", "replication",
+                                "inventory", "referer", "domain", "encryption", "object-lock"})
+
+
+def bucket_operation(ctx: Ctx) -> str:
+    """The operation a bucket-level request asks for (pure routing)."""
+    method, query = ctx.method, set(ctx.query)
+    if method == "HEAD":
+        return "head_bucket"
+    if method == "GET":
+        if "uploads" in query:
+            return "list_uploads"
+        if "location" in query:
+            return "get_location"
+        if "acl" in query:
+            return "get_bucket_acl"
+        if "cors" in query:
+            return "get_cors"
+        if UNSUPPORTED_BUCKET & query:
+            return "not_implemented"
+        return "list_objects"
+    if method == "PUT":
+        if "acl" in query:
+            return "put_bucket_acl"
+        if "cors" in query:
+            return "put_cors"
+        return "create_bucket" if not query else "not_implemented"
+    if method == "POST" and "delete" in query:
+        return "delete_multiple"
+    if method == "DELETE":
+        if "cors" in query:
+            return "delete_cors"
+        if not query:
+            return "delete_bucket"
+        if UNSUPPORTED_BUCKET & query:
+            return "not_implemented"
+    return "method_not_allowed"
+
+
+def object_operation(ctx: Ctx) -> str:
+    """The operation an object-level request asks for (pure routing)."""
+    method, query = ctx.method, ctx.query
+    copy = "x-cos-copy-source" in ctx.headers or "x-amz-copy-source" in ctx.headers
+    if method == "PUT":
+        if "uploadId" in query or "partNumber" in query:
+            return "upload_part_copy" if copy else "upload_part"
+        if "acl" in query:
+            return "put_object_acl"
+        if {"tagging", "restore", "retention"} & set(query):
+            return "not_implemented"
+        return "copy_object" if copy else "put_object"
+    if method == "GET":
+        if "uploadId" in query:
+            return "list_parts"
+        if "acl" in query:
+            return "get_object_acl"
+        if "tagging" in query:
+            return "not_implemented"
+        return "get_object"
+    if method == "HEAD":
+        return "head_object"
+    if method == "DELETE":
+        return "abort" if "uploadId" in query else "delete_object"
+    if method == "POST":
+        if "uploads" in query:
+            return "initiate"
+        if "uploadId" in query:
+            return "complete"
+        if "append" in query:
+            return "append_object"
+    return "method_not_allowed"
+
+
+# What an unsigned request needs, by operation: (permission, on the object?) — READ of an
+# object is its own ACL's unless that is `default`; writing objects is the bucket's WRITE.
+# Operations not listed (bucket creation and deletion, CORS configuration, copies, GET
+# Service, ...) are never anonymous.
+ANONYMOUS_OPERATIONS: dict[str, tuple[str, bool]] = {
+    "get_object": ("READ", True),
+    "head_object": ("READ", True),
+    "get_object_acl": ("READ_ACP", True),
+    "put_object_acl": ("WRITE_ACP", True),
+    "list_objects": ("READ", False),
+    "head_bucket": ("READ", False),
+    "list_uploads": ("READ", False),
+    "get_bucket_acl": ("READ_ACP", False),
+    "put_bucket_acl": ("WRITE_ACP", False),
+    "put_object": ("WRITE", False),
+    "append_object": ("WRITE", False),
+    "delete_object": ("WRITE", False),
+    "delete_multiple": ("WRITE", False),
+    "initiate": ("WRITE", False),
+    "upload_part": ("WRITE", False),
+    "complete": ("WRITE", False),
+    "abort": ("WRITE", False),
+    "list_parts": ("WRITE", False),
+}
+
+
+def _deny_if(anonymous: bool) -> None:
+    if anonymous:
+        raise CosError("AccessDenied", "Access Denied.")
+
+
+def authorize_anonymous(ctx: Ctx, op: str, bucket) -> None:
+    """Let an unsigned request through only where an ACL allows it (AccessDenied otherwise,
+    also for a missing object the bucket does not let anyone list)."""
+    needed = ANONYMOUS_OPERATIONS.get(op)
+    if needed is None:
+        raise CosError("AccessDenied", "Access Denied.")
+    permission, on_object = needed
+    if any(param.startswith("response-") for param in ctx.query):
+        raise CosError("AccessDenied", "response-* parameters need a signed request.")
+    if rules.acl_from_headers(ctx.headers, for_object=True) is not None:
+        raise CosError("AccessDenied", "Only signed requests may set an ACL.")
+    object_acl = None
+    if on_object:
+        record = bucket.head(ctx.key)
+        if record is None:
+            # as S3: NoSuchKey only to whoever may list the bucket
+            if rules.anonymous_may("READ", bucket.acl):
+                return
+            raise CosError("AccessDenied", "Access Denied.")
+        object_acl = record.object_acl
+    if not rules.anonymous_may(permission, bucket.acl, object_acl):
+        raise CosError("AccessDenied", "Access Denied.")
 
 
 def redact_query(raw_query: str) -> str:
@@ -270,6 +433,15 @@ def redact_query(raw_query: str) -> str:
         name, _, _ = part.partition("=")
         parts.append(f"{name}=REDACTED" if unquote_plus(name).lower() in SECRET_PARAMS else part)
     return "&".join(parts)
+
+
+def _cors_response_headers(ctx: Ctx) -> list[tuple[str, str]]:
+    """Access-Control-* headers for a request from a browser (Origin) that a CORS rule allows."""
+    origin = ctx.headers.get("origin")
+    if not origin or ctx.bucket is None or not ctx.bucket.cors:
+        return []
+    rule = rules.cors_match(ctx.bucket.cors, origin, ctx.method)
+    return rules.cors_headers(rule, origin, preflight=False) if rule is not None else []
 
 
 def _check_headers(response: Response) -> None:

@@ -1,12 +1,21 @@
 """Request authentication for `cosfs serve`: COS q-sign (header or query) and AWS SigV4.
 
 Follows the verification recipe of the COS reference (section 1.5) using the same functions
-the client signs with (cosfs.cos.auth). Anonymous requests are refused.
+the client signs with (cosfs.cos.auth). A request without any signature (no Authorization,
+no q-signature/sign/X-Amz-Signature in the query) is anonymous (`is_anonymous`): `app` lets
+it through only where the bucket's or the object's ACL allows it; a request with a signature
+that does not verify is refused even where anonymous access would be allowed.
 
 Only what was signed is honoured: a valid signature that leaves out a query parameter or an
 ``x-cos-*``/``x-amz-*`` header is refused (AccessDenied), because the handlers act on all of
 them (a presigned GET signing only ``host`` must not become a copy or change the response
 headers). The security token is the exception: it is checked against the configured one.
+So are GET Service's filters (``marker``, ``max-keys``, ``region``...), which the official
+SDK does not sign and which only narrow the list of bucket names.
+
+The ``host`` header is signed as sent; a q-sign signature made over the host name without
+the port (what the SDK signs when it builds the Host from a ``host:port`` URL, as for GET
+Service) is accepted too.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from cosfs.cos.auth import (
     UNSIGNED_PAYLOAD,
@@ -34,12 +43,21 @@ Q_PARAMS = frozenset(
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 TOKEN_NAMES = frozenset({"x-cos-security-token", "x-amz-security-token"})
+SIGNATURE_PARAMS = Q_PARAMS | {"sign", "x-amz-signature", "x-amz-credential", "x-amz-algorithm"}
+SERVICE_PARAMS = frozenset({"marker", "max-keys", "region", "tagkey", "tagvalue", "create-time", "range"})
 
 
 class Authenticator:
     def __init__(self, secrets: Mapping[str, str], security_token: str | None = None) -> None:
         self._secrets = dict(secrets)
         self._token = security_token
+
+    @staticmethod
+    def is_anonymous(ctx: Ctx) -> bool:
+        """No signature of any kind: an empty (or no) Authorization and no signing parameter."""
+        if ctx.headers.get("authorization", "").strip():
+            return False
+        return not any(name.lower() in SIGNATURE_PARAMS for name, _ in ctx.params)
 
     def check(self, ctx: Ctx, now_s: float | None = None) -> str:
         """The SecretId the request was signed with, or raise CosError (403)."""
@@ -108,10 +126,18 @@ class Authenticator:
             return secret_id
         else:
             raise AuthFailure("AccessDenied", "Access Denied.")
-        secret_id = verify_cos(fields, self._secrets, method, self._cos_paths(ctx), params, headers, now)
+        paths = self._cos_paths(ctx)
+        try:
+            secret_id = verify_cos(fields, self._secrets, method, paths, params, headers, now)
+        except AuthFailure as exc:
+            bare = _host_without_port(headers.get("host", ""))
+            if exc.code != "SignatureDoesNotMatch" or bare is None:
+                raise
+            secret_id = verify_cos(fields, self._secrets, method, paths, params, {**headers, "host": bare}, now)
         signed_params = set(fields.get("q-url-param-list", "").split(";"))
+        unsigned_ok = TOKEN_NAMES | (SERVICE_PARAMS if ctx.bucket_name is None and method == "GET" else frozenset())
         for name, _ in params:
-            if name.lower() not in TOKEN_NAMES and cos_quote(name).lower() not in signed_params:
+            if name.lower() not in unsigned_ok and cos_quote(name).lower() not in signed_params:
                 raise AuthFailure("AccessDenied", f"The query parameter {name} is not signed (q-url-param-list).")
         _require_signed_headers(ctx, fields.get("q-header-list", "").split(";"))
         return secret_id
@@ -139,6 +165,17 @@ def _require_signed_headers(ctx: Ctx, signed: list[str]) -> None:
     for name in ctx.headers:
         if name.startswith(("x-cos-", "x-amz-")) and name not in TOKEN_NAMES and cos_quote(name).lower() not in covered:
             raise AuthFailure("AccessDenied", f"The header {name} is not signed.")
+
+
+def _host_without_port(host: str) -> str | None:
+    """`127.0.0.1:9000` -> `127.0.0.1` (`[::1]:9000` -> `::1`); None when there is no port."""
+    try:
+        parts = urlsplit("//" + host)
+        if parts.port is None:
+            return None
+    except ValueError:
+        return None
+    return parts.hostname
 
 
 def parse_query(raw_query: str) -> list[tuple[str, str]]:

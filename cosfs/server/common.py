@@ -3,75 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 
+from cosfs import errors
+from cosfs.cos import rules
 from cosfs.server.http import Request
 from cosfs.server.storage import Bucket, ObjectRecord
 
-MAX_KEY_BYTES = 850
-MAX_OBJECT_BYTES = 5 * 1024**3
-MAX_PART_BYTES = 5 * 1024**3
-MIN_PART_BYTES = 1024 * 1024
-MAX_PART_NUMBER = 10_000
+MAX_KEY_BYTES = rules.MAX_KEY_BYTES
+MAX_OBJECT_BYTES = rules.MAX_OBJECT_BYTES
+MAX_PART_BYTES = rules.MAX_PART_BYTES
+MIN_PART_BYTES = rules.MIN_PART_BYTES
+MAX_PART_NUMBER = rules.MAX_PARTS
 # Complete and Delete bodies are read into memory; 10,000 parts or 1,000 keys of 850 bytes
 # take about 1 MiB.
 MAX_XML_BODY_BYTES = 2 * 1024 * 1024
-MAX_USER_META_BYTES = 2048
-
-# Bucket names: <name>-<appid>; the name part 1..50 of [a-z0-9-], not starting or ending in '-'.
-BUCKET_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?-[0-9]+")
-
-STATUS = {
-    "AccessDenied": 403,
-    "InvalidAccessKeyId": 403,
-    "SignatureDoesNotMatch": 403,
-    "RequestTimeTooSkewed": 403,
-    "InvalidToken": 403,
-    "AuthorizationHeaderMalformed": 400,
-    "NoSuchBucket": 404,
-    "NoSuchKey": 404,
-    "NoSuchUpload": 404,
-    "InvalidArgument": 400,
-    "InvalidRequest": 400,
-    "InvalidBucketName": 400,
-    "MalformedXML": 400,
-    "KeyTooLong": 400,
-    "InvalidURI": 400,
-    "InvalidObjectName": 400,
-    "MetadataTooLarge": 400,
-    "MethodNotAllowed": 405,
-    "EntityTooLarge": 400,
-    "EntityTooSmall": 400,
-    "BadDigest": 400,
-    "InvalidDigest": 400,
-    "InvalidPart": 400,
-    "InvalidPartOrder": 400,
-    "XAmzContentSHA256Mismatch": 400,
-    "RequestHeaderSectionTooLarge": 400,
-    "IncompleteBody": 400,
-    "PreconditionFailed": 412,
-    "InvalidRange": 416,
-    "AppendPositionErr": 409,
-    "ObjectNotAppendable": 409,
-    "BucketAlreadyOwnedByYou": 409,
-    "BucketNotEmpty": 409,
-    "MissingContentLength": 411,
-    "InternalError": 500,
-    "NotImplemented": 501,
-    "SlowDown": 503,
-}
+MAX_USER_META_BYTES = rules.MAX_USER_META_BYTES
+BUCKET_RE = rules.BUCKET_RE
+STATUS = rules.STATUS
 
 
-class CosError(Exception):
-    """An error answer: COS code, message, HTTP status (from STATUS unless given)."""
+class CosError(errors.CosError):
+    """An error answer: COS code, message, HTTP status (`rules.status_for` unless given) and
+    extra response headers. Handlers raise this or any other `cosfs.errors.CosError` (as
+    `cosfs.cos.rules` does); `App.handle` answers both alike."""
 
     def __init__(self, code: str, message: str, status: int | None = None,
                  headers: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status if status is not None else STATUS.get(code, 400)
+        super().__init__(status if status is not None else rules.status_for(code), code, message)
         self.headers = headers or []
 
 
@@ -158,28 +117,26 @@ def object_headers(record: ObjectRecord) -> list[tuple[str, str]]:
 
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires",
                   "x-cos-server-side-encryption")
-STORAGE_CLASSES = {"STANDARD", "STANDARD_IA", "ARCHIVE", "DEEP_ARCHIVE", "INTELLIGENT_TIERING", "MAZ_STANDARD",
-                   "MAZ_STANDARD_IA", "MAZ_INTELLIGENT_TIERING"}
+STORAGE_CLASSES = rules.STORAGE_CLASSES
 
 
 def metadata_from_request(headers: Mapping[str, str]) -> tuple[str, dict[str, str], str]:
     """(content type, stored headers incl. x-cos-meta-*, storage class) of a PUT-like request."""
     content_type = headers.get("content-type") or "application/octet-stream"
     stored: dict[str, str] = {}
-    meta_bytes = 0
     for name in STORED_HEADERS:
         if name in headers:
             stored[name] = headers[name]
+    user_meta: dict[str, str] = {}
     for name, value in headers.items():
         if name.startswith("x-cos-meta-") or name.startswith("x-amz-meta-"):
             suffix = name[len("x-cos-meta-"):]
-            if not suffix:
-                raise CosError("InvalidArgument", "Metadata header name is empty.")
+            user_meta[suffix] = value
             stored["x-cos-meta-" + suffix] = value
-            meta_bytes += len(suffix) + len(value.encode("latin-1", "replace"))
-    if meta_bytes > MAX_USER_META_BYTES:
-        raise CosError("MetadataTooLarge", "Your metadata headers exceed the maximum allowed metadata size.")
-    storage_class = (headers.get("x-cos-storage-class") or headers.get("x-amz-storage-class") or "STANDARD").upper()
-    if storage_class not in STORAGE_CLASSES:
-        raise CosError("InvalidArgument", f"Invalid storage class {storage_class}.")
+    rules.check_user_meta(user_meta)
+    storage_class = rules.storage_class(headers.get("x-cos-storage-class") or headers.get("x-amz-storage-class"))
     return content_type, stored, storage_class
+
+
+def acl_from_request(headers: Mapping[str, str], *, for_object: bool = True) -> rules.Acl | None:
+    return rules.acl_from_headers(headers, for_object=for_object)

@@ -9,21 +9,20 @@ import time
 
 import trio
 
-from cosfs.cos import crc64, xml
-from cosfs.errors import ProtocolError
+from cosfs.cos import crc64, rules
 from cosfs.server import responses
 from cosfs.server.common import (
     MAX_PART_BYTES,
     MAX_PART_NUMBER,
     MAX_XML_BODY_BYTES,
-    MIN_PART_BYTES,
     CosError,
     Ctx,
+    acl_from_request,
     metadata_from_request,
 )
 from cosfs.server.http import BodyTooLarge, Response
-from cosfs.server.objects import copy_source, receive_into, storage_error
-from cosfs.server.storage import Bucket, ObjectRecord, Storage, StorageError, Upload, _crc_of_range
+from cosfs.server.objects import copy_source, receive_into
+from cosfs.server.storage import Bucket, ObjectRecord, Storage, Upload, _crc_of_range
 
 _RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d+)\s*-\s*(\d+)\s*")
 
@@ -50,26 +49,23 @@ def _encoding(ctx: Ctx) -> bool:
     return True
 
 
-async def read_xml(ctx: Ctx):
-    """(body, parsed root) of an XML request body, which is held in memory: one larger than
-    MAX_XML_BODY_BYTES is refused, by its Content-Length before reading any of it."""
+async def read_xml_body(ctx: Ctx) -> bytes:
+    """An XML request body, which is held in memory: one larger than MAX_XML_BODY_BYTES is
+    refused, by its Content-Length before reading any of it. `cosfs.cos.rules` parses it."""
     too_large = CosError("EntityTooLarge", f"The XML body is larger than {MAX_XML_BODY_BYTES} bytes.")
     declared = ctx.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_XML_BODY_BYTES:
         raise too_large
     try:
-        body = await ctx.request.body.read_all(MAX_XML_BODY_BYTES)
+        return await ctx.request.body.read_all(MAX_XML_BODY_BYTES)
     except BodyTooLarge:
         raise too_large from None
-    try:
-        return body, xml.parse(body)
-    except ProtocolError:
-        raise CosError("MalformedXML", "The XML you provided was not well-formed or did not validate.") from None
 
 
 async def initiate(ctx: Ctx, bucket: Bucket) -> Response:
     content_type, stored, storage_class = metadata_from_request(ctx.headers)
-    upload = await bucket.create_upload(ctx.key, content_type, stored, storage_class)
+    acl = acl_from_request(ctx.headers)
+    upload = await bucket.create_upload(ctx.key, content_type, stored, storage_class, acl)
     body = responses.initiate_result(bucket.name, ctx.key, upload.upload_id, False)
     return Response(200, [("Content-Type", "application/xml")], body)
 
@@ -92,10 +88,7 @@ async def upload_part(ctx: Ctx, bucket: Bucket) -> Response:
     except BaseException:
         temp.discard()
         raise
-    try:
-        await bucket.commit_part(upload, number, temp, record)
-    except StorageError as exc:
-        raise storage_error(exc) from None
+    await bucket.commit_part(upload, number, temp, record)
     return Response(200, [("ETag", f'"{record.etag}"'), ("x-cos-hash-crc64ecma", str(record.crc64)),
                           ("Content-Length", "0")])
 
@@ -136,76 +129,32 @@ async def upload_part_copy(ctx: Ctx, bucket: Bucket, storage: Storage) -> Respon
         raise
     finally:
         os.close(fd)
-    try:
-        await bucket.commit_part(upload, number, temp, record)
-    except StorageError as exc:
-        raise storage_error(exc) from None
+    await bucket.commit_part(upload, number, temp, record)
     return Response(200, [("Content-Type", "application/xml"), ("x-cos-hash-crc64ecma", str(record.crc64))],
                     responses.copy_part_result(record))
 
 
 def _upload(ctx: Ctx, bucket: Bucket) -> Upload:
-    try:
-        return bucket.get_upload(ctx.query.get("uploadId", ""), ctx.key)
-    except StorageError as exc:
-        raise storage_error(exc) from None
-
-
-def parse_complete(root) -> list[tuple[int, str]]:
-    """(part number, etag) pairs of a CompleteMultipartUpload document, in document order."""
-    if root.tag != "CompleteMultipartUpload":
-        raise CosError("MalformedXML", "The root element must be CompleteMultipartUpload.")
-    parts: list[tuple[int, str]] = []
-    for element in root.findall("Part"):
-        number_text = xml.text(element, "PartNumber")
-        etag = xml.child_text(element, "ETag", "Etag")
-        try:
-            number = int(number_text)
-        except ValueError:
-            raise CosError("MalformedXML", "PartNumber must be an integer.") from None
-        parts.append((number, etag.strip().strip('"').lower()))
-    if not parts:
-        raise CosError("MalformedXML", "CompleteMultipartUpload needs at least one Part.")
-    if len(parts) > MAX_PART_NUMBER:
-        raise CosError("MalformedXML", "Too many parts.")
-    return parts
-
-
-def check_parts(upload: Upload, wanted: list[tuple[int, str]]) -> None:
-    previous = 0
-    for number, _ in wanted:
-        if number <= previous:
-            raise CosError("InvalidPartOrder", "The list of parts was not in ascending order.")
-        previous = number
-    for index, (number, etag) in enumerate(wanted):
-        part = upload.parts.get(number)
-        if part is None or part.etag != etag:
-            raise CosError("InvalidPart", f"Part {number} was not uploaded or its ETag does not match.")
-        if index < len(wanted) - 1 and part.size < MIN_PART_BYTES:
-            raise CosError("EntityTooSmall", f"Part {number} is smaller than the minimum of 1 MB.")
+    return bucket.get_upload(ctx.query.get("uploadId", ""), ctx.key)
 
 
 async def complete(ctx: Ctx, bucket: Bucket) -> Response:
-    upload = _upload(ctx, bucket)
-    _, root = await read_xml(ctx)
-    wanted = parse_complete(root)
+    _upload(ctx, bucket)
+    wanted = rules.parse_complete(await read_xml_body(ctx))
     upload = _upload(ctx, bucket)  # may have been aborted while the body arrived
-    check_parts(upload, wanted)
-    numbers = [number for number, _ in wanted]
-    digest = hashlib.md5(b"".join(bytes.fromhex(upload.parts[n].etag) for n in numbers)).hexdigest()
-    size = sum(upload.parts[n].size for n in numbers)
-    crc = upload.parts[numbers[0]].crc64
-    for n in numbers[1:]:
-        crc = crc64.combine(crc, upload.parts[n].crc64, upload.parts[n].size)
-    record = ObjectRecord(
-        key=upload.key, size=size, etag=f"{digest}-{len(numbers)}", crc64=crc, last_modified=time.time(),
-        content_type=upload.content_type, headers=dict(upload.headers), storage_class=upload.storage_class,
-        parts=len(numbers),
-    )
-    try:
-        await bucket.complete_upload(upload, numbers, record)
-    except StorageError as exc:
-        raise storage_error(exc) from None
+
+    def make(parts: list[ObjectRecord]) -> ObjectRecord:
+        # called under the upload's lock with the checked parts (`rules.check_complete`)
+        crc = parts[0].crc64
+        for part in parts[1:]:
+            crc = crc64.combine(crc, part.crc64, part.size)
+        return ObjectRecord(
+            key=upload.key, size=sum(p.size for p in parts), etag=rules.multipart_etag([p.etag for p in parts]),
+            crc64=crc, last_modified=time.time(), content_type=upload.content_type, headers=dict(upload.headers),
+            storage_class=upload.storage_class, parts=len(parts), acl=upload.acl,
+        )
+
+    record = await bucket.complete_upload(upload, wanted, make)
     host = ctx.headers.get("host", "")
     location = f"http://{host}/{ctx.key}" if ctx.virtual_host else f"http://{host}/{bucket.name}/{ctx.key}"
     body = responses.complete_result(location, bucket.name, ctx.key, record.etag)
@@ -230,38 +179,6 @@ async def list_parts(ctx: Ctx, bucket: Bucket) -> Response:
     return Response(200, [("Content-Type", "application/xml")], body)
 
 
-def select_uploads(uploads: list[Upload], prefix: str, delimiter: str, key_marker: str, upload_id_marker: str,
-                   max_uploads: int) -> tuple[list[Upload], list[str], bool]:
-    """List Multipart Uploads paging over uploads sorted by (key, upload id) (pure)."""
-    chosen: list[Upload] = []
-    prefixes: list[str] = []
-    count = 0
-    for upload in sorted(uploads, key=lambda u: (u.key, u.upload_id)):
-        if not upload.key.startswith(prefix):
-            continue
-        if key_marker:
-            if upload.key < key_marker:
-                continue
-            if upload.key == key_marker and (not upload_id_marker or upload.upload_id <= upload_id_marker):
-                continue
-        if delimiter:
-            pos = upload.key.find(delimiter, len(prefix))
-            if pos >= 0:
-                common = upload.key[: pos + len(delimiter)]
-                if (prefixes and prefixes[-1] == common) or (key_marker and common <= key_marker):
-                    continue
-                if count == max_uploads:
-                    return chosen, prefixes, True
-                prefixes.append(common)
-                count += 1
-                continue
-        if count == max_uploads:
-            return chosen, prefixes, True
-        chosen.append(upload)
-        count += 1
-    return chosen, prefixes, False
-
-
 async def list_uploads(ctx: Ctx, bucket: Bucket) -> Response:
     max_uploads = _int_param(ctx, "max-uploads", 1000, 1, 1000)
     encode = _encoding(ctx)
@@ -269,7 +186,7 @@ async def list_uploads(ctx: Ctx, bucket: Bucket) -> Response:
     delimiter = ctx.query.get("delimiter", "")
     key_marker = ctx.query.get("key-marker", "")
     upload_id_marker = ctx.query.get("upload-id-marker", "")
-    chosen, prefixes, truncated = select_uploads(list(bucket.uploads.values()), prefix, delimiter, key_marker,
+    chosen, prefixes, truncated = rules.select_uploads(list(bucket.uploads.values()), prefix, delimiter, key_marker,
                                                  upload_id_marker, max_uploads)
     body = responses.list_uploads_result(bucket.name, prefix, delimiter, key_marker, upload_id_marker, max_uploads,
                                          chosen, prefixes, truncated, encode)

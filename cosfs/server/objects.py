@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import email.utils
+import dataclasses
 import hashlib
 import os
-import re
 import time
 from urllib.parse import unquote
 
+from cosfs.cos import rules
 from cosfs.server.common import (
     BUCKET_RE,
-    MAX_KEY_BYTES,
     MAX_OBJECT_BYTES,
     CosError,
     Ctx,
+    acl_from_request,
     metadata_from_request,
     object_headers,
     quoted,
@@ -25,7 +25,6 @@ from cosfs.server.storage import (
     Bucket,
     ObjectRecord,
     Storage,
-    StorageError,
     TempFile,
     absorb_stream,
     md5_base64_matches,
@@ -41,101 +40,15 @@ RESPONSE_OVERRIDES = {
 }
 
 
-def storage_error(exc: StorageError) -> CosError:
-    return CosError(exc.code, exc.message)
-
-
-# --- conditionals and ranges (pure) ------------------------------------------------------
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    for candidate in header.split(","):
-        candidate = candidate.strip()
-        if candidate == "*":
-            return True
-        if candidate.startswith("W/"):
-            candidate = candidate[2:]
-        if candidate.strip('"').lower() == etag.lower():
-            return True
-    return False
-
-
-def _parse_http_date(value: str) -> float | None:
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed is None:
-        return None
-    return parsed.timestamp()
-
-
 def check_conditions(headers, record: ObjectRecord, prefix: str = "") -> int | None:
-    """412, 304 or None (proceed) for If-* headers (or x-cos-copy-source-If-* with a prefix)."""
-    etag = record.etag
-    modified = int(record.last_modified)
-    if_match = headers.get(prefix + "if-match")
-    if if_match is not None and not _etag_matches(if_match, etag):
-        return 412
-    if if_match is None:
-        since = headers.get(prefix + "if-unmodified-since")
-        if since is not None:
-            when = _parse_http_date(since)
-            if when is not None and modified > when:
-                return 412
-    if_none = headers.get(prefix + "if-none-match")
-    if if_none is not None and _etag_matches(if_none, etag):
-        return 304
-    if if_none is None:
-        since = headers.get(prefix + "if-modified-since")
-        if since is not None:
-            when = _parse_http_date(since)
-            if when is not None and modified <= when:
-                return 304
-    return None
-
-
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
-
-
-def parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
-    """(first, last) inclusive; None for "whole object"; "invalid" for an unsatisfiable range.
-
-    Multiple or unparseable ranges are ignored (whole object), as S3 does.
-    """
-    if value is None:
-        return None
-    match = _RANGE_RE.fullmatch(value)
-    if not match:
-        return None
-    first_text, last_text = match.groups()
-    if not first_text and not last_text:
-        return None
-    if not first_text:
-        suffix = int(last_text)
-        if suffix == 0 or size == 0:
-            return "invalid"
-        return (max(0, size - suffix), size - 1)
-    first = int(first_text)
-    if last_text:
-        last = int(last_text)
-        if last < first:
-            return None
-    else:
-        last = size - 1
-    if first >= size:
-        return "invalid"
-    return (first, min(last, size - 1))
+    """412, 304 or None for the If-* headers against a stored version (`rules.check_conditions`)."""
+    return rules.check_conditions(headers, record.etag, record.last_modified, prefix)
 
 
 # --- handlers ----------------------------------------------------------------------------
 
 
-def check_key(key: str) -> None:
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise CosError("KeyTooLong", "Your key is too long.")
-    if "\x00" in key:
-        raise CosError("InvalidObjectName", "Object keys must not contain NUL.")
+check_key = rules.check_key
 
 
 def _content_md5(ctx: Ctx) -> str | None:
@@ -163,10 +76,7 @@ async def receive_into(ctx: Ctx, temp: TempFile, limit: int) -> str:
     content_md5 = _content_md5(ctx)
     if ctx.expected_sha256:
         temp.sha256 = hashlib.sha256()
-    try:
-        await absorb_stream(temp, ctx.request.body, limit)
-    except StorageError as exc:
-        raise storage_error(exc) from None
+    await absorb_stream(temp, ctx.request.body, limit)
     md5_hex = temp.md5.hexdigest()
     if content_md5 is not None and not md5_base64_matches(content_md5, md5_hex):
         raise CosError("BadDigest", "The Content-MD5 you specified did not match what we received.")
@@ -188,12 +98,14 @@ def write_headers(record: ObjectRecord) -> list[tuple[str, str]]:
 async def put_object(ctx: Ctx, bucket: Bucket) -> Response:
     _declared_length(ctx, MAX_OBJECT_BYTES)
     content_type, stored, storage_class = metadata_from_request(ctx.headers)
+    acl = acl_from_request(ctx.headers)
     temp = bucket.new_temp()
     try:
         md5_hex = await receive_into(ctx, temp, MAX_OBJECT_BYTES)
         record = ObjectRecord(
             key=ctx.key, size=temp.size, etag=md5_hex, crc64=temp.crc, last_modified=time.time(),
             content_type=content_type, headers=stored, storage_class=storage_class,
+            acl=acl.to_json() if acl is not None else None,
         )
     except BaseException:
         temp.discard()
@@ -245,7 +157,7 @@ async def get_object(ctx: Ctx, bucket: Bucket, truncate: bool) -> Response:
         if early is not None:
             os.close(fd)
             return early
-        span = parse_range(ctx.headers.get("range"), record.size)
+        span = rules.parse_range(ctx.headers.get("range"), record.size)
         if span == "invalid":
             raise CosError("InvalidRange", "The requested range is not satisfiable.",
                            headers=[("Content-Range", f"bytes */{record.size}")])
@@ -266,7 +178,7 @@ async def get_object(ctx: Ctx, bucket: Bucket, truncate: bool) -> Response:
 
 
 async def delete_object(ctx: Ctx, bucket: Bucket) -> Response:
-    bucket.delete(ctx.key)
+    await bucket.delete(ctx.key)
     return Response(204, [])
 
 
@@ -313,34 +225,28 @@ def copy_source(ctx: Ctx, storage: Storage) -> tuple[Bucket, str, ObjectRecord]:
 
 async def copy_object(ctx: Ctx, bucket: Bucket, storage: Storage) -> Response:
     source_bucket, source_key, _ = copy_source(ctx, storage)
-    directive = (ctx.headers.get("x-cos-metadata-directive") or ctx.headers.get("x-amz-metadata-directive")
-                 or "Copy").strip().lower()
-    if directive not in ("copy", "replaced", "replace"):
-        raise CosError("InvalidArgument", "x-cos-metadata-directive must be Copy or Replaced.")
-    replace = directive != "copy"
-    if source_bucket is bucket and source_key == ctx.key and not replace:
-        raise CosError("InvalidRequest", "This copy request is illegal because it is trying to copy an object "
-                       "to itself without changing the object's metadata.")
+    replace = rules.replaces_metadata(ctx.headers.get("x-cos-metadata-directive")
+                                      or ctx.headers.get("x-amz-metadata-directive"))
+    same = source_bucket is bucket and source_key == ctx.key
     if replace:
         content_type, stored, storage_class = metadata_from_request(ctx.headers)
     else:
-        storage_class = (ctx.headers.get("x-cos-storage-class") or "STANDARD").upper()
+        storage_class = rules.storage_class(ctx.headers.get("x-cos-storage-class"))
         content_type, stored = "", {}
+    # the copy gets the ACL the request asks for, else the bucket's (never the source's)
+    acl = acl_from_request(ctx.headers)
 
     def make(source: ObjectRecord) -> ObjectRecord:
-        if source.size > MAX_OBJECT_BYTES:
-            raise CosError("InvalidRequest", "The source is larger than 5 GB; use Upload Part - Copy.")
+        rules.check_copy(same, replace, source.size)
         return ObjectRecord(
             key=ctx.key, size=source.size, etag=source.etag, crc64=source.crc64, last_modified=time.time(),
             content_type=content_type if replace else source.content_type,
             headers=stored if replace else dict(source.headers),
             storage_class=storage_class, appendable=False, parts=source.parts,
+            acl=acl.to_json() if acl is not None else None,
         )
 
-    try:
-        record = await bucket.copy_object(source_bucket, source_key, make)
-    except StorageError as exc:
-        raise storage_error(exc) from None
+    record = await bucket.copy_object(source_bucket, source_key, make)
     return Response(200, [("Content-Type", "application/xml"), ("x-cos-hash-crc64ecma", str(record.crc64))],
                     copy_object_result(record))
 
@@ -348,31 +254,26 @@ async def copy_object(ctx: Ctx, bucket: Bucket, storage: Storage) -> Response:
 async def append_object(ctx: Ctx, bucket: Bucket) -> Response:
     try:
         position = int(ctx.query["position"])
-        if position < 0:
-            raise ValueError
     except (KeyError, ValueError):
         raise CosError("InvalidArgument", "APPEND needs a non-negative position.") from None
+    if position < 0:
+        raise CosError("InvalidArgument", "APPEND needs a non-negative position.")
     _declared_length(ctx, MAX_OBJECT_BYTES)
     content_md5 = _content_md5(ctx)
     content_type, stored, storage_class = metadata_from_request(ctx.headers)
+    acl = acl_from_request(ctx.headers)
 
     def make(base: ObjectRecord | None, temp: TempFile) -> ObjectRecord:
         # temp.md5 covers only the appended chunk (the base was copied without hashing)
         if content_md5 is not None and not md5_base64_matches(content_md5, temp.md5.hexdigest()):
             raise CosError("BadDigest", "The Content-MD5 you specified did not match what we received.")
-        # The base data was copied without MD5: the ETag of an appendable object is opaque.
-        etag = hashlib.md5(f"{temp.crc}-{temp.size}".encode()).hexdigest()
+        etag = rules.append_etag(temp.crc, temp.size)
         if base is None:
             return ObjectRecord(key=ctx.key, size=temp.size, etag=etag, crc64=temp.crc, last_modified=time.time(),
                                 content_type=content_type, headers=stored, storage_class=storage_class,
-                                appendable=True)
-        return ObjectRecord(key=ctx.key, size=temp.size, etag=etag, crc64=temp.crc, last_modified=time.time(),
-                            content_type=base.content_type, headers=dict(base.headers),
-                            storage_class=base.storage_class, appendable=True)
+                                appendable=True, acl=acl.to_json() if acl is not None else None)
+        return dataclasses.replace(base, size=temp.size, etag=etag, crc64=temp.crc, last_modified=time.time())
 
-    try:
-        record = await bucket.append(ctx.key, position, ctx.request.body, make)
-    except StorageError as exc:
-        raise storage_error(exc) from None
+    record = await bucket.append(ctx.key, position, ctx.request.body, make)
     headers = write_headers(record) + [("x-cos-next-append-position", str(record.size)), ("Content-Length", "0")]
     return Response(200, headers)

@@ -8,9 +8,12 @@ from collections.abc import Iterable
 from urllib.parse import quote
 
 from cosfs.cos.xml import build
-from cosfs.server.storage import ListResult, ObjectRecord, Upload
+from cosfs.cos.rules import ListResult
+from cosfs.server.storage import ObjectRecord, Upload
 
 OWNER_ID = "1250000000"
+# how ACL documents name the owner (a CAM principal)
+OWNER_ACL_ID = f"qcs::cam::uin/{OWNER_ID}:uin/{OWNER_ID}"
 
 
 def http_date(ts: float) -> str:
@@ -182,12 +185,16 @@ def list_uploads_result(bucket: str, prefix: str, delimiter: str, key_marker: st
     return build("ListMultipartUploadsResult", children)
 
 
-def list_buckets_result(buckets: list[tuple[str, float]]) -> bytes:
-    return build(
-        "ListAllMyBucketsResult",
-        [
-            ("Owner", _owner()),
-            ("Buckets", [("Bucket", [("Name", name), ("Location", "ap-guangzhou"), ("CreationDate", iso_time(created))])
-                         for name, created in buckets]),
-        ],
-    )
+def list_buckets_result(buckets: list[tuple[str, float]], marker: str = "", next_marker: str | None = None,
+                        max_keys: int | None = None) -> bytes:
+    children: list = [
+        ("Owner", _owner()),
+        ("Buckets", [("Bucket", [("Name", name), ("Location", "ap-guangzhou"), ("CreationDate", iso_time(created)),
+                                 ("BucketType", "cos")])
+                     for name, created in buckets]),
+    ]
+    if max_keys is not None:
+        children += [("Marker", marker), ("IsTruncated", next_marker is not None)]
+        if next_marker is not None:
+            children.append(("NextMarker", next_marker))
+    return build("ListAllMyBucketsResult", children)

@@ -7,6 +7,7 @@ Layout under ``--root``::
     ROOT/<bucket>/uploads/<upload id>/upload.json           a multipart upload's final headers
     ROOT/<bucket>/uploads/<upload id>/<part number>         one file per uploaded part
     ROOT/<bucket>/tmp/                                      files being written (wiped at startup)
+    ROOT/<bucket>/bucket.json                               the bucket's ACL and CORS rules
 
 **Whose files.** A root is used only if it is new, empty or carries the marker, so pointing
 ``--root`` at a directory of other files fails instead of deleting them. Even in its own root
@@ -35,6 +36,19 @@ temp file that the next start removes. Uploaded parts use the same format.
 trailers. Renames and index updates happen together on the trio thread with no await in
 between, so the index always names the file that is on disk. Blocking work (writing, hashing,
 fsync, copying) runs in `trio.to_thread.run_sync`.
+
+**What it acknowledges, it keeps.** A write is validated in the same synchronous step that
+installs it (`Bucket.commit`'s `check`), never checked, awaited on, then installed: of two
+APPENDs at one position one wins and the other gets AppendPositionErr. An upload's parts
+change only under its lock, which Complete holds from choosing the parts to installing the
+object. Files, and the directory entries they depend on (fan-out directories made for them,
+renames into place, unlinks, uploads, buckets, bucket.json), are fsynced before the answer.
+
+**Bucket configuration.** ``ROOT/<bucket>/bucket.json`` holds the bucket's ACL and CORS rules
+(replaced atomically); an object's own ACL is part of its metadata trailer.
+
+The COS rules themselves (listing, part checks, append positions, ACL and CORS semantics) are
+in `cosfs.cos.rules`, shared with the in-memory store; this module is the on-disk format.
 """
 
 from __future__ import annotations
@@ -55,7 +69,8 @@ from pathlib import Path
 
 import trio
 
-from cosfs.cos import crc64
+from cosfs.cos import crc64, rules
+from cosfs.errors import CosError
 
 ROOT_MARKER = ".cosfs-serve-root"
 # The names this module gives temp files and directories under tmp/, and upload ids.
@@ -69,15 +84,6 @@ WRITE_BATCH_BYTES = 4 * 1024 * 1024
 
 class ForeignRoot(Exception):
     """The --root directory holds files this server did not make."""
-
-
-class StorageError(Exception):
-    """A request the storage refuses: carries the COS error code for the HTTP layer."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +102,12 @@ class ObjectRecord:
     storage_class: str = "STANDARD"
     appendable: bool = False
     parts: int = 0
+    # the object's own ACL (rules.Acl.to_json()); None: as the bucket says ("default")
+    acl: Mapping | None = None
+
+    @property
+    def object_acl(self) -> rules.Acl | None:
+        return rules.Acl.from_json(self.acl)
 
     def to_json(self) -> bytes:
         doc = dataclasses.asdict(self)
@@ -119,6 +131,10 @@ class Upload:
     headers: dict[str, str]
     storage_class: str
     parts: dict[int, ObjectRecord] = dataclasses.field(default_factory=dict)
+    acl: dict | None = None  # the final object's ACL (rules.Acl.to_json()), None: default
+    # held by Complete from checking the parts to installing the object, and by every part's
+    # installation and Abort: parts never change under Complete
+    lock: trio.Lock = dataclasses.field(default_factory=trio.Lock, repr=False, compare=False)
 
 
 def key_digest(key: str) -> str:
@@ -129,74 +145,6 @@ def object_relpath(key: str) -> str:
     """The path of a key's object file relative to the bucket's objects/ directory."""
     digest = key_digest(key)
     return f"{digest[0:2]}/{digest[2:4]}/{digest}"
-
-
-def prefix_end(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with `prefix` (None: no bound)."""
-    while prefix:
-        last = ord(prefix[-1])
-        if last < 0x10FFFF:
-            nxt = last + 1
-            if 0xD800 <= nxt <= 0xDFFF:
-                nxt = 0xE000
-            return prefix[:-1] + chr(nxt)
-        prefix = prefix[:-1]
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class ListResult:
-    keys: list[str]
-    common_prefixes: list[str]
-    is_truncated: bool
-    next_marker: str | None
-
-
-def list_keys(sorted_keys: list[str], prefix: str, delimiter: str, marker: str, max_keys: int) -> ListResult:
-    """GET Bucket semantics over a sorted key list (pure).
-
-    Keys strictly after `marker` that start with `prefix`; with a delimiter, keys whose rest
-    (after the prefix) contains it are rolled up into a common prefix, which counts once
-    toward `max_keys`. A common prefix not greater than the marker was already returned on an
-    earlier page and is skipped with all its keys.
-    """
-    keys: list[str] = []
-    prefixes: list[str] = []
-    if max_keys <= 0:
-        return ListResult(keys, prefixes, False, None)
-    start = bisect.bisect_right(sorted_keys, marker) if marker else 0
-    if prefix:
-        start = max(start, bisect.bisect_left(sorted_keys, prefix))
-    end_bound = prefix_end(prefix) if prefix else None
-    stop = bisect.bisect_left(sorted_keys, end_bound) if end_bound is not None else len(sorted_keys)
-    i = start
-    last: str | None = None
-    count = 0
-    while i < stop:
-        key = sorted_keys[i]
-        if delimiter:
-            pos = key.find(delimiter, len(prefix))
-            if pos >= 0:
-                common = key[: pos + len(delimiter)]
-                after = prefix_end(common)
-                skip_to = bisect.bisect_left(sorted_keys, after, i) if after is not None else stop
-                if marker and common <= marker:
-                    i = max(skip_to, i + 1)
-                    continue
-                if count == max_keys:
-                    return ListResult(keys, prefixes, True, last)
-                prefixes.append(common)
-                last = common
-                count += 1
-                i = max(skip_to, i + 1)
-                continue
-        if count == max_keys:
-            return ListResult(keys, prefixes, True, last)
-        keys.append(key)
-        last = key
-        count += 1
-        i += 1
-    return ListResult(keys, prefixes, False, None)
 
 
 def _write_all(fd: int, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
@@ -344,8 +292,8 @@ async def absorb_stream(temp: TempFile, chunks: AsyncIterator[bytes], limit: int
                 async for chunk in chunks:
                     total += len(chunk)
                     if limit is not None and total > limit:
-                        raise StorageError("EntityTooLarge",
-                                           "Your proposed upload exceeds the maximum allowed object size.")
+                        raise rules.error("EntityTooLarge",
+                                          "Your proposed upload exceeds the maximum allowed object size.")
                     batch.append(chunk)
                     batch_bytes += len(chunk)
                     if batch_bytes >= WRITE_BATCH_BYTES:
@@ -365,22 +313,71 @@ async def absorb_stream(temp: TempFile, chunks: AsyncIterator[bytes], limit: int
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
+    """Make the entries of directory `path` durable (blocking)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def _fsync_dirs(paths: Iterable[Path]) -> None:
+    for path in dict.fromkeys(paths):
+        _fsync_dir(path)
+
+
+def make_dirs_durable(path: Path) -> None:
+    """mkdir -p `path`, then fsync the parent of every directory it created, deepest last, so
+    that what is later renamed into `path` survives a power cut (blocking)."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.is_dir():
+        missing.append(probe)
+        probe = probe.parent
+    if not missing:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    _fsync_dirs(created.parent for created in reversed(missing))
+
+
+def write_file_durable(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """Replace `path` with `data` atomically and durably: temp file in `tmp_dir`, fsync,
+    rename, fsync of the directory (blocking)."""
+    temp = tmp_dir / f"{time.time_ns():x}-{secrets.token_hex(8)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, [data])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def no_such_upload() -> CosError:
+    return rules.error("NoSuchUpload", "The specified upload does not exist.")
+
+
 class Bucket:
     """One bucket directory and its in-memory index.
 
     Invariants: `records` and `sorted_keys` hold the same keys; each record describes the file
-    at `object_path(key)` (they change together, without an await between, in `_install`).
+    at `object_path(key)`. Both change only in `_install` and `delete`, synchronously on the
+    trio thread, so a check made in the same synchronous step (see `commit`'s `check`) still
+    holds when the file is renamed: no check-then-await-then-install. An upload's parts change
+    under `Upload.lock`, which Complete holds from checking the parts to installing the object.
+
+    Durability: an answer is sent only after the file and every directory entry it depends on
+    are fsynced: object and upload files, the fan-out directories created for them, renames
+    into place, unlinks (a deleted object must not come back), bucket creation and removal.
+    Parts are the exception (see `commit_part`).
     """
+
+    CONFIG = "bucket.json"
 
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
@@ -392,13 +389,17 @@ class Bucket:
         self.sorted_keys: list[str] = []
         self.uploads: dict[str, Upload] = {}
         self.created = time.time()
+        self.acl = rules.Acl("private")
+        self.cors: tuple[rules.CorsRule, ...] | None = None
+        self.config_lock = trio.Lock()
+        self.deleted = False
 
     # --- startup --------------------------------------------------------------------
 
     def load(self) -> None:
         """Create the directories, wipe temp files, rebuild the index from disk (blocking)."""
         for directory in (self.objects_dir, self.uploads_dir, self.tmp_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dirs_durable(directory)
         for leftover in self.tmp_dir.iterdir():
             if not TEMP_NAME.fullmatch(leftover.name):
                 continue
@@ -410,6 +411,7 @@ class Bucket:
             self.created = self.path.stat().st_mtime
         except OSError:
             pass
+        self._load_config()
         for dirpath, _dirnames, filenames in os.walk(self.objects_dir):
             for filename in filenames:
                 file_path = Path(dirpath) / filename
@@ -436,6 +438,7 @@ class Bucket:
                     content_type=doc["content_type"],
                     headers=doc["headers"],
                     storage_class=doc["storage_class"],
+                    acl=doc.get("acl"),
                 )
             except (OSError, ValueError, KeyError):
                 continue  # uploads are renamed into place with their upload.json: not ours (or damaged)
@@ -451,6 +454,35 @@ class Bucket:
                 except (OSError, ValueError, TypeError, KeyError):
                     continue
             self.uploads[upload.upload_id] = upload
+
+    # --- bucket configuration (ACL, CORS) -------------------------------------------
+
+    def _load_config(self) -> None:
+        try:
+            doc = json.loads((self.path / self.CONFIG).read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            return
+        acl = rules.Acl.from_json(doc.get("acl"))
+        if acl is not None:
+            self.acl = acl
+        cors = doc.get("cors")
+        self.cors = tuple(rules.CorsRule.from_json(rule) for rule in cors) if cors else None
+
+    async def save_config(self, acl: rules.Acl | None = None,
+                          cors: "tuple[rules.CorsRule, ...] | None | bool" = False) -> None:
+        """Change the ACL and/or the CORS rules (cors=None removes them; False keeps them) and
+        write bucket.json durably before the change shows."""
+        async with self.config_lock:
+            new_acl = acl if acl is not None else self.acl
+            new_cors = self.cors if cors is False else cors
+            doc = {"acl": new_acl.to_json(),
+                   "cors": [rule.to_json() for rule in new_cors] if new_cors else None}
+            data = json.dumps(doc, ensure_ascii=True, sort_keys=True).encode()
+            await trio.to_thread.run_sync(write_file_durable, self.path / self.CONFIG, data, self.tmp_dir)
+            self.acl = new_acl
+            self.cors = new_cors  # type: ignore[assignment]
 
     # --- objects --------------------------------------------------------------------
 
@@ -479,17 +511,27 @@ class Bucket:
     def new_temp(self) -> TempFile:
         return TempFile(self.tmp_dir)
 
-    async def commit(self, temp: TempFile, record: ObjectRecord) -> ObjectRecord:
-        """Seal `temp` with `record` and make it the current version of record.key."""
+    async def commit(self, temp: TempFile, record: ObjectRecord,
+                     check: Callable[[ObjectRecord | None], None] | None = None) -> ObjectRecord:
+        """Seal `temp` with `record` and make it the current version of record.key.
+
+        `check(current record or None)`, if given, runs in the same synchronous step as the
+        rename (no await between them), so what it validates still holds when the new version
+        lands; it raises to refuse, and the temp file is discarded.
+        """
+        target = self.object_path(record.key)
         try:
             await trio.to_thread.run_sync(temp.finish, record)
-            target = self.object_path(record.key)
-            if not target.parent.exists():
-                await trio.to_thread.run_sync(lambda: target.parent.mkdir(parents=True, exist_ok=True))
+            await trio.to_thread.run_sync(make_dirs_durable, target.parent)
+            # --- no await from here to the rename ---
+            if self.deleted:
+                raise rules.error("NoSuchBucket", "The specified bucket does not exist.")
+            if check is not None:
+                check(self.records.get(record.key))
+            self._install(temp.path, target, record)
         except BaseException:
             temp.discard()
             raise
-        self._install(temp.path, target, record)
         await trio.to_thread.run_sync(_fsync_dir, target.parent)
         return record
 
@@ -500,10 +542,11 @@ class Bucket:
             bisect.insort(self.sorted_keys, record.key)
         self.records[record.key] = record
 
-    def delete(self, key: str) -> bool:
+    def _unlink(self, key: str) -> Path:
         # no await here: the file and the index entry go together
+        path = self.object_path(key)
         try:
-            os.unlink(self.object_path(key))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         if key in self.records:
@@ -511,11 +554,15 @@ class Bucket:
             index = bisect.bisect_left(self.sorted_keys, key)
             if index < len(self.sorted_keys) and self.sorted_keys[index] == key:
                 del self.sorted_keys[index]
-            return True
-        return False
+        return path.parent
 
-    def list(self, prefix: str, delimiter: str, marker: str, max_keys: int) -> ListResult:
-        return list_keys(self.sorted_keys, prefix, delimiter, marker, max_keys)
+    async def delete(self, *keys: str) -> None:
+        """Delete objects (missing ones too) and make the deletions durable."""
+        directories = [self._unlink(key) for key in keys]
+        await trio.to_thread.run_sync(_fsync_existing_dirs, directories)
+
+    def list(self, prefix: str, delimiter: str, marker: str, max_keys: int) -> rules.ListResult:
+        return rules.list_keys(self.sorted_keys, prefix, delimiter, marker, max_keys)
 
     async def copy_object(
         self, source: "Bucket", source_key: str, record_for: Callable[[ObjectRecord], ObjectRecord]
@@ -523,7 +570,7 @@ class Bucket:
         """Copy source's current version into a new version built by record_for(source_record)."""
         opened = source.open_object(source_key)
         if opened is None:
-            raise StorageError("NoSuchKey", "The specified key does not exist.")
+            raise rules.error("NoSuchKey", "The specified key does not exist.")
         fd, src = opened
         temp = self.new_temp()
         try:
@@ -536,46 +583,78 @@ class Bucket:
             os.close(fd)
         return await self.commit(temp, record)
 
+    async def set_object_acl(self, key: str, acl: rules.Acl) -> ObjectRecord:
+        """Rewrite the object's trailer with a new ACL (same data, ETag and times), unless it
+        changed meanwhile (then NoSuchKey if it is gone, else try again)."""
+        for _ in range(8):
+            opened = self.open_object(key)
+            if opened is None:
+                raise rules.error("NoSuchKey", "The specified key does not exist.")
+            fd, current = opened
+            temp = self.new_temp()
+            try:
+                await trio.to_thread.run_sync(temp.append_from, fd, 0, current.size, current.crc64)
+            except BaseException:
+                temp.discard()
+                raise
+            finally:
+                os.close(fd)
+            record = dataclasses.replace(current, acl=acl.to_json())
+
+            def unchanged(now: ObjectRecord | None, current=current) -> None:
+                if now != current:
+                    raise _Changed()
+
+            try:
+                return await self.commit(temp, record, unchanged)
+            except _Changed:
+                continue
+        raise rules.error("PathConflict", "The object kept changing; try again.")
+
     async def append(self, key: str, position: int, body: AsyncIterator[bytes],
                      make_record: Callable[[ObjectRecord | None, TempFile], ObjectRecord]) -> ObjectRecord:
-        """APPEND Object: a new version = old data + body (the old one stays until the rename)."""
+        """APPEND Object: a new version = old data + body (the old one stays until the rename).
+
+        The position is checked against the current version before the body is read, and
+        again, with the version the data was copied from, in the step that installs the new
+        one: of two appends at the same position, one wins and the other is refused."""
         opened = self.open_object(key)
         temp = self.new_temp()
+        base: ObjectRecord | None = None
         try:
             if opened is None:
-                if position != 0:
-                    raise StorageError("AppendPositionErr", "Position does not match the object length.")
-                base = None
+                rules.check_append(position, None, False)
             else:
                 fd, base = opened
                 try:
-                    if not base.appendable:
-                        raise StorageError("ObjectNotAppendable", "The object is not appendable.")
-                    if position != base.size:
-                        raise StorageError("AppendPositionErr", "Position does not match the object length.")
+                    rules.check_append(position, base.size, base.appendable)
                     await trio.to_thread.run_sync(temp.append_from, fd, 0, base.size, base.crc64)
                 finally:
                     os.close(fd)
-            await absorb_stream(temp, body, 5 * 1024**3)
-            # the old data did not go through md5: compute the ETag from the whole file
+            await absorb_stream(temp, body, rules.MAX_OBJECT_BYTES - position)
             record = make_record(base, temp)
         except BaseException:
             temp.discard()
             raise
-        current = self.records.get(key)
-        if (base is None and current is not None) or (base is not None and (current is None or current.etag != base.etag or current.size != base.size)):
-            temp.discard()
-            raise StorageError("AppendPositionErr", "The object changed during the append.")
-        return await self.commit(temp, record)
+
+        def same_base(current: ObjectRecord | None) -> None:
+            if current != base:
+                rules.check_append(position, current.size if current else None,
+                                   current.appendable if current else False)
+                raise rules.error("AppendPositionErr", "The object changed during the append.")
+
+        return await self.commit(temp, record, same_base)
 
     # --- multipart ------------------------------------------------------------------
 
-    async def create_upload(self, key: str, content_type: str, headers: dict[str, str], storage_class: str) -> Upload:
+    async def create_upload(self, key: str, content_type: str, headers: dict[str, str], storage_class: str,
+                            acl: rules.Acl | None = None) -> Upload:
         upload_id = f"{int(time.time() * 1000):x}{secrets.token_hex(12)}"
-        upload = Upload(upload_id, key, time.time(), content_type, headers, storage_class)
+        acl_doc = acl.to_json() if acl is not None else None
+        upload = Upload(upload_id, key, time.time(), content_type, headers, storage_class, acl=acl_doc)
         doc = json.dumps(
             {"key": key, "initiated": upload.initiated, "content_type": content_type, "headers": headers,
-             "storage_class": storage_class}
+             "storage_class": storage_class, "acl": acl_doc}
         ).encode()
 
         def write() -> None:
@@ -585,76 +664,111 @@ class Bucket:
                 f.write(doc)
                 f.flush()
                 os.fsync(f.fileno())
+            _fsync_dir(staging)
             os.rename(staging, self.uploads_dir / upload_id)
+            _fsync_dir(self.uploads_dir)
 
         await trio.to_thread.run_sync(write)
+        if self.deleted:
+            raise rules.error("NoSuchBucket", "The specified bucket does not exist.")
         self.uploads[upload_id] = upload
         return upload
 
     def get_upload(self, upload_id: str, key: str) -> Upload:
         upload = self.uploads.get(upload_id)
         if upload is None or upload.key != key:
-            raise StorageError("NoSuchUpload", "The specified upload does not exist.")
+            raise no_such_upload()
         return upload
 
     async def commit_part(self, upload: Upload, number: int, temp: TempFile, record: ObjectRecord) -> ObjectRecord:
-        # Parts are not fsynced one by one: Complete copies them into the object, which is.
-        # A process crash (kill -9) loses nothing; only an OS crash can lose parts of an
-        # upload that was never completed, which the client then sends again.
+        """Install a part, under the upload's lock: not while Complete is choosing and reading
+        the parts, and not after it (or Abort) ended the upload.
+
+        Parts are not fsynced one by one: Complete copies them into the object, which is.
+        A process crash (kill -9) loses nothing; only an OS crash can lose parts of an
+        upload that was never completed, which the client then sends again."""
         try:
             await trio.to_thread.run_sync(temp.finish, record, False)
+            async with upload.lock:
+                if self.uploads.get(upload.upload_id) is not upload:
+                    raise no_such_upload()
+                # no await: part file and the in-memory part table change together
+                os.rename(temp.path, self.uploads_dir / upload.upload_id / str(number))
+                upload.parts[number] = record
         except BaseException:
             temp.discard()
             raise
-        if self.uploads.get(upload.upload_id) is not upload:
-            temp.discard()
-            raise StorageError("NoSuchUpload", "The specified upload does not exist.")
-        # no await: part file and the in-memory part table change together
-        os.rename(temp.path, self.uploads_dir / upload.upload_id / str(number))
-        upload.parts[number] = record
         return record
 
     async def abort_upload(self, upload: Upload) -> None:
+        async with upload.lock:
+            if self.uploads.get(upload.upload_id) is not upload:
+                raise no_such_upload()
+            await self._end_upload(upload, "aborted")
+
+    async def _end_upload(self, upload: Upload, how: str) -> None:
+        """Forget an upload and remove its directory (durably: it must not come back)."""
         self.uploads.pop(upload.upload_id, None)
-        target = self.uploads_dir / upload.upload_id
-        doomed = self.tmp_dir / f"aborted-{upload.upload_id}"
+        doomed = self.tmp_dir / f"{how}-{upload.upload_id}"
         try:
-            os.rename(target, doomed)
+            os.rename(self.uploads_dir / upload.upload_id, doomed)
         except OSError:
             return
-        await trio.to_thread.run_sync(lambda: shutil.rmtree(doomed, ignore_errors=True))
 
-    async def complete_upload(self, upload: Upload, numbers: list[int], record: ObjectRecord) -> ObjectRecord:
-        """Concatenate the chosen parts (kernel copies, CRCs combined) into the final object."""
-        temp = self.new_temp()
-        part_dir = self.uploads_dir / upload.upload_id
+        def remove() -> None:
+            _fsync_dir(self.uploads_dir)
+            shutil.rmtree(doomed, ignore_errors=True)
 
-        def assemble() -> None:
-            for number in numbers:
-                part = upload.parts[number]
-                fd = os.open(part_dir / str(number), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    temp.append_from(fd, 0, part.size, part.crc64)
-                finally:
-                    os.close(fd)
+        await trio.to_thread.run_sync(remove)
 
-        try:
-            await trio.to_thread.run_sync(assemble)
-        except BaseException:
-            temp.discard()
-            raise
-        if self.uploads.get(upload.upload_id) is not upload:
-            temp.discard()
-            raise StorageError("NoSuchUpload", "The specified upload does not exist.")
-        del self.uploads[upload.upload_id]
-        result = await self.commit(temp, record)
-        doomed = self.tmp_dir / f"done-{upload.upload_id}"
-        try:
-            os.rename(part_dir, doomed)
-        except OSError:
+    async def complete_upload(self, upload: Upload, wanted: list[tuple[int, str]],
+                              make_record: Callable[[list[ObjectRecord]], ObjectRecord]) -> ObjectRecord:
+        """Check the chosen parts, concatenate them (kernel copies, CRCs combined) into the
+        final object, install it and end the upload, all under the upload's lock: a part
+        uploaded meanwhile waits, then finds the upload gone (NoSuchUpload)."""
+        async with upload.lock:
+            if self.uploads.get(upload.upload_id) is not upload:
+                raise no_such_upload()
+            numbers = [number for number, _ in wanted]
+            parts = rules.check_complete(upload.parts, wanted)
+            record = make_record(parts)
+            temp = self.new_temp()
+            part_dir = self.uploads_dir / upload.upload_id
+
+            def assemble() -> None:
+                for number, part in zip(numbers, parts):
+                    fd = os.open(part_dir / str(number), os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        temp.append_from(fd, 0, part.size, part.crc64)
+                    finally:
+                        os.close(fd)
+
+            try:
+                await trio.to_thread.run_sync(assemble)
+            except BaseException:
+                temp.discard()
+                raise
+
+            def still_open(_current: ObjectRecord | None) -> None:
+                if self.uploads.get(upload.upload_id) is not upload:
+                    raise no_such_upload()
+                del self.uploads[upload.upload_id]
+
+            result = await self.commit(temp, record, still_open)
+            await self._end_upload(upload, "done")
             return result
-        await trio.to_thread.run_sync(lambda: shutil.rmtree(doomed, ignore_errors=True))
-        return result
+
+
+class _Changed(Exception):
+    """The object changed between reading it and installing its new version (retry)."""
+
+
+def _fsync_existing_dirs(paths: Iterable[Path]) -> None:
+    for path in dict.fromkeys(paths):
+        try:
+            _fsync_dir(path)
+        except FileNotFoundError:
+            pass  # a fan-out directory never made: nothing was there to delete
 
 
 class Storage:
@@ -670,13 +784,17 @@ class Storage:
         A missing or empty root is made ours with the marker; any other root without it raises
         ForeignRoot before anything in it is touched.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs_durable(self.root)
         marker = self.root / ROOT_MARKER
         if not marker.exists():
             if any(self.root.iterdir()):
                 raise ForeignRoot(f"{self.root} is not empty and was not made by cosfs serve (no {ROOT_MARKER}); "
                                   f"use a new or empty directory")
-            marker.write_text("This directory holds the buckets of `cosfs serve`.\n")
+            with open(marker, "w") as f:
+                f.write("This directory holds the buckets of `cosfs serve`.\n")
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(self.root)
         for entry in sorted(self.root.iterdir()):
             if (entry.is_dir() and entry.name.startswith(".deleted-")
                     and bucket_pattern.fullmatch(entry.name.removeprefix(".deleted-"))):
@@ -688,7 +806,7 @@ class Storage:
                 self.buckets[entry.name] = bucket
 
     def create_bucket(self, name: str) -> tuple[Bucket, bool]:
-        """The bucket, and whether it was created now."""
+        """The bucket, and whether it was created now (blocking; durable when it returns)."""
         existing = self.buckets.get(name)
         if existing is not None:
             return existing, False
@@ -696,6 +814,21 @@ class Storage:
         bucket.load()
         self.buckets[name] = bucket
         return bucket, True
+
+    async def delete_bucket(self, bucket: Bucket) -> None:
+        """Remove an empty bucket: gone from the index and (durably) from the root at once."""
+        if bucket.records or bucket.uploads:
+            raise rules.error("BucketNotEmpty", "The bucket you tried to delete is not empty.")
+        doomed = bucket.path.with_name(f".deleted-{bucket.name}")
+        os.rename(bucket.path, doomed)
+        self.buckets.pop(bucket.name, None)
+        bucket.deleted = True
+
+        def remove() -> None:
+            _fsync_dir(self.root)
+            shutil.rmtree(doomed, ignore_errors=True)
+
+        await trio.to_thread.run_sync(remove)
 
     def get(self, name: str) -> Bucket | None:
         return self.buckets.get(name)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cosfs.cos.rules import list_keys, parse_range, prefix_end, select_uploads
 from cosfs.server.faults import FaultInjector, FaultSpec, FaultSpecError, parse_fault_spec
-from cosfs.server.multipart import select_uploads
-from cosfs.server.objects import check_conditions, parse_copy_source, parse_range
-from cosfs.server.storage import ObjectRecord, Upload, list_keys, object_relpath, prefix_end
+from cosfs.server.objects import check_conditions, parse_copy_source
+from cosfs.server.storage import ObjectRecord, Upload, object_relpath
 
 
 # --- fault specs -------------------------------------------------------------------------
