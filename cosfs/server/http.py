@@ -5,7 +5,9 @@ connections concurrently, at most `Limits.max_connections` at a time (more wait 
 backlog). Request bodies are streamed to the handler (`Body`), with `Expect: 100-continue`
 answered when the handler first reads, and chunked request bodies decoded by h11. Response
 bodies are bytes or a `FileBody`, which is sent with os.sendfile straight from the object file
-(zero copy), optionally cut short (fault injection).
+(zero copy; over TLS, read and sent in pieces), optionally cut short (fault injection). The
+stream is a plain TCP one or trio's SSLStream (`cosfs serve --tls-cert`), whose handshake
+runs within the first read, under the idle timeout.
 
 Slow clients are bounded by `Limits`: the next request's head must arrive within the idle
 timeout, and every wait for more of a body, or for the client to take more of a response,
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 RECEIVE_BYTES = 1024 * 1024
 SENDFILE_CHUNK = 16 * 1024 * 1024
+FILE_PIECE_BYTES = 1024 * 1024
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 DRAIN_TIMEOUT_S = 5.0
 
@@ -157,7 +160,7 @@ AfterResponse = Callable[[Request | None, Response, float], None]
 class Connection:
     """One client connection: h11 state, socket, and the request/response cycle."""
 
-    def __init__(self, stream: trio.SocketStream, handler: Handler, error_response: ErrorResponder,
+    def __init__(self, stream: trio.abc.Stream, handler: Handler, error_response: ErrorResponder,
                  after_response: AfterResponse, limits: Limits) -> None:
         self.stream = stream
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -218,8 +221,32 @@ class Connection:
             return
         raise ClientGone("the client stopped reading the response")
 
+    def _socket(self) -> trio.socket.SocketType | None:
+        """The TCP socket under the stream (through TLS), or None."""
+        stream = self.stream
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+    async def _send_file_pieces(self, body: FileBody) -> int:
+        """Send a file range through a stream that cannot take sendfile (TLS): pread + send."""
+        offset = body.offset
+        remaining = body.length if body.truncate_at is None else min(body.length, body.truncate_at)
+        sent = 0
+        while remaining > 0:
+            data = await trio.to_thread.run_sync(os.pread, body.fd, min(remaining, FILE_PIECE_BYTES), offset)
+            if not data:
+                raise ClientGone("file shorter than expected")
+            await self._send(h11.Data(data=data))
+            offset += len(data)
+            remaining -= len(data)
+            sent += len(data)
+        return sent
+
     async def _sendfile(self, body: FileBody) -> int:
         """Send the file range directly with os.sendfile; return bytes sent."""
+        if not isinstance(self.stream, trio.SocketStream):
+            return await self._send_file_pieces(body)
         # h11 counts the body through a placeholder of the right length (send_with_data_passthrough)
         self.conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
         sock = self.stream.socket
@@ -285,8 +312,11 @@ class Connection:
         return False
 
     def _reset(self) -> None:
+        sock = self._socket()
+        if sock is None:
+            return
         try:
-            self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass
 
@@ -390,7 +420,7 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return headers
 
 
-async def serve_listener(listener: trio.SocketListener, make_connection: Callable[[trio.SocketStream], Connection],
+async def serve_listener(listener: trio.abc.Listener, make_connection: Callable[[trio.abc.Stream], Connection],
                          slots: trio.Semaphore, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Accept connections forever, each in its own task holding one of `slots` (shared by all
     listeners): at the limit the server stops accepting and new clients wait in the backlog."""

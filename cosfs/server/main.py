@@ -2,15 +2,23 @@
 
     cosfs serve --root DIR [--address 127.0.0.1:9000] [--bucket NAME-APPID]...
                 [--secret-id ID [--secret-key-file FILE]] [--security-token TOKEN]
-                [--access-log FILE] [--fault SPEC] [--allow-remote]
+                [--access-log FILE] [--fault SPEC]
+                [--tls-cert FILE --tls-key FILE] [--allow-remote [--insecure-remote]]
                 [--idle-timeout S] [--io-timeout S] [--max-connections N]
+
+**Who can reach it.** It listens on loopback unless --allow-remote; a non-loopback address
+also needs TLS (--tls-cert/--tls-key: trio's SSL streams, TLS 1.2 or later), because a q-sign
+signature only authenticates a request: it does not hide the data, and over plain HTTP
+anyone on the path could read objects and replay requests within their signature's lifetime.
+``--insecure-remote`` accepts plain HTTP off loopback anyway (a trusted network, or TLS
+terminated in front of it). The key file must not be readable by others.
 
 The SecretKey for --secret-id comes from --secret-key-file (mode 0600 or stricter; white space
 around the key is ignored) or from the environment variable COSFS_SERVE_SECRET_KEY, not from
 the command line, which every local user can read in the process list; ``--secret-key KEY``
 still works but warns. Without --secret-id a key pair is generated.
 
-On start it prints (stdout, flushed, one per line) ``endpoint: http://HOST:PORT``,
+On start it prints (stdout, flushed, one per line) ``endpoint: http(s)://HOST:PORT``,
 ``bucket: NAME`` for each bucket, ``secret-id: ID``, ``secret-key: KEY`` only when the key was
 generated here (``secret-key: (as given)`` otherwise) and finally ``ready``. It then serves
 until SIGINT/SIGTERM and exits 0. Startup errors print one line on stderr and exit 2.
@@ -25,6 +33,7 @@ import os
 import secrets
 import stat
 import signal
+import ssl
 import string
 import sys
 from pathlib import Path
@@ -54,7 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory holding the buckets (created if missing; an existing one must be empty "
                              "or made by cosfs serve)")
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help="HOST:PORT to listen on (port 0: any free port)")
-    parser.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow listening on a non-loopback address (needs --tls-cert/--tls-key, or "
+                             "--insecure-remote)")
+    parser.add_argument("--insecure-remote", action="store_true",
+                        help="with --allow-remote: serve plain HTTP off loopback (requests and data travel "
+                             "unencrypted)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM, not readable by others)")
     parser.add_argument("--bucket", action="append", default=[], metavar="NAME-APPID",
                         help=f"bucket to serve (repeatable; created if missing; default {DEFAULT_BUCKET})")
     parser.add_argument("--secret-id", help="SecretId clients must sign with (generated if omitted)")
@@ -75,6 +91,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"or takes no more of a response, for this long (default {defaults.io_timeout_s:g})")
     parser.add_argument("--max-connections", type=int, default=defaults.max_connections, metavar="N",
                         help=f"serve at most N connections at once; more wait (default {defaults.max_connections})")
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context from --tls-cert/--tls-key (both or neither); StartupError."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise StartupError("--tls-cert and --tls-key go together")
+    try:
+        mode = os.stat(key).st_mode
+    except OSError as exc:
+        raise StartupError(f"cannot read --tls-key {key}: {exc.strerror or exc}") from None
+    if mode & 0o007:
+        raise StartupError(f"--tls-key {key} is readable by others (mode {stat.S_IMODE(mode):04o}); chmod o-rwx it")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot use --tls-cert {cert} / --tls-key {key}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    return context
 
 
 def parse_address(text: str, allow_remote: bool) -> tuple[str, int]:
@@ -132,6 +170,12 @@ def _generated_secret(length: int) -> str:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="cosfs serve: %(levelname)s %(name)s: %(message)s")
     try:
+        if args.insecure_remote and not args.allow_remote:
+            raise StartupError("--insecure-remote only goes with --allow-remote")
+        tls = tls_context(args.tls_cert, args.tls_key)
+        if args.allow_remote and tls is None and not args.insecure_remote:
+            raise StartupError("--allow-remote needs TLS (--tls-cert and --tls-key): signatures do not hide data "
+                               "or stop replays on the network; add --insecure-remote to serve plain HTTP anyway")
         host, port = parse_address(args.address, args.allow_remote)
         bucket_names = list(dict.fromkeys(args.bucket or [DEFAULT_BUCKET]))
         for name in bucket_names:
@@ -178,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
               FaultInjector(spec) if spec.active else None, access_log)
     try:
         return trio.run(_serve, app, host, port, bucket_names, limits, secret_id,
-                        None if given_key else key)
+                        None if given_key else key, tls)
     except StartupError as exc:
         print(f"cosfs serve: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -188,16 +232,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(app: App, host: str, port: int, bucket_names: list[str], limits: Limits, secret_id: str,
-                 generated_key: str | None) -> int:
+                 generated_key: str | None, tls: ssl.SSLContext | None = None) -> int:
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host, backlog=512)
+        tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=512)
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    listener = listeners[0]
-    actual_port = listener.socket.getsockname()[1]
+    actual_port = tcp_listeners[0].socket.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
+    listeners: list = list(tcp_listeners)
+    if tls is not None:
+        # the handshake happens on the connection's first read, inside its own task and timeouts
+        listeners = [trio.SSLListener(one, tls, https_compatible=True) for one in tcp_listeners]
 
-    def make_connection(stream: trio.SocketStream) -> Connection:
+    def make_connection(stream: trio.abc.Stream) -> Connection:
         return Connection(stream, app.handle, lambda status, code, message: app.error_response(status, code, message),
                           app.after_response, limits)
 
@@ -206,7 +253,8 @@ async def _serve(app: App, host: str, port: int, bucket_names: list[str], limits
         async with trio.open_nursery() as nursery:
             for one in listeners:
                 await nursery.start(serve_listener, one, make_connection, slots)
-            lines = [f"endpoint: http://{shown_host}:{actual_port}"]
+            scheme = "https" if tls is not None else "http"
+            lines = [f"endpoint: {scheme}://{shown_host}:{actual_port}"]
             lines += [f"bucket: {name}" for name in bucket_names]
             lines.append(f"secret-id: {secret_id}")
             lines.append(f"secret-key: {generated_key}" if generated_key else "secret-key: (as given)")
