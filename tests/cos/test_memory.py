@@ -3,9 +3,11 @@ with CosClient -> `cosfs serve` for the same sequence of operations."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from cosfs.cos import crc64
+from cosfs.cos import crc64, rules
 from cosfs.cos.memory import MemoryStore
 from cosfs.cos.store import MIN_PART_BYTES, ListPage, ObjectStore, WriteOptions
 from cosfs.errors import CosError, NotFound, Stale, TransientError
@@ -196,3 +198,85 @@ async def test_parity_with_server(cos_server):
         served = await run_sequence(client)
     for mine, theirs in zip(memory, served, strict=True):
         assert mine == theirs
+
+
+# --- one source of COS rules (cosfs.cos.rules) -----------------------------------------------------
+
+
+async def test_memory_refuses_what_cos_refuses():
+    """The in-memory store applies the rules `cosfs serve` applies (it used to accept these)."""
+    store = MemoryStore()
+    refusals = [
+        (store.put_object("k" * 851, b"x"), "KeyTooLong"),
+        (store.put_object("meta", b"x", WriteOptions(user_meta={"m": "v" * 2048})), "MetadataTooLarge"),
+        (store.put_object("class", b"x", WriteOptions(storage_class="GLACIER")), "InvalidArgument"),
+        (store.put_object("acl", b"x", WriteOptions(acl="authenticated-read")), "InvalidArgument"),
+        (store.create_multipart_upload("k" * 851), "KeyTooLong"),
+    ]
+    for call, code in refusals:
+        with pytest.raises(CosError) as info:
+            await call
+        assert info.value.code == code
+    assert store.keys() == []
+    upload = await store.create_multipart_upload("mp")
+    await store.put_object("src", b"source")
+    with pytest.raises(CosError) as info:
+        await store.upload_part_copy("mp", upload, 10_001, "src")
+    assert info.value.code == "InvalidArgument"
+
+
+async def test_memory_reads_etags_as_cos_does():
+    store = MemoryStore()
+    put = await store.put_object("k", b"hello")
+    for header in (f'W/"{put.etag}"', f'"other", "{put.etag}"', put.etag.upper(), "*"):
+        assert (await store.get_object("k", if_match=header))[1] == b"hello"
+    upload = await store.create_multipart_upload("mp")
+    part = await store.upload_part("mp", upload, 1, b"only part")
+    shouting = dataclasses.replace(part, etag=f'"{part.etag.upper()}"')
+    assert (await store.complete_multipart_upload("mp", upload, [shouting])).etag == rules.multipart_etag([part.etag])
+
+
+async def test_appendable_etag_is_the_rules_one():
+    store = MemoryStore()
+    await store.append_object("log", 0, b"ab")
+    result = await store.append_object("log", 2, b"cd")
+    assert result.etag == rules.append_etag(crc64.crc64(b"abcd"), 4)
+
+
+async def run_refusals(store: ObjectStore) -> list[tuple[str, str | None]]:
+    """The same refusals on any store: (what, COS error code or None if accepted)."""
+    outcomes = []
+
+    async def attempt(what: str, call) -> None:
+        try:
+            await call
+        except CosError as exc:
+            outcomes.append((what, exc.code))
+        else:
+            outcomes.append((what, None))
+
+    await attempt("meta 2KB", store.put_object("meta", b"x", WriteOptions(user_meta={"m": "v" * 2046})))
+    await attempt("meta > 2KB", store.put_object("meta", b"x", WriteOptions(user_meta={"m": "v" * 2048})))
+    await attempt("append 0", store.append_object("log", 0, b"ab"))
+    await attempt("append gap", store.append_object("log", 5, b"x"))
+    await attempt("append plain", store.append_object("meta", 1, b"x"))
+    await attempt("self copy", store.copy_object("meta", "meta"))
+    upload = await store.create_multipart_upload("mp")
+    p1 = await store.upload_part("mp", upload, 1, b"small")
+    p2 = await store.upload_part("mp", upload, 2, b"tail")
+    await attempt("small part", store.complete_multipart_upload("mp", upload, [p1, p2]))
+    # (not the order of parts: CosClient sorts them before it sends Complete)
+    await attempt("etag", store.complete_multipart_upload("mp", upload, [dataclasses.replace(p2, etag="0" * 32)]))
+    await attempt("complete", store.complete_multipart_upload("mp", upload, [p2]))
+    await attempt("upload gone", store.upload_part("mp", upload, 1, b"x"))
+    return outcomes
+
+
+async def test_refusals_match_the_server(cos_server):
+    memory = await run_refusals(MemoryStore())
+    async with client_for(cos_server) as client:
+        served = await run_refusals(client)
+    assert memory == served
+    assert [code for _, code in memory] == [None, "MetadataTooLarge", None, "AppendPositionErr",
+                                            "ObjectNotAppendable", "InvalidRequest", "EntityTooSmall",
+                                            "InvalidPart", None, "NoSuchUpload"]
