@@ -37,7 +37,22 @@ Content-Range and body length alike, or it is refused (ProtocolError, EIO), so n
 keeps other bytes as the ones asked for. A 416 for a range whose first byte is at or beyond
 the object's size (one HEAD tells) is an empty read, not an error. A server that ignores
 Range (RFC 9110 allows it) answers 200 with the whole object: the slice is taken from it as
-it streams, and the rest is not read.
+it streams, and the rest is not read. A 200 that carries a Content-Range (rclone answers
+ranged GETs so) is the range when the Content-Range names exactly the bytes asked for, the
+whole object when it names all of it, and refused otherwise.
+
+Dialects (`endpoint.Dialect`): SigV4 mounts speak S3. Requests are built with `x-cos-*`
+names; in the S3 dialect every one with an S3 equivalent is sent as `x-amz-*` (copy source,
+its conditions and range, metadata directive as COPY/REPLACE, meta-*, storage class, SSE,
+ACL, security token), and replies are read under either prefix (`x-amz-meta-*` and
+`x-cos-meta-*` are both user metadata). A server that does not know the copy headers takes a
+copy for an upload of its empty body, over the destination: so a copy whose headers the
+dialect cannot express is never sent (Unsupported), and a copy reply that is not a copy
+result, or whose ETag is the MD5 of nothing for a source with bytes, is a ProtocolError
+(logged at ERROR when the destination may have been emptied), never success. rclone's empty
+`<CopyObjectResult>` (a copy onto itself) is followed by a HEAD for the new version. After
+Complete in the S3 dialect one HEAD gives the committed version: an S3 server need not
+answer HEAD and GET with the ETag Complete returned (rclone: `<md5>-N`, then the MD5).
 
 Listings: keys and common prefixes outside the prefix asked for, or not after the marker,
 are dropped with one warning per listing, so that no caller walks (or renames) names a
@@ -940,7 +955,7 @@ class CosClient:
         replace_metadata: WriteOptions | None = None,
         source_if_match: str | None = None,
     ) -> CopyResult:
-        headers = {"x-cos-copy-source": self._addr.copy_source(source_key, s3=self._dialect.name == "s3"), **self._sse.copy_source}
+        headers = {"x-cos-copy-source": self._copy_source(source_key), **self._sse.copy_source}
         if replace_metadata is not None:
             headers["x-cos-metadata-directive"] = "Replaced"
             headers.update(self._write_headers(replace_metadata, dest_key))
@@ -967,6 +982,9 @@ class CosClient:
             result = CopyResult(etag=meta.etag, crc64=result.crc64 if result.crc64 is not None else meta.crc64,
                                 last_modified_s=meta.last_modified_s)
         return result
+
+    def _copy_source(self, key: str) -> str:
+        return self._addr.copy_source(key, s3=self._dialect.name == "s3")
 
     def _copy_result(self, call: _Call, reply: _Reply, source_if_match: str | None, *,
                      etag_optional: bool = False, source_empty: bool | None = None) -> CopyResult:
@@ -1100,8 +1118,7 @@ class CosClient:
         *,
         source_if_match: str | None = None,
     ) -> PartInfo:
-        headers = {"x-cos-copy-source": self._addr.copy_source(source_key, s3=self._dialect.name == "s3"), **self._sse.part,
-                   **self._sse.copy_source}
+        headers = {"x-cos-copy-source": self._copy_source(source_key), **self._sse.part, **self._sse.copy_source}
         if source_range is not None:
             headers["x-cos-copy-source-range"] = _bytes_spec(source_range)
         if source_if_match:
@@ -1175,15 +1192,17 @@ class CosClient:
                         call.what(), exc, done.etag)
             return done
         if None not in sizes and meta.size_bytes != sum(sizes):  # type: ignore[arg-type]
-            log.warning("%s: the object after Complete has %d bytes, the parts %d: another writer's; keeping "
-                        "ETag %s from Complete", call.what(), meta.size_bytes, sum(sizes), done.etag)  # type: ignore[arg-type]
+            log.warning("%s: the object after Complete has %d bytes, the parts %d: another writer's; "
+                        "keeping ETag %s from Complete", call.what(), meta.size_bytes,
+                        sum(sizes), done.etag)  # type: ignore[arg-type]
             return done
         if meta.crc64 is not None and done.crc64 is not None and meta.crc64 != done.crc64:
             log.warning("%s: the object after Complete has another CRC64: another writer's; keeping ETag %s "
                         "from Complete", call.what(), done.etag)
             return done
         if meta.etag != done.etag:
-            log.debug("%s: Complete answered ETag %s, HEAD %s: the version is HEAD's", call.what(), done.etag, meta.etag)
+            log.debug("%s: Complete answered ETag %s, HEAD %s: the version is HEAD's",
+                      call.what(), done.etag, meta.etag)
         return PutResult(etag=meta.etag or done.etag, crc64=done.crc64, last_modified_s=meta.last_modified_s)
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
@@ -1277,6 +1296,9 @@ class _ObjectStream:
             _, self._last, total = span
             self.meta = client._meta(call.key or "", response, size=total if total is not None else self._last + 1)
         else:
+            if length is None:  # a whole object named by its Content-Range (rclone), streamed
+                whole = _content_range(response.headers.get("content-range"))
+                length = whole[2] if whole is not None else None
             self.meta = client._meta(call.key or "", response, size=length or 0)
             if length is not None:
                 self._last = length - 1 if self._last is None else min(self._last, length - 1)

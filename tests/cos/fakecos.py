@@ -224,9 +224,9 @@ class FakeS3(FakeCos):
         if unsigned:
             return s3_error(403, "AccessDenied", f"{unsigned[0]} is not signed")
         try:
-            auth.verify_sigv4(fields, {SECRET_ID: SECRET_KEY}, request.method, request.url.raw_path.decode().split("?")[0],
-                              self.params_of(request), headers, headers.get("x-amz-content-sha256", ""),
-                              headers.get("x-amz-date", ""), self.now())
+            path = request.url.raw_path.decode().split("?")[0]
+            auth.verify_sigv4(fields, {SECRET_ID: SECRET_KEY}, request.method, path, self.params_of(request), headers,
+                              headers.get("x-amz-content-sha256", ""), headers.get("x-amz-date", ""), self.now())
         except auth.AuthFailure as exc:
             return s3_error(403, exc.code, exc.message)
         return None

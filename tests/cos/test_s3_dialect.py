@@ -28,7 +28,16 @@ from cosfs.cos.store import MIN_PART_BYTES, PartInfo, WriteOptions
 from cosfs.credentials import StaticCredentials
 from cosfs.errors import ProtocolError, Stale, TransientError, Unsupported
 
-from .fakecos import BUCKET, EMPTY_MD5, REGION, SECRET_ID, SECRET_KEY, TOKEN, FakeCos, FakeS3
+from .fakecos import (
+    BUCKET,
+    EMPTY_MD5,
+    REGION,
+    SECRET_ID,
+    SECRET_KEY,
+    TOKEN,
+    FakeCos,
+    FakeS3,
+)
 from .test_client_mock import make_client
 from .test_tolerance import ChunkStream, client_warnings
 
@@ -143,6 +152,10 @@ async def test_200_with_the_whole_objects_content_range_is_sliced(fake, autojump
         assert body == b"2345" and meta.size_bytes == 10
         async with client.open_object("k", byte_range=(8, 20)) as (_, chunks):
             assert b"".join([c async for c in chunks]) == b"89"
+        fake.script = [lambda r: httpx.Response(200, headers={"content-range": "bytes 0-9/10"},
+                                                stream=ChunkStream(b"0123456789", 4))]
+        async with client.open_object("k", byte_range=(3, 4)) as (meta, chunks):  # no Content-Length
+            assert b"".join([c async for c in chunks]) == b"34" and meta.size_bytes == 10
 
 
 async def test_whole_object_get_answered_200_with_part_of_it_is_refused(fake, autojump_clock):
@@ -272,8 +285,7 @@ async def test_a_copy_the_dialect_cannot_express_is_never_sent(s3, autojump_cloc
 async def test_copy_answered_as_an_upload_is_an_error_never_success(fake, autojump_clock, caplog):
     # What rclone answers a copy whose headers it does not know: 200, no body, the empty MD5.
     fake.objects["src"] = (b"not empty", {})
-    emptied = lambda r: httpx.Response(200, headers={"etag": f'"{EMPTY_MD5}"', "content-length": "0"})  # noqa: E731
-    fake.script = [emptied]
+    fake.script = [lambda r: httpx.Response(200, headers={"etag": f'"{EMPTY_MD5}"', "content-length": "0"})]
     async with make_client(fake, retries=0) as client:
         with pytest.raises(ProtocolError, match="EMPTY object") as info:
             await client.copy_object("src", "dst")
