@@ -137,6 +137,9 @@ THREAD_HASH_BYTES = 1024 * 1024
 DRAIN_LIMIT_BYTES = 256 * 1024
 # Reads that unwind a body's generators after its connection was closed (see _close_current).
 UNWIND_READS = 3
+# A part copy done by GET and Upload Part (server without Upload Part - Copy) holds the part in
+# memory: bigger parts are refused.
+MAX_PART_COPY_BY_HAND_BYTES = 64 * 1024 * 1024
 # Retries up to this attempt number are logged at DEBUG, later ones at WARNING.
 QUIET_RETRIES = 2
 
@@ -488,6 +491,9 @@ class CosClient:
         self._sse = _sse_headers(config)
         self._dialect = dialect_for(config.signature)
         self._foreign_noted: set[str] = set()
+        # Whether the server has Upload Part - Copy: COS has; in the S3 dialect a probe tells.
+        self._part_copy: bool | None = None if self._dialect.name == "s3" else True
+        self._part_copy_lock = trio.Lock()
 
     @property
     def addressing(self) -> Addressing:
@@ -1009,7 +1015,9 @@ class CosClient:
         emptied = etag == EMPTY_MD5 if emptied is None else emptied
         text = (f"{call.what()}: the server did not answer as to a copy ({problem}; status "
                 f"{reply.response.status_code}, ETag {etag or '-'})")
-        if emptied:
+        if emptied and call.op == "upload_part_copy":
+            text += "; it took the part copy for an upload of an empty part"
+        elif emptied:
             text += ("; it may have stored an EMPTY object at the destination instead of the copy "
                      "(a server that does not understand the copy headers)")
         failure = ProtocolError(text)
@@ -1118,13 +1126,14 @@ class CosClient:
         *,
         source_if_match: str | None = None,
     ) -> PartInfo:
-        headers = {"x-cos-copy-source": self._copy_source(source_key), **self._sse.part, **self._sse.copy_source}
-        if source_range is not None:
-            headers["x-cos-copy-source-range"] = _bytes_spec(source_range)
-        if source_if_match:
-            headers["x-cos-copy-source-if-match"] = _quote_etag(source_if_match)
-        call = _Call("upload_part_copy", "PUT", key,
-                     params=[("partNumber", str(part_number)), ("uploadId", upload_id)], headers=headers)
+        if self._part_copy is None and source_range is not None:
+            async with self._part_copy_lock:
+                if self._part_copy is None:
+                    self._part_copy = await self._probe_part_copy(key, source_key, source_range[0], source_if_match)
+        if self._part_copy is False and source_range is not None:
+            return await self._part_copy_by_hand(key, upload_id, part_number, source_key, source_range,
+                                                 source_if_match)
+        call = self._part_copy_call(key, upload_id, part_number, source_key, source_range, source_if_match)
         reply = await self._send(call, check_200=True)
         # A server without Upload Part - Copy (rclone) takes it for an upload of an empty part.
         source_empty = False if source_range is not None else None  # a range holds a byte at least
@@ -1134,6 +1143,53 @@ class CosClient:
             crc = crc64.parse_header(reply.response.headers.get("x-cos-hash-crc64ecma"))
         size = source_range[1] - source_range[0] + 1 if source_range is not None else None
         return PartInfo(part_number=part_number, etag=result.etag, size_bytes=size, crc64=crc)
+
+    def _part_copy_call(self, key: str, upload_id: str, part_number: int, source_key: str,
+                        source_range: tuple[int, int] | None, source_if_match: str | None) -> _Call:
+        headers = {"x-cos-copy-source": self._copy_source(source_key), **self._sse.part, **self._sse.copy_source}
+        if source_range is not None:
+            headers["x-cos-copy-source-range"] = _bytes_spec(source_range)
+        if source_if_match:
+            headers["x-cos-copy-source-if-match"] = _quote_etag(source_if_match)
+        return _Call("upload_part_copy", "PUT", key,
+                     params=[("partNumber", str(part_number)), ("uploadId", upload_id)], headers=headers)
+
+    async def _probe_part_copy(self, key: str, source_key: str, first: int, source_if_match: str | None) -> bool:
+        """Once per client in the S3 dialect, before the first Upload Part - Copy: does the
+        server copy parts? A server without it (rclone) takes one for an upload of an empty
+        part, and will not let that part be replaced (the upload is lost), so the question is
+        asked in an upload of its own: one byte of the source is part-copied, the reply
+        checked, and that upload aborted (an upload never changes the key's object)."""
+        upload_id = await self.create_multipart_upload(key)
+        try:
+            call = self._part_copy_call(key, upload_id, 1, source_key, (first, first), source_if_match)
+            reply = await self._send(call, check_200=True)
+            try:
+                works = cosxml.parse_copy_result(reply.body or b"").etag != EMPTY_MD5
+            except ProtocolError:
+                works = False
+        finally:
+            with trio.CancelScope(shield=True), contextlib.suppress(CosfsError):
+                await self.abort_multipart_upload(key, upload_id)
+        if not works:
+            log.info("this server has no Upload Part - Copy (it answered one with status %d, ETag %s, no copy "
+                     "result): parts are copied with a GET and an Upload Part", reply.response.status_code,
+                     _etag_of(reply.response) or "-")
+        return works
+
+    async def _part_copy_by_hand(self, key: str, upload_id: str, part_number: int, source_key: str,
+                                 source_range: tuple[int, int], source_if_match: str | None) -> PartInfo:
+        """Upload Part - Copy for a server without it: the range is read (pinned to
+        `source_if_match`) and uploaded as the part."""
+        first, last = source_range
+        if last - first + 1 > MAX_PART_COPY_BY_HAND_BYTES:
+            raise Unsupported(f"upload_part_copy {key!r}: this server has no Upload Part - Copy, and part "
+                              f"{part_number} ({last - first + 1} bytes) is too big to copy through memory")
+        _, body = await self.get_object(source_key, byte_range=source_range, if_match=source_if_match)
+        if len(body) != last - first + 1:
+            raise ProtocolError(f"upload_part_copy {key!r}: bytes {first}-{last} of {source_key!r} are past "
+                                f"its end ({len(body)} bytes read)")
+        return await self.upload_part(key, upload_id, part_number, body)
 
     @staticmethod
     def _combined_crc(parts: Sequence[PartInfo]) -> int | None:

@@ -207,14 +207,15 @@ class FakeS3(FakeCos):
     Content-Range and just the bytes asked for; If-Match and x-amz-copy-source-if-match are
     ignored; Complete answers ETag `<md5 of the parts' MD5s>-N`, while HEAD and GET answer the
     object's MD5; a copy of an object onto itself answers an empty `<CopyObjectResult>`;
-    Upload Part - Copy is taken for an upload of an empty part; no CRC64 anywhere.
-    `script` plays faults as in FakeCos."""
+    Upload Part - Copy is taken for an upload of an empty part (`part_copy=True`: it is done,
+    as other S3 servers do); no CRC64 anywhere. `script` plays faults as in FakeCos."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.uploads: dict[str, dict[int, bytes]] = {}
         self.upload_meta: dict[str, dict[str, str]] = {}
         self.send_crc = False
+        self.part_copy = False
 
     def check_signature(self, request: httpx.Request) -> httpx.Response | None:
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -247,6 +248,13 @@ class FakeS3(FakeCos):
         params = dict(self.params_of(request))
         method = request.method
         headers = request.headers
+        if method == "PUT" and "uploadId" in params and self.part_copy and "x-amz-copy-source" in headers:
+            source = unquote(headers["x-amz-copy-source"].lstrip("/")).partition("/")[2]
+            first, last = (int(x) for x in headers["x-amz-copy-source-range"][6:].split("-"))
+            data = self.objects[source][0][first:last + 1]
+            self.uploads[params["uploadId"]][int(params["partNumber"])] = data
+            return httpx.Response(200, content=f"<CopyPartResult><ETag>&#34;{hashlib.md5(data).hexdigest()}&#34;"
+                                               f"</ETag></CopyPartResult>".encode())
         if method == "PUT" and "uploadId" in params:
             # Upload Part - Copy is not supported: the part is the (empty) body.
             data = request.content

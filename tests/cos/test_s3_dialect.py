@@ -204,10 +204,11 @@ async def test_sigv4_requests_carry_x_amz_names_only(s3, autojump_clock):
         await client.copy_object("src", "dst", source_if_match=hashlib.md5(b"hello").hexdigest())
         await client.copy_object("src", "src", replace_metadata=WriteOptions(user_meta={"mode": "33261"}))
         upload_id = await client.create_multipart_upload("mp", options)
-        with pytest.raises(ProtocolError):  # rclone has no Upload Part - Copy: see below
-            await client.upload_part_copy("mp", upload_id, 1, "src", (0, 4), source_if_match="e")
+        s3.part_copy = True
+        await client.upload_part_copy("mp", upload_id, 1, "src", (0, 4),
+                                      source_if_match=hashlib.md5(b"hello").hexdigest())
     assert not [r for r in s3.requests if any(n.startswith("x-cos-") for n in protocol_names(r))]
-    put, copy, self_copy, _, initiate, part_copy = s3.requests
+    put, copy, self_copy, _, initiate, _, _, _, part_copy = s3.requests  # the probe: initiate, copy, abort
     assert {k: v for k, v in sent_headers(put).items() if k.startswith("x-amz-") and "date" not in k
             and "sha256" not in k} == {
         "x-amz-meta-mode": "33188", "x-amz-meta-mtime": "1", "x-amz-storage-class": "STANDARD_IA",
@@ -345,13 +346,47 @@ async def test_self_copy_that_emptied_the_object_is_an_error(s3, autojump_clock,
     assert any(r.levelno == logging.ERROR for r in caplog.records)
 
 
-async def test_part_copy_on_a_server_without_it_is_an_error(s3, autojump_clock):
-    s3.objects["src"] = (os.urandom(MIN_PART_BYTES), {})
+@pytest.mark.parametrize("server_copies", [False, True])
+async def test_part_copy_on_an_s3_server_with_or_without_it(s3, autojump_clock, caplog, server_copies):
+    # rclone takes an Upload Part - Copy for an upload of an empty part and then refuses the
+    # part's real bytes: one probe (in an upload of its own, aborted) asks once per client,
+    # and a server without it gets parts by GET and Upload Part.
+    caplog.set_level(logging.INFO, "cosfs.cos.client")
+    s3.part_copy = server_copies
+    data = os.urandom(2 * MIN_PART_BYTES + 3)
+    s3.objects["src"] = (data, {})
+    etag = hashlib.md5(data).hexdigest()
     async with s3_client(s3) as client:
         upload_id = await client.create_multipart_upload("dst")
-        with pytest.raises(ProtocolError, match="EMPTY object"):
-            await client.upload_part_copy("dst", upload_id, 1, "src", (0, MIN_PART_BYTES - 1))
-    assert s3.uploads[upload_id] == {1: b""}  # what rclone made of it: never completed by us
+        parts = [await client.upload_part_copy("dst", upload_id, 1, "src", (0, MIN_PART_BYTES - 1),
+                                               source_if_match=etag),
+                 await client.upload_part_copy("dst", upload_id, 2, "src", (MIN_PART_BYTES, len(data) - 1),
+                                               source_if_match=etag)]
+        assert [p.size_bytes for p in parts] == [MIN_PART_BYTES, MIN_PART_BYTES + 3]
+        await client.complete_multipart_upload("dst", upload_id, parts)
+        assert s3.objects["dst"][0] == data
+        initiates = [r for r in s3.requests if r.method == "POST" and "uploads" in r.url.query.decode()]
+        assert len(initiates) == 2  # the real upload and one probe, whatever the number of part copies
+        assert s3.uploads == {}  # the probe's upload was aborted
+        if not server_copies:  # by hand, the part is read pinned to the source's version
+            upload_id = await client.create_multipart_upload("dst")
+            with pytest.raises(Stale):
+                await client.upload_part_copy("dst", upload_id, 1, "src", (0, 9),
+                                              source_if_match=hashlib.md5(b"v2").hexdigest())
+            assert s3.uploads[upload_id] == {}
+    said = [m for m in (r.getMessage() for r in caplog.records) if "no Upload Part - Copy" in m]
+    assert len(said) == (0 if server_copies else 1)
+
+
+async def test_part_copy_probe_refusal_is_an_error(s3, autojump_clock):
+    # A part copy answered as an upload outside the probe (the server changed its mind) is an
+    # error, never a part.
+    s3.objects["src"] = (os.urandom(100), {})
+    async with s3_client(s3) as client:
+        client._part_copy = True
+        upload_id = await client.create_multipart_upload("dst")
+        with pytest.raises(ProtocolError, match="empty part"):
+            await client.upload_part_copy("dst", upload_id, 1, "src", (0, 99))
 
 
 # --- D. the committed version of a multipart upload -------------------------------------------
