@@ -514,3 +514,29 @@ async def test_the_uploaders_commit_carries_the_version_head_shows(s3, autojump_
         assert meta.user_meta == {"mode": "33188"}
         assert (await client.get_object("big", byte_range=(MIN_PART_BYTES, MIN_PART_BYTES + 9),
                                         if_match=result.etag))[1] == data[MIN_PART_BYTES:MIN_PART_BYTES + 10]
+
+
+async def test_the_uploader_modifies_a_big_object_on_a_server_without_part_copy(s3, autojump_clock, tmp_path):
+    # A change at the start of a 12 MiB object: the untouched parts are copied from the base,
+    # by hand on rclone (before: every commit failed, EIO, retried forever).
+    from cosfs.ranges import RangeSet
+    from cosfs.staging import DirtyFile
+    from cosfs.uploader import Uploader
+
+    base = os.urandom(12 * MiB + 5)
+    s3.objects["big"] = (base, {})
+    new = b"HELLO" + base[5:]
+
+    async def read_range(dirty, start, end):  # staged bytes over the base: the parts not copied
+        assert (start, end) in ((0, 5 * MiB), (10 * MiB, len(new)))
+        return new[start:end]
+
+    async with s3_client(s3) as client:
+        uploader = Uploader(client, read_range, part_bytes=5 * MiB, multipart_threshold_bytes=MIN_PART_BYTES,
+                            parallel_parts=2)
+        dirty = DirtyFile(key="big", data_path=tmp_path / "big", base=ObjectRef("big", hashlib.md5(base).hexdigest(),
+                          len(base)), base_limit=len(base), size=len(base), written=RangeSet([(0, 5)]),
+                          options=WriteOptions(), mtime_ns=0)
+        result = await uploader.commit(dirty)
+    assert s3.objects["big"][0] == new
+    assert result.etag == hashlib.md5(new).hexdigest()
