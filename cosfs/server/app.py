@@ -5,6 +5,14 @@ looks like ``<name>-<appid>`` (``bucket.cos.region.anything``, ``bucket.localhos
 path-style (``/bucket/key``). Every response carries ``x-cos-request-id`` and
 ``Server: tencent-cos``; errors are COS error XML (bare for HEAD).
 
+Who may do what: a signed request (verified by `authn`) is the owner and may do anything. A
+request with no signature at all is anonymous: routing names its operation first
+(`bucket_operation`, `object_operation`), and `authorize_anonymous` lets it through only where
+`ANONYMOUS_OPERATIONS` and the bucket's or object's ACL allow (`rules.anonymous_may`); it may
+never set an ACL, copy, or use ``response-*`` overrides. OPTIONS is a CORS preflight, answered
+from the bucket's CORS rules without a signature; a request with an allowed ``Origin`` gets the
+rule's Access-Control-* headers on its answer.
+
 Access log (``--access-log FILE``), one line per response, space separated::
 
     TIME METHOD PATH QUERY STATUS BYTES DURATION REQUEST-ID
