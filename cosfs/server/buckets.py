@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import unquote
 
-import trio
-
 from cosfs.cos import rules
 from cosfs.server import responses
 from cosfs.server.common import CosError, Ctx
@@ -21,10 +19,8 @@ MAX_SERVICE_KEYS = 2000
 
 async def create_bucket(ctx: Ctx, storage: Storage) -> Response:
     assert ctx.bucket_name is not None
-    if storage.get(ctx.bucket_name) is not None:
-        raise CosError("BucketAlreadyOwnedByYou", "The bucket you tried to create already exists and you own it.")
     acl = rules.acl_from_headers(ctx.headers, for_object=False)
-    bucket, _ = await trio.to_thread.run_sync(storage.create_bucket, ctx.bucket_name)
+    bucket = await storage.put_bucket(ctx.bucket_name)
     if acl is not None:
         await bucket.save_config(acl=acl)
     return Response(200, [("Content-Length", "0")])

@@ -326,17 +326,24 @@ def _fsync_dirs(paths: Iterable[Path]) -> None:
         _fsync_dir(path)
 
 
-def make_dirs_durable(path: Path) -> None:
+def make_dirs_durable(path: Path, within: Path | None = None) -> None:
     """mkdir -p `path`, then fsync the parent of every directory it created, deepest last, so
-    that what is later renamed into `path` survives a power cut (blocking)."""
+    that what is later renamed into `path` survives a power cut (blocking). With `within`,
+    only directories below it are made: if it is gone (a deleted bucket), FileNotFoundError."""
     missing: list[Path] = []
     probe = path
     while not probe.is_dir():
+        if within is not None and probe == within:
+            raise FileNotFoundError(f"{within} is gone")
         missing.append(probe)
         probe = probe.parent
     if not missing:
         return
-    path.mkdir(parents=True, exist_ok=True)
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            pass
     _fsync_dirs(created.parent for created in reversed(missing))
 
 
@@ -522,7 +529,13 @@ class Bucket:
         target = self.object_path(record.key)
         try:
             await trio.to_thread.run_sync(temp.finish, record)
-            await trio.to_thread.run_sync(make_dirs_durable, target.parent)
+            try:
+                # (never re-creates the directories of a bucket deleted meanwhile)
+                await trio.to_thread.run_sync(make_dirs_durable, target.parent, self.objects_dir)
+            except FileNotFoundError:
+                if self.deleted:
+                    raise rules.error("NoSuchBucket", "The specified bucket does not exist.") from None
+                raise
             # --- no await from here to the rename ---
             if self.deleted:
                 raise rules.error("NoSuchBucket", "The specified bucket does not exist.")
@@ -777,6 +790,7 @@ class Storage:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.buckets: dict[str, Bucket] = {}
+        self._create_lock = trio.Lock()
 
     def load(self, bucket_pattern) -> None:
         """Open every bucket directory under the root (blocking; at startup).
@@ -805,8 +819,21 @@ class Storage:
                 bucket.load()
                 self.buckets[entry.name] = bucket
 
+    async def put_bucket(self, name: str) -> Bucket:
+        """PUT Bucket: create it (durably), or BucketAlreadyOwnedByYou — one at a time, and
+        shown in `buckets` only once its directories are made."""
+        async with self._create_lock:
+            if name in self.buckets:
+                raise rules.error("BucketAlreadyOwnedByYou",
+                                  "The bucket you tried to create already exists and you own it.")
+            bucket = Bucket(name, self.root / name)
+            await trio.to_thread.run_sync(bucket.load)
+            self.buckets[name] = bucket
+            return bucket
+
     def create_bucket(self, name: str) -> tuple[Bucket, bool]:
-        """The bucket, and whether it was created now (blocking; durable when it returns)."""
+        """The bucket, and whether it was created now (blocking, for startup; durable when it
+        returns)."""
         existing = self.buckets.get(name)
         if existing is not None:
             return existing, False

@@ -224,3 +224,50 @@ async def test_directory_entries_are_fsynced(tmp_path: Path, fsyncs: FsyncWatch)
         assert bucket_dir in fsyncs.take()
         assert (await cos.request("DELETE", "", bucket="another-1250000000")).status_code == 204
         assert root in fsyncs.take()
+
+
+async def test_concurrent_bucket_creation_answers_once(tmp_path: Path):
+    async with in_process_server(tmp_path / "root") as server, httpx.AsyncClient(timeout=30) as client:
+        cos = CosHttp(server, client)
+        answers = []
+
+        async def create():
+            answers.append(await cos.request("PUT", "", bucket="fresh-1250000000"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(create)
+        assert sorted(r.status_code for r in answers) == [200, 409, 409, 409]
+
+
+async def test_a_bucket_deleted_under_a_put_stays_deleted(tmp_path: Path):
+    """A PUT still receiving its body when its (empty) bucket is deleted must not bring the
+    bucket's directories back: after a restart the bucket would reappear."""
+    async with in_process_server(tmp_path / "root", buckets=("doomed-1250000000",)) as server, \
+            httpx.AsyncClient(timeout=30) as client:
+        cos = CosHttp(server, client)
+        body_started, go_on = trio.Event(), trio.Event()
+
+        async def slow_body():
+            yield b"first half "
+            body_started.set()
+            await go_on.wait()
+            yield b"second half"
+
+        answers = {}
+
+        async def put():
+            built = cos.build("PUT", "late", headers={"Content-Length": "22"})
+            answers["put"] = await client.send(httpx.Request("PUT", built.url, headers=built.headers,
+                                                             content=slow_body()))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(put)
+            await body_started.wait()
+            await trio.sleep(0.1)
+            assert (await cos.request("DELETE", "")).status_code == 204
+            go_on.set()
+        assert answers["put"].status_code == 404 and error_code(answers["put"]) == "NoSuchBucket"
+        assert not (server.root / "doomed-1250000000").exists()
+        server.restart()
+        assert (await cos.head("")).status_code == 404
