@@ -378,18 +378,16 @@ def object_operation(ctx: Ctx) -> str:
 
 # What an unsigned request needs, by operation: (permission, on the object?) — READ of an
 # object is its own ACL's unless that is `default`; writing objects is the bucket's WRITE.
-# Operations not listed (bucket creation and deletion, CORS configuration, copies, GET
-# Service, ...) are never anonymous.
+# Operations not listed (ACL changes, bucket creation and deletion, CORS configuration,
+# copies, GET Service, ...) are never anonymous, whatever the ACL grants.
 ANONYMOUS_OPERATIONS: dict[str, tuple[str, bool]] = {
     "get_object": ("READ", True),
     "head_object": ("READ", True),
     "get_object_acl": ("READ_ACP", True),
-    "put_object_acl": ("WRITE_ACP", True),
     "list_objects": ("READ", False),
     "head_bucket": ("READ", False),
     "list_uploads": ("READ", False),
     "get_bucket_acl": ("READ_ACP", False),
-    "put_bucket_acl": ("WRITE_ACP", False),
     "put_object": ("WRITE", False),
     "append_object": ("WRITE", False),
     "delete_object": ("WRITE", False),

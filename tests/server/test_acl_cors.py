@@ -267,3 +267,18 @@ def test_cors_configuration_is_validated(sdk):
     with pytest.raises(CosServiceError) as info:
         client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRule": [{"AllowedOrigin": ["*"]}]})
     assert info.value.get_error_code() == "MalformedXML"
+
+
+def test_unsigned_requests_never_change_acls(sdk, cos_server):
+    """Not even where everyone has FULL_CONTROL: ACL changes need the owner's signature."""
+    client, bucket = sdk
+    client.put_bucket_acl(Bucket=bucket, GrantFullControl=ANYONE)
+    client.put_object(Bucket=bucket, Key="k", Body=b"x", GrantFullControl=ANYONE)
+    assert unsigned(cos_server, "GET", "k").content == b"x"
+    assert unsigned(cos_server, "GET", "k", params={"acl": ""}).status_code == 200  # READ_ACP
+    body = (b"<AccessControlPolicy><AccessControlList><Grant><Grantee><ID>qcs::cam::anyone:anyone</ID></Grantee>"
+            b"<Permission>READ</Permission></Grant></AccessControlList></AccessControlPolicy>")
+    assert unsigned(cos_server, "PUT", "k", params={"acl": ""}, content=body).status_code == 403
+    assert unsigned(cos_server, "PUT", "", params={"acl": ""}, content=body).status_code == 403
+    assert unsigned(cos_server, "PUT", "", params={"cors": ""}, content=b"<CORSConfiguration/>").status_code == 403
+    assert unsigned(cos_server, "DELETE", "").status_code == 403
