@@ -44,7 +44,7 @@ from cosfs.cos.store import (
 )
 from cosfs.errors import CosError, ProtocolError, cos_error
 
-__all__ = ["MAX_DELETE_KEYS", "MAX_KEY_BYTES", "MAX_LIST_KEYS", "MAX_PART_BYTES", "MAX_PARTS", "MIN_PART_BYTES"]
+__all__ = ["MAX_DELETE_KEYS", "MAX_KEY_BYTES", "MAX_LIST_KEYS", "MAX_PARTS", "MAX_PART_BYTES", "MIN_PART_BYTES"]
 
 MAX_OBJECT_BYTES = MAX_SINGLE_PUT_BYTES
 MAX_USER_META_BYTES = 2048
@@ -259,10 +259,7 @@ def select_uploads(uploads: Iterable[U], prefix: str, delimiter: str, key_marker
 
 def normalize_etag(value: str) -> str:
     """An ETag as stored: without quotes (or W/), lower-case."""
-    value = value.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    return value.strip('"').lower()
+    return value.strip().removeprefix("W/").strip('"').lower()
 
 
 def etag_matches(header: str, etag: str) -> bool:
@@ -671,16 +668,18 @@ class CorsRule:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
 
 
+def _texts(element: ET.Element, tag: str) -> tuple[str, ...]:
+    """The stripped, non-empty texts of the children `tag` of `element`."""
+    return tuple((e.text or "").strip() for e in element.findall(tag) if (e.text or "").strip())
+
+
 def parse_cors_xml(body: bytes) -> tuple[CorsRule, ...]:
     """A CORSConfiguration document: 1..100 rules, each with origins and methods."""
     root = _xml_root(body, "CORSConfiguration")
     rules: list[CorsRule] = []
     for element in root.findall("CORSRule"):
-        def texts(tag: str) -> tuple[str, ...]:
-            return tuple((e.text or "").strip() for e in element.findall(tag) if (e.text or "").strip())
-
-        origins = texts("AllowedOrigin")
-        methods = tuple(m.upper() for m in texts("AllowedMethod"))
+        origins = _texts(element, "AllowedOrigin")
+        methods = tuple(m.upper() for m in _texts(element, "AllowedMethod"))
         if not origins or not methods:
             raise error("MalformedXML", "Every CORSRule needs an AllowedOrigin and an AllowedMethod.")
         for method in methods:
@@ -698,8 +697,8 @@ def parse_cors_xml(body: bytes) -> tuple[CorsRule, ...]:
                 raise error("MalformedXML", "MaxAgeSeconds must be an integer.") from None
             if max_age < 0:
                 raise error("InvalidArgument", "MaxAgeSeconds must not be negative.")
-        rules.append(CorsRule(origins, methods, texts("AllowedHeader"), texts("ExposeHeader"), max_age,
-                              cosxml.text(element, "ID")))
+        rules.append(CorsRule(origins, methods, _texts(element, "AllowedHeader"), _texts(element, "ExposeHeader"),
+                              max_age, cosxml.text(element, "ID")))
     if not rules or len(rules) > MAX_CORS_RULES:
         raise error("MalformedXML", f"CORSConfiguration needs 1 to {MAX_CORS_RULES} CORSRule.")
     return tuple(rules)

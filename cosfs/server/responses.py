@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterable
 from urllib.parse import quote
 
-from cosfs.cos.xml import build
 from cosfs.cos.rules import ListResult
+from cosfs.cos.xml import build
 from cosfs.server.storage import ObjectRecord, Upload
 
 OWNER_ID = "1250000000"
