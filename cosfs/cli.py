@@ -329,16 +329,19 @@ def mount_settings(args: argparse.Namespace):
     fs = FsConfig(
         prefix=prefix,
         read_only=bool(values["ro"]),
-        uid=os.getuid() if values["uid"] is None else int(values["uid"]),
-        gid=os.getgid() if values["gid"] is None else int(values["gid"]),
+        # COSFS: an object without x-cos-meta-uid/gid belongs to root, unless uid=/gid= say
+        # who owns everything.
+        uid=0 if values["uid"] is None else int(values["uid"]),
+        gid=0 if values["gid"] is None else int(values["gid"]),
         force_uid=values["uid"],  # type: ignore[arg-type]
         force_gid=values["gid"],  # type: ignore[arg-type]
         umask=values["umask"],  # type: ignore[arg-type]
         mp_umask=0o022 if values["mp_umask"] is None else int(values["mp_umask"]),  # type: ignore[arg-type]
         mp_umask_set=values["mp_umask"] is not None,
         default_permission=default_perm,  # type: ignore[arg-type]
-        default_file_mode=0o644 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
-        default_dir_mode=0o755 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
+        # COSFS: an object without x-cos-meta-mode shows default_permission, 0777 by default.
+        default_file_mode=0o777 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
+        default_dir_mode=0o777 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
         stat_ttl_s=float(values["stat_cache_expire"]),
         negative_ttl_s=0.0 if values["disable_noobj_cache"] else negative_ttl,
         max_stat_entries=int(values["max_stat_cache_size"]),
@@ -353,6 +356,7 @@ def mount_settings(args: argparse.Namespace):
         xattrs=not values["noxattr"],
         listing_heads=values["listing_metadata"] == "head",
         owner_uid=os.getuid(),
+        owner_gid=os.getgid(),
         allow_other=bool(values["allow_other"]),
         ensure_diskfree_bytes=diskfree,
         direct_io=bool(values["direct_io"]),

@@ -123,6 +123,7 @@ class FsConfig:
     listing_heads: bool = False  # listing_metadata=head: HEAD listed objects (bounded parallel)
     xattrs: bool = True  # False (noxattr): the kernel is told xattrs are not supported at all
     owner_uid: int = 0  # who mounted: with root, the only one who may read the mount's status
+    owner_gid: int = 0
     allow_other: bool = False  # other users reach the mount: attributes must be known before use
     # uid=/gid= given: the owner and group of every entry, whatever x-cos-meta-uid/gid say.
     force_uid: int | None = None

@@ -36,6 +36,7 @@ from cosfs.config import FsConfig
 from cosfs.cos.store import PutResult, WriteOptions
 from cosfs.errors import (
     AlreadyExists,
+    CacheFull,
     InvalidName,
     IsADirectory,
     NotADirectory,
@@ -69,6 +70,7 @@ COPY_CHUNK_BYTES = 8 * 1024 * 1024
 class OpenResult:
     fh: int
     keep_cache: bool
+    direct_io: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +105,8 @@ class CosFilesystem:
         staging = StagingArea(cache_dir, owner)
         self.namespace = Namespace(store, self.inodes, config, staging, clock)
         self.blocks = BlockCache(store, cache_dir, config.block_size_bytes, config.cache_size_bytes,
-                                 config.parallel_fetches, memory_bytes=config.memory_budget_bytes // 2)
+                                 config.parallel_fetches, memory_bytes=config.memory_budget_bytes // 2,
+                                 keep_free_bytes=config.ensure_diskfree_bytes)
         uploader = Uploader(store, self._read_dirty_range, part_bytes=config.part_size_bytes,
                             multipart_threshold_bytes=config.multipart_threshold_bytes,
                             parallel_parts=upload_parallelism(config),
@@ -192,8 +195,10 @@ class CosFilesystem:
         return await self.namespace.readlink(inode)
 
     def statfs(self) -> FsStats:
-        # Object storage has no capacity limit; report a large, stable figure as s3fs does.
-        blocks = 1 << 40
+        """Object storage has no capacity limit: a large, stable figure as s3fs reports, or
+        s3fs's `bucket_size`."""
+        size = self.config.bucket_size_bytes
+        blocks = 1 << 40 if size is None else max(1, size // self.blocks.block_size_bytes)
         return FsStats(self.blocks.block_size_bytes, blocks, blocks, 1 << 32, 1 << 32)
 
     # --- directories ---------------------------------------------------------------------
@@ -280,7 +285,8 @@ class CosFilesystem:
     def _open_handle(self, inode: Inode, ref: ObjectRef | None, *, writable: bool, keep_cache: bool) -> OpenResult:
         self.inodes.opened(inode.ino)
         readahead = ReadAhead(self.config.block_size_bytes, self.config.max_readahead_bytes)
-        return OpenResult(self.files.add(FileHandle(inode.ino, ref, readahead, writable=writable)), keep_cache)
+        return OpenResult(self.files.add(FileHandle(inode.ino, ref, readahead, writable=writable)),
+                          keep_cache and not self.config.direct_io, self.config.direct_io)
 
     async def open(self, ino: int, write: bool, truncate: bool = False) -> OpenResult:
         inode = self.inodes.get(ino)
@@ -357,6 +363,9 @@ class CosFilesystem:
         inode = self.inodes.get(handle.ino)
         async with self._holding(inode):
             dirty = await self._dirty_for(inode)
+            if not self.blocks.make_room(len(data)):
+                raise CacheFull(f"the cache disk would keep less than ensure_diskfree "
+                                f"({self.config.ensure_diskfree_bytes} bytes) free: the write was not staged")
             self.staging.write(dirty, offset, data)
             self.writeback.uploader.after_write(dirty, offset, offset + len(data))
         now_ns = dirty.mtime_ns

@@ -121,7 +121,7 @@ class CosOperations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         write = (flags & os.O_ACCMODE) != os.O_RDONLY
         result = await self.fs.open(inode, write, truncate=bool(flags & os.O_TRUNC))
-        return pyfuse3.FileInfo(fh=result.fh, keep_cache=result.keep_cache)
+        return pyfuse3.FileInfo(fh=result.fh, keep_cache=result.keep_cache, direct_io=result.direct_io)
 
     @fuse_boundary
     async def read(self, fh, off, size):
@@ -165,7 +165,8 @@ class CosOperations(pyfuse3.Operations):
     @fuse_boundary
     async def create(self, parent_inode, name, mode, flags, ctx):
         result, attr = await self.fs.create(parent_inode, decode_name(name), mode, caller(ctx))
-        return pyfuse3.FileInfo(fh=result.fh, keep_cache=result.keep_cache), self.entry(attr)
+        return (pyfuse3.FileInfo(fh=result.fh, keep_cache=result.keep_cache, direct_io=result.direct_io),
+                self.entry(attr))
 
     @fuse_boundary
     async def setattr(self, inode, attr, fields, fh, ctx):

@@ -133,8 +133,8 @@ class Namespace:
             0,
             self._mode(kind, stored_mode),
             size,
-            self._config.uid if uid is None else uid,
-            self._config.gid if gid is None else gid,
+            self._owner(uid, self._config.force_uid, self._config.uid),
+            self._owner(gid, self._config.force_gid, self._config.gid),
             mtime_ns,
             nlink=2 if kind == Kind.DIR else 1,
             atime_ns=atime,
@@ -142,13 +142,21 @@ class Namespace:
             rdev=_int_or_none(user.get("rdev")) or 0,
         )
 
+    @staticmethod
+    def _owner(stored: int | None, forced: int | None, default: int) -> int:
+        """uid=/gid= own every entry (libfuse applies them in COSFS and s3fs); else the
+        stored owner, else the default."""
+        if forced is not None:
+            return forced
+        return default if stored is None else stored
+
     def attr_from_entry(self, entry: DirEntry) -> Attr:
         return Attr(
             0,
             self._mode(entry.kind, None),
             0 if entry.kind == Kind.DIR else entry.size_bytes,
-            self._config.uid,
-            self._config.gid,
+            self._owner(None, self._config.force_uid, self._config.uid),
+            self._owner(None, self._config.force_gid, self._config.gid),
             int((entry.mtime_s or self._mounted_at_s) * 1e9),
             nlink=2 if entry.kind == Kind.DIR else 1,
         )
@@ -172,7 +180,7 @@ class Namespace:
         """The listing plus what only this mount knows: staged files and, on a server that
         cannot store directory markers, the empty directories made here."""
         dirty = self._staging.under(prefix)
-        local = [d for d in self._local_dirs if d.startswith(prefix) and "/" not in d[len(prefix):-1]]
+        local = [d for d in self._local_dirs if d.startswith(prefix) and d != prefix and "/" not in d[len(prefix):-1]]
         if not dirty and not local:
             return entries
         merged = {e.name: e for e in entries}
@@ -638,9 +646,16 @@ class Namespace:
 
 
 def root_attr(config: FsConfig) -> Attr:
-    """The mount point's own attributes: mp_umask, the mount's owner, mounted now."""
-    mode = stat.S_IFDIR | (0o777 & ~config.mp_umask)
-    return Attr(ROOT_INO, mode, 0, config.uid, config.gid, time.time_ns(), nlink=2)
+    """The mount point's own attributes, as COSFS gives them: 0777 with allow_other (0777 &
+    ~mp_umask when mp_umask is given too), 0700 without; owned by uid=/gid= when given, else
+    by who mounted; mounted now."""
+    if config.allow_other:
+        mode = 0o777 & ~config.mp_umask if config.mp_umask_set else 0o777
+    else:
+        mode = 0o700
+    uid = config.owner_uid if config.force_uid is None else config.force_uid
+    gid = config.owner_gid if config.force_gid is None else config.force_gid
+    return Attr(ROOT_INO, stat.S_IFDIR | mode, 0, uid, gid, time.time_ns(), nlink=2)
 
 
 def _find(entries: list[DirEntry], name: str) -> DirEntry | None:
