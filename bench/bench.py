@@ -52,7 +52,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-import httpx_client  # noqa: E402
+import httpx_client
 
 MiB = 1024 * 1024
 BUCKET = "bench-1250000000"
@@ -106,14 +106,14 @@ def rows_for(s: Sizes) -> list[Row]:
     one = ("curl", "httpx") + MOUNT_TOOLS
     eight = ("curl8", "httpx8") + MOUNT_TOOLS
     return [
-        Row("cold_read", "read", f"cold sequential read, {size_text(s.big)} (dd bs=1M)", "MB/s", True, seq),
+        Row("cold_read", "read", f"cold sequential read, {size_text(s.big)}, dd bs=1M", "MB/s", True, seq),
         Row("warm_read", "read", "warm re-read, same mount", "MB/s", True, seq),
         Row("write_close", "write", f"sequential write, {size_text(s.write)}, until close returns", "MB/s", True, seq),
         Row("write_server", "write", "  the same, until the object is on the server", "MB/s", True, seq),
         Row("rand_qd1", "rand1", f"random 4 KiB reads, QD1, {s.random_s:g} s", "IOPS", True, one),
-        Row("rand_qd8", "rand8", f"random 4 KiB reads, QD8 (8 jobs), {s.random_s:g} s", "IOPS", True, eight),
+        Row("rand_qd8", "rand8", f"random 4 KiB reads, QD8 = 8 jobs, {s.random_s:g} s", "IOPS", True, eight),
         Row("par8", "par8", f"8 processes read 8 files of {size_text(s.par_file)} at once", "MB/s", True, eight),
-        Row("creates_close", "creates", f"{s.small} small-file creates (1 KiB), until close", "files/s", True, one),
+        Row("creates_close", "creates", f"{s.small} small-file creates, 1 KiB, until close", "files/s", True, one),
         Row("creates_server", "creates", "  the same, until all are on the server", "files/s", True, one),
         Row("ls", "ls", f"ls -l, {s.ls:,} objects, cold", "ms", False, one),
         Row("find", "find", f"find, {s.find:,} objects in {s.find_dirs} folders, cold", "ms", False, one),
@@ -191,8 +191,10 @@ class Children:
             except ProcessLookupError:
                 pass
 
-    def stop_all(self) -> None:
+    def stop_all(self, spare: set | frozenset = frozenset()) -> None:
         for process in list(self.live):
+            if process in spare:
+                continue
             if process.poll() is None:
                 self.kill(process)
                 try:
@@ -286,11 +288,12 @@ class Bench:
         keyfile = self.workdir / "server.key"
         keyfile.write_text(self.secret_key)
         keyfile.chmod(0o600)
-        self.server = self.children.start(
-            [sys.executable, "-m", "cosfs", "serve", "--root", str(self.workdir / "root"), "--address", "127.0.0.1:0",
-             "--bucket", BUCKET, "--secret-id", self.secret_id, "--secret-key-file", str(keyfile),
-             "--access-log", str(self.log.path)],
-            stdout=subprocess.PIPE, stderr=open(self.logs / "server.log", "w"), text=True, start_new_session=True)
+        with open(self.logs / "server.log", "w") as server_log:
+            self.server = self.children.start(
+                [sys.executable, "-m", "cosfs", "serve", "--root", str(self.workdir / "root"),
+                 "--address", "127.0.0.1:0", "--bucket", BUCKET, "--secret-id", self.secret_id,
+                 "--secret-key-file", str(keyfile), "--access-log", str(self.log.path)],
+                stdout=subprocess.PIPE, stderr=server_log, text=True, start_new_session=True)
         for line in self.server.stdout:
             if line.startswith("endpoint:"):
                 self.endpoint = line.split(":", 1)[1].strip()
@@ -327,8 +330,7 @@ class Bench:
         print(f"bench: writing the data set ({size_text(s.big)} + {size_text(s.write)} locally)...", file=sys.stderr)
         big = self.data / "big.src"
         with open(big, "wb") as handle:
-            for offset in range(0, s.big, MiB):
-                handle.write(os.urandom(min(MiB, s.big - offset)))
+            handle.writelines(os.urandom(min(MiB, s.big - offset)) for offset in range(0, s.big, MiB))
         write_src = self.data / "write.src"
         with open(big, "rb") as source, open(write_src, "wb") as out:
             out.write(source.read(s.write))
@@ -445,6 +447,14 @@ class Bench:
                 return sum(1 for key in keys if key != prefix)
 
         return trio.run(go)
+
+    def capture(self, command: list[str], timeout: float, **kwargs) -> tuple[subprocess.Popen, str]:
+        """Run to the end (killed by PID at the timeout); the process and its output."""
+        with tempfile.TemporaryFile(dir=self.workdir) as out:
+            process = self.children.start(command, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+            self.children.reap([process], timeout)
+            out.seek(0)
+            return process, out.read().decode(errors="replace")
 
     # -- curl --
 
@@ -585,12 +595,12 @@ class Bench:
     def httpx(self, spec: dict, timeout: float) -> dict:
         spec = {"endpoint": self.endpoint, "bucket": BUCKET, "secret_id": self.secret_id, **spec}
         env = {**os.environ, "COSFS_BENCH_SECRET": self.secret_key}
-        out = tempfile.TemporaryFile(dir=self.workdir)
-        process = self.children.start([sys.executable, str(HERE / "httpx_client.py"), json.dumps(spec)],
-                                      stdout=out, stderr=open(self.logs / "httpx.log", "a"), env=env)
-        self.children.reap([process], timeout)
-        out.seek(0)
-        text = out.read().decode()
+        with tempfile.TemporaryFile(dir=self.workdir) as out, open(self.logs / "httpx.log", "a") as log:
+            process = self.children.start([sys.executable, str(HERE / "httpx_client.py"), json.dumps(spec)],
+                                          stdout=out, stderr=log, env=env)
+            self.children.reap([process], timeout)
+            out.seek(0)
+            text = out.read().decode()
         if process.returncode != 0:
             raise RuntimeError(f"httpx client failed ({process.returncode}); see {self.logs / 'httpx.log'}")
         result = json.loads(text)
@@ -740,12 +750,7 @@ class Bench:
                        f"--direct={direct}", "--ioengine=psync", f"--numjobs={jobs}", "--group_reporting",
                        f"--runtime={self.s.random_s:g}", "--time_based", "--readonly", "--invalidate=1",
                        "--output-format=terse", "--terse-version=3"]
-            out = tempfile.TemporaryFile(dir=self.workdir)
-            process = self.children.start(command, stdout=out, stderr=subprocess.STDOUT)
-            self.children.reap([process], self.s.random_s + 300)
-            out.seek(0)
-            text = out.read().decode(errors="replace")
-            out.close()
+            process, text = self.capture(command, self.s.random_s + 300)
             lines = [line for line in text.splitlines() if line.startswith("3;")]
             if process.returncode == 0 and lines:
                 return float(lines[-1].split(";")[7]), "direct" if direct == "1" else "buffered"
@@ -864,13 +869,9 @@ class Bench:
         offset, server0 = self.start_window()
         cpu0 = proc_cpu(d.pid)
         start = time.perf_counter()
-        out = tempfile.TemporaryFile(dir=self.workdir)
-        process = self.children.start(command, cwd=d.mnt, stdout=out, stderr=subprocess.STDOUT)
-        self.children.reap([process], 600)
+        process, text = self.capture(command, 600, cwd=d.mnt)
         elapsed = time.perf_counter() - start
-        out.seek(0)
-        lines = out.read().decode(errors="replace").splitlines()
-        out.close()
+        lines = text.splitlines()
         expected = self.s.ls + 1 if row == "ls" else self.s.find + self.s.find_dirs + 1
         if process.returncode != 0 or len(lines) != expected:
             raise RuntimeError(f"{' '.join(command)} on {d.tool}: exit {process.returncode}, {len(lines)} lines "
@@ -906,6 +907,8 @@ class Bench:
     # -- teardown --
 
     def cleanup(self) -> None:
+        keep = {d.process for d in self.daemons} | {self.server}
+        self.children.stop_all(spare=keep)  # first what may hold files open on the mounts
         for daemon in list(self.daemons):
             daemon.close()
         if self.server is not None and self.server.poll() is None:
@@ -917,7 +920,8 @@ class Bench:
             if self.server.returncode is not None and self.server in self.children.live:
                 self.children.live.remove(self.server)
         self.children.stop_all()
-        left = [line.split()[4] for line in open("/proc/self/mountinfo") if str(self.workdir) in line]
+        left = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if str(self.workdir) in line]
         if left:
             print(f"bench: MOUNTS LEFT BEHIND: {left}", file=sys.stderr)
 
@@ -945,8 +949,9 @@ class Daemon:
             opts = f"url={bench.endpoint},passwd_file={passwd},cache_dir={self.cache},log_file={log}"
             command = [sys.executable, "-m", "cosfs", "mount", BUCKET, str(self.mnt), "-f",
                        "-o", opts + (f",{extra}" if extra else "")]
-        self.process = bench.children.start(command, stdin=subprocess.DEVNULL, stdout=open(f"{log}.out", "w"),
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+        with open(f"{log}.out", "w") as out:
+            self.process = bench.children.start(command, stdin=subprocess.DEVNULL, stdout=out,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.process.pid
         bench.daemons.append(self)
         deadline = time.monotonic() + 60
@@ -1011,7 +1016,7 @@ def speedup(row: Row, cosfs: float, other: float) -> float:
 def markdown(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     right = [False] + [True] * (len(header) - 1)
-    line = lambda cells: "| " + " | ".join(c.rjust(w) if r else c.ljust(w)  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.rjust(w) if r else c.ljust(w)
                                            for c, w, r in zip(cells, widths, right)) + " |"
     rule = "|" + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2)) for w, r in zip(widths, right)) + "|"
     return "\n".join([line(header), rule] + [line(r) for r in body])
@@ -1039,7 +1044,7 @@ def tables(result: dict) -> str:
             cells.append("")
         body.append(cells)
     out = [markdown(header, body), "",
-           "Ratios: above 1 means cosfs is faster (more per second, or less time)."]
+           "Ratios: above 1 means cosfs is faster (more per second, or less time). MB/s = 10^6 bytes/s."]
 
     def side_table(title: str, field: str, render, keys=None) -> None:
         data = medians(samples, field)
@@ -1083,6 +1088,8 @@ def describe(result: dict) -> str:
 
 
 def write_readme(result: dict, path: Path) -> None:
+    if result.get("quick") and path.resolve() == (REPO / "README.md").resolve():
+        raise SystemExit("--quick figures do not go into README.md (give --readme-file to try it elsewhere)")
     text = path.read_text()
     begin, end = text.find(README_BEGIN), text.find(README_END)
     if begin < 0 or end < begin:
@@ -1095,7 +1102,7 @@ def write_readme(result: dict, path: Path) -> None:
 def versions() -> str:
     def first(command: list[str]) -> str:
         try:
-            out = subprocess.run(command, capture_output=True, text=True, timeout=30)
+            out = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
             return (out.stdout or out.stderr).splitlines()[0].strip()
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "missing"
