@@ -10,6 +10,8 @@ import enum
 import logging
 import stat
 
+from cachetools import LRUCache
+
 from cosfs.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -109,13 +111,15 @@ class InodeTable:
       no open handle.
     """
 
-    def __init__(self, root_key: str, root_attr: Attr) -> None:
+    def __init__(self, root_key: str, root_attr: Attr, retired_max: int = 100_000) -> None:
         self._next_ino = ROOT_INO + 1
         root = Inode(ROOT_INO, ROOT_INO, "", root_key, dataclasses.replace(root_attr, ino=ROOT_INO),
                      expires_at_s=float("inf"))
         root.meta_complete = True
         self._by_ino: dict[int, Inode] = {ROOT_INO: root}
         self._by_name: dict[tuple[int, str], int] = {}
+        # Numbers of inodes the kernel forgot while they still had a name, by (key, kind).
+        self._retired: LRUCache[tuple[str, Kind], int] = LRUCache(maxsize=retired_max)
 
     def __len__(self) -> int:
         return len(self._by_ino)
@@ -149,7 +153,9 @@ class InodeTable:
             return existing
         if existing is not None:
             self.unlink_name(parent, name)
-        ino = self.new_ino()
+        # The number a name had before the kernel forgot it, so st_ino stays the same for the
+        # same key (tar, rsync and find compare it across calls).
+        ino = self._retired.pop((key, attr_without_ino.kind), None) or self.new_ino()
         inode = Inode(ino, parent, name, key, dataclasses.replace(attr_without_ino, ino=ino), etag=etag,
                       expires_at_s=expires_at_s, meta_complete=meta_complete)
         self._by_ino[ino] = inode
@@ -196,6 +202,7 @@ class InodeTable:
             return
         if self._by_name.get((inode.parent, inode.name)) == inode.ino:
             del self._by_name[(inode.parent, inode.name)]
+            self._retired[(inode.key, inode.kind)] = inode.ino  # still named: keep its number
         del self._by_ino[inode.ino]
 
     def move(self, ino: int, new_parent: int, new_name: str, new_key: str) -> None:

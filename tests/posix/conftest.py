@@ -86,8 +86,11 @@ def run_as_nobody(cases: list[dict]) -> list[dict]:
 class Conformance:
     """Collects case results of one test; `verify()` fails with every broken case listed."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, properties: list | None = None) -> None:
         self.name = name
+        # The test report's user_properties: the tally travels with the report, so it is
+        # summed in the main process also when pytest-xdist runs the tests in workers.
+        self.properties = [] if properties is None else properties
         self.passed = 0
         self.failures: list[str] = []
         self.base: str | None = None  # shown as "M" in messages
@@ -134,7 +137,7 @@ class Conformance:
 
     def verify(self) -> None:
         total = self.passed + len(self.failures)
-        TALLY.append((self.name, self.passed, total))
+        self.properties.append(("posix_cases", (self.name, self.passed, total)))
         if self.failures:
             lines = "\n".join(f"  - {line}" for line in self.failures)
             raise AssertionError(f"{len(self.failures)} of {total} POSIX cases failed "
@@ -143,7 +146,12 @@ class Conformance:
 
 @pytest.fixture
 def conformance(request: pytest.FixtureRequest) -> Conformance:
-    return Conformance(request.node.name)
+    return Conformance(request.node.name, request.node.user_properties)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        TALLY.extend(value for name, value in report.user_properties if name == "posix_cases")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

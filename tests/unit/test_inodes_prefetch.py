@@ -66,3 +66,24 @@ def test_readahead_grows_while_sequential_and_resets_on_seek():
     assert ra.advise(50 * block, 4096, size) is None  # a seek: no read-ahead
     assert ra.window_blocks == 0
     assert ra.advise(size - 4096, 4096, size) is None
+
+
+def test_a_forgotten_name_gets_its_number_back():
+    """st_ino stays the same for the same key after the kernel forgot the inode (tar checks
+    that a directory it made still has its number when it sets its times at the end)."""
+    t = table()
+    d = t.upsert(ROOT_INO, "d", "d/", DIR_ATTR, etag=None, expires_at_s=1, meta_complete=True)
+    t.remember(d.ino)
+    number = d.ino
+    t.forget(number, 1)  # the kernel drops it: freed
+    other = t.upsert(ROOT_INO, "e", "e/", DIR_ATTR, etag=None, expires_at_s=1, meta_complete=True)
+    again = t.upsert(ROOT_INO, "d", "d/", DIR_ATTR, etag=None, expires_at_s=1, meta_complete=True)
+    assert again.ino == number and other.ino != number
+    t.remember(again.ino)
+    t.remember(other.ino)
+    t.check_invariants()
+    gone = t.upsert(ROOT_INO, "f", "f", FILE_ATTR, etag="1", expires_at_s=1, meta_complete=True)
+    t.remember(gone.ino)
+    t.unlink_name(ROOT_INO, "f")
+    t.forget(gone.ino, 1)  # unlinked, then forgotten: its number is not kept for the name
+    assert t.upsert(ROOT_INO, "f", "f", FILE_ATTR, etag="2", expires_at_s=1, meta_complete=True).ino != gone.ino
