@@ -129,3 +129,25 @@ def server_factory(tmp_path: Path) -> Iterator:
     finally:
         for server in started:
             server.stop()
+
+
+# The POSIX conformance tally (tests/posix): each test's report carries its case counts in
+# user_properties, summed here, in the main process (also under pytest-xdist, whose main
+# process loads this conftest but not those of subdirectories).
+TALLY: list[tuple[str, int, int]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        TALLY.extend(value for name, value in report.user_properties if name == "posix_cases")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not TALLY:
+        return
+    passed = sum(p for _, p, _ in TALLY)
+    total = sum(t for _, _, t in TALLY)
+    terminalreporter.section("POSIX conformance cases (tests/posix)")
+    for name, p, t in TALLY:
+        terminalreporter.write_line(f"{p:5d} / {t:<5d} {name}")
+    terminalreporter.write_line(f"{passed:5d} / {total:<5d} all ({100.0 * passed / max(total, 1):.1f}%)")

@@ -34,9 +34,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's interpreter is private to root
 _SOURCE = inspect.getsource(syscalls)
 
 # (test name, passed, total) of every conformance checker that ran, for the summary.
-TALLY: list[tuple[str, int, int]] = []
-
-
 @pytest.fixture
 def bucket(cos_server) -> Bucket:
     return Bucket(cos_server)
@@ -147,22 +144,6 @@ class Conformance:
 @pytest.fixture
 def conformance(request: pytest.FixtureRequest) -> Conformance:
     return Conformance(request.node.name, request.node.user_properties)
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call":
-        TALLY.extend(value for name, value in report.user_properties if name == "posix_cases")
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if not TALLY:
-        return
-    passed = sum(p for _, p, _ in TALLY)
-    total = sum(t for _, _, t in TALLY)
-    terminalreporter.section("POSIX conformance cases (tests/posix)")
-    for name, p, t in TALLY:
-        terminalreporter.write_line(f"{p:5d} / {t:<5d} {name}")
-    terminalreporter.write_line(f"{passed:5d} / {total:<5d} all ({100.0 * passed / max(total, 1):.1f}%)")
 
 
 # --- timestamps -------------------------------------------------------------------------------
