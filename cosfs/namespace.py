@@ -26,7 +26,7 @@ from cachetools import LRUCache, TTLCache
 
 from cosfs.config import FsConfig
 from cosfs.cos.store import MAX_KEY_BYTES, ListEntry, ObjectMeta, ObjectStore, WriteOptions
-from cosfs.errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, one_error
+from cosfs.errors import CosError, InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, one_error
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, kind_of_mode
 from cosfs.staging import ORPHAN_PREFIX, DirtyFile, StagingArea
 
@@ -495,11 +495,19 @@ class Namespace:
         key = parent.key + name + "/"
         etag = ""
         if self._markers_work is not False:
-            result = await self._store.put_object(key, b"", WriteOptions(content_type=DIRECTORY_CONTENT_TYPE,
-                                                                         user_meta=meta))
-            etag = result.etag
-            if self._markers_work is None:
-                await self._check_markers_work(key)
+            try:
+                result = await self._store.put_object(key, b"", WriteOptions(content_type=DIRECTORY_CONTENT_TYPE,
+                                                                             user_meta=meta))
+            except CosError as exc:
+                if self._markers_work is not None or exc.status < 500:
+                    raise
+                # The first marker of this mount refused by a server error: a server that
+                # cannot store `dir/` objects (some answer 500 or 501 to them).
+                self._markers_refused(key, f"PUT {key!r} answered {exc.status} {exc.code}")
+            else:
+                etag = result.etag
+                if self._markers_work is None:
+                    await self._check_markers_work(key)
         if self._markers_work is False:
             self._local_dirs.add(key)
         self.note_entry(parent.key, DirEntry(name, Kind.DIR, key))
@@ -518,11 +526,16 @@ class Namespace:
         directory marker? Some S3 servers answer 200 and store a file `dir` instead (and
         then refuse every key below it)."""
         page = await self._store.list_objects(key, max_keys=1)
-        self._markers_work = bool(page.entries) and page.entries[0].key == key
-        if not self._markers_work:
-            await self._store.delete_object(key[:-1])  # the stray file it made of our marker
-            log.warning("this server does not store directory markers (PUT %r made no %r): empty directories "
-                        "made through this mount exist in this mount only, until a file is put in them", key, key)
+        if bool(page.entries) and page.entries[0].key == key:
+            self._markers_work = True
+            return
+        await self._store.delete_object(key[:-1])  # the stray file it made of our marker
+        self._markers_refused(key, f"PUT {key!r} made no {key!r}")
+
+    def _markers_refused(self, key: str, why: str) -> None:
+        self._markers_work = False
+        log.warning("this server does not store directory markers (%s): empty directories made through this "
+                    "mount exist in this mount only, until a file is put in them", why)
 
     async def remove_dir(self, parent: Inode, inode: Inode) -> None:
         """rmdir: only an empty directory; its marker (if any) goes."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 
 import pytest
 import trio
@@ -281,3 +282,48 @@ async def test_a_failed_part_fails_the_commit_as_one_error_and_keeps_the_data(tm
         fs.release(opened.fh)
         assert (await store.get_object("big.bin"))[1] == data[:MiB] + bytes(MiB) + data[2 * MiB:]
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("refusal", ["error", "file"])
+async def test_a_server_that_cannot_store_directory_markers_keeps_directories_in_the_mount(tmp_path, caplog,
+                                                                                           refusal):
+    """Issue 9 item: some S3 servers answer a PUT of `dir/` with 500, others store a file
+    `dir`; either way mkdir works, the directory lives in the mount until a file is put in
+    it, one warning says so, and no stray object is left."""
+    from cosfs.errors import CosError
+
+    store = MemoryStore()
+    if refusal == "error":
+        store.fail_next("put_object", CosError(500, "InternalError", "cannot store this key"))
+    else:
+        real_put = store.put_object
+
+        async def put_as_file(key, body, options=WriteOptions()):
+            return await real_put(key[:-1] if key.endswith("/") else key, body, options)
+
+        store.put_object = put_as_file
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery)
+        with caplog.at_level(logging.WARNING, logger="cosfs.namespace"):
+            d = await fs.mkdir(ROOT_INO, "d", 0o755, ME)
+            sub = await fs.mkdir(d.ino, "sub", 0o755, ME)
+        assert stat.S_ISDIR(sub.mode)
+        assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
+        assert "does not store directory markers" in caplog.text
+        assert store.keys() == []  # no marker, and no stray file
+        names = []
+        handle = fs.opendir(d.ino)
+        await fs.readdir(handle, 0, lambda name, attr, offset: names.append(name) or True)
+        assert names == ["sub"]
+        if refusal == "file":
+            store.put_object = real_put
+        await write_and_close_in(fs, sub.ino, "f.txt", b"data")
+        assert store.keys() == ["d/sub/f.txt"]
+        nursery.cancel_scope.cancel()
+
+
+async def write_and_close_in(fs: CosFilesystem, parent: int, name: str, data: bytes) -> None:
+    opened, _ = await fs.create(parent, name, 0o644, ME)
+    await fs.write(opened.fh, 0, data)
+    await fs.flush(opened.fh)
+    fs.release(opened.fh)
