@@ -16,22 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.apps.tools import GIT, exercise_git, need, run
+
 from tests.write.bucket import Bucket
 
 SOURCE_TREE = Path("/usr/share/doc/git")  # ~600 real files, 31 directories, 3 symlinks
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is missing: run scripts/setup.sh")
-    return path
-
-
-def run(*args, cwd=None, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def source_tree() -> Path:
@@ -224,29 +215,14 @@ def test_sqlite_database_on_the_mount(cos_server, bucket, mount_factory, tmp_pat
 
 
 def test_git_repository_on_the_mount(cos_server, bucket, mount_factory):
-    need("git")
     m = mount_factory(cos_server)
     repo = m.path / "repo"
-    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"]
-    run(*git, "init", "-q", repo)
-    (repo / "README.md").write_text("# demo\n")
-    (repo / "src").mkdir()
-    for i in range(20):
-        (repo / "src" / f"mod{i}.py").write_text(f"VALUE = {i}\n" * (i + 1))
-    run(*git, "add", "-A", cwd=repo)
-    run(*git, "commit", "-q", "-m", "first commit", cwd=repo)
-    (repo / "README.md").write_text("# demo\n\nsecond version\n")
-    (repo / "src" / "mod3.py").unlink()
-    run(*git, "commit", "-q", "-am", "second commit", cwd=repo)
-    log = run(*git, "log", "--format=%s", cwd=repo).stdout.splitlines()
-    assert log == ["second commit", "first commit"]
-    assert run(*git, "status", "--porcelain", cwd=repo).stdout == ""
-    run(*git, "fsck", "--strict", cwd=repo)
-    assert run(*git, "show", "HEAD~1:src/mod3.py", cwd=repo).stdout == "VALUE = 3\n" * 4
+    exercise_git(repo, modules=20)
     # the repository in the bucket is complete: a clone of a download works
     head = bucket.get("repo/.git/HEAD")
     assert head == b"ref: refs/heads/main\n"
     assert not [k for k in bucket.keys("repo/.git/") if k.endswith(".lock")], "lock files left behind"
     m2 = mount_factory(cos_server)
-    assert run(*git, "log", "--format=%s", cwd=m2.path / "repo").stdout.splitlines() == log
-    assert run(*git, "status", "--porcelain", cwd=m2.path / "repo").stdout == ""
+    log = run(*GIT, "log", "--format=%s", cwd=m2.path / "repo").stdout.splitlines()
+    assert log == ["second commit", "first commit"]
+    assert run(*GIT, "status", "--porcelain", cwd=m2.path / "repo").stdout == ""

@@ -17,24 +17,14 @@ import stat
 import subprocess
 from pathlib import Path
 
-import pytest
+
+from tests.apps.tools import GIT, exercise_git, need, run
 
 from tests.s3compat.conftest import RcloneServer
 
 MiB = 1024 * 1024
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is missing: run scripts/setup.sh")
-    return path
-
-
-def run(*args, cwd=None) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True)
-    assert result.returncode == 0, f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def make_tree(root: Path) -> Path:
@@ -188,28 +178,13 @@ def test_sqlite_database_on_the_mount(rclone_server, s3_mount, tmp_path):
 
 
 def test_git_repository_on_the_mount(rclone_server, s3_mount):
-    need("git")
     m = s3_mount()
     repo = m.path / "repo"
-    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"]
-    run(*git, "init", "-q", repo)
-    (repo / "README.md").write_text("# demo\n")
-    (repo / "src").mkdir()
-    for i in range(10):
-        (repo / "src" / f"mod{i}.py").write_text(f"VALUE = {i}\n" * (i + 1))
-    run(*git, "add", "-A", cwd=repo)
-    run(*git, "commit", "-q", "-m", "first commit", cwd=repo)
-    (repo / "README.md").write_text("# demo\n\nsecond version\n")
-    (repo / "src" / "mod3.py").unlink()
-    run(*git, "commit", "-q", "-am", "second commit", cwd=repo)
-    log = run(*git, "log", "--format=%s", cwd=repo).stdout.splitlines()
-    assert log == ["second commit", "first commit"]
-    assert run(*git, "status", "--porcelain", cwd=repo).stdout == ""
-    run(*git, "fsck", "--strict", cwd=repo)
-    assert run(*git, "show", "HEAD~1:src/mod3.py", cwd=repo).stdout == "VALUE = 3\n" * 4
+    exercise_git(repo, modules=10)
     # the repository in rclone's directory is complete and lock-free
     assert rclone_server.served("repo/.git/HEAD").read_bytes() == b"ref: refs/heads/main\n"
     assert not [k for k in rclone_server.served_tree("repo/.git/") if k.endswith(".lock")], "lock files left behind"
     m2 = s3_mount()
-    assert run(*git, "log", "--format=%s", cwd=m2.path / "repo").stdout.splitlines() == log
-    assert run(*git, "status", "--porcelain", cwd=m2.path / "repo").stdout == ""
+    log = run(*GIT, "log", "--format=%s", cwd=m2.path / "repo").stdout.splitlines()
+    assert log == ["second commit", "first commit"]
+    assert run(*GIT, "status", "--porcelain", cwd=m2.path / "repo").stdout == ""
