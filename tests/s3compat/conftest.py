@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_process
 from tests.fuse.conftest import Mounted, expect_log, mount_factory  # noqa: F401  (re-exported fixtures)
 
 BUCKET = "s3compat"
@@ -132,13 +132,7 @@ class RcloneServer:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def _answers(endpoint: str) -> bool:

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 
-from tests.apps.tools import GIT, exercise_git, need, run
+from tests.apps.tools import GIT, exercise_git, fill_database, need, run
 
 from tests.s3compat.conftest import RcloneServer
 
@@ -143,19 +143,7 @@ def test_sqlite_database_on_the_mount(rclone_server, s3_mount, tmp_path):
     db_path = m.path / "app.sqlite"
     connection = sqlite3.connect(db_path)
     try:
-        connection.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, payload BLOB)")
-        connection.execute("CREATE INDEX by_name ON items(name)")
-        rng = random.Random(11)
-        for batch in range(5):
-            with connection:  # one transaction per 100 rows
-                connection.executemany("INSERT INTO items (name, payload) VALUES (?, ?)",
-                                       [(f"item-{batch}-{i}", rng.randbytes(rng.randrange(10, 3000)))
-                                        for i in range(100)])
-        with connection:
-            connection.execute("UPDATE items SET name = 'renamed' WHERE id % 7 = 0")
-            connection.execute("DELETE FROM items WHERE id % 100 = 1")
-        assert connection.execute("SELECT count(*) FROM items").fetchone()[0] == 495
-        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert fill_database(connection, batches=5, max_payload=3000, seed=11) == 495
     finally:
         connection.close()
     # rclone's file is a consistent database with every row, and no journal is left
