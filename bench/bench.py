@@ -960,11 +960,22 @@ class Daemon:
                 self.close()
                 raise RuntimeError(f"{tool} did not mount; see {log}(.out)")
             time.sleep(0.05)
+        self.profiler: subprocess.Popen | None = None
+        if tool == "cosfs" and bench.args.profile:
+            # py-spy's collapsed stacks (one line per stack with its sample count), per mount.
+            bench.args.profile.mkdir(parents=True, exist_ok=True)
+            out = bench.args.profile / f"{name}.folded"
+            self.profiler = bench.children.start(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.pid), "--rate", "250", "--format", "raw", "--nonblocking",
+                 "-o", str(out)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def close(self) -> None:
         """Unmount (retrying while busy, lazily at last), then wait for the daemon; by PID only."""
         if self not in self.bench.daemons:
             return
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)
+            self.bench.children.reap([self.profiler], 60)
         for attempt in range(20):
             if not mounted(self.mnt):
                 break
@@ -1131,6 +1142,7 @@ def main() -> int:
     parser.add_argument("--readme", action="store_true", help="rewrite the table between the bench markers")
     parser.add_argument("--readme-file", type=Path, default=REPO / "README.md")
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory (default: $TMPDIR)")
+    parser.add_argument("--profile", type=Path, help="record py-spy profiles of the cosfs daemon into this folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) afterwards")
     parser.add_argument("--s3fs-opts", default="", help="more -o options for s3fs")
     parser.add_argument("--rclone-args", default="", help="more arguments for rclone mount")

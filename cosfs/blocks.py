@@ -14,6 +14,11 @@ again.
 
 Fetches are single-flight: concurrent readers of a missing block wait for one GET. A run of
 missing blocks is fetched by one ranged GET with If-Match and split into blocks as it streams.
+
+Admission: a fetch may keep its blocks in memory only (`keep_on_disk=False`): the read-ahead
+of a long sequential stream, read once, would otherwise cost a disk write per byte and evict
+the blocks random readers come back to. Drop-behind: a sequential reader that has finished a
+block moves it to the cold end of the memory tier, so the blocks read ahead of it stay.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 
 Ident = tuple[str, int]  # (version hash, block index)
 
+# Open block files kept for reads from the disk tier (an open per 4 KiB random read costs
+# more than the read).
+OPEN_BLOCK_FILES = 64
+
 
 @dataclasses.dataclass(frozen=True)
 class ObjectRef:
@@ -48,8 +58,9 @@ class ObjectRef:
     size_bytes: int
     last_modified_s: float = 0.0
 
-    @property
+    @functools.cached_property
     def version_hash(self) -> str:
+        # Cached: every read of every block names its version by this hash.
         version = self.etag or f"\0{self.size_bytes}\0{self.last_modified_s!r}"
         return hashlib.sha256(f"{self.key}\0{version}".encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
@@ -77,6 +88,7 @@ class BlockCache:
       else is dropped when a read finds it gone); `_disk_bytes` is their sum and stays <=
       capacity after every insertion.
     - `_hot` maps ident -> block bytes; `_hot_bytes` is their sum and stays <= memory_bytes.
+    - `_open` holds at most OPEN_BLOCK_FILES descriptors, each of a block in `_disk`.
     - A block is readable when it is in `_hot` or `_disk`. `_fetching` maps blocks being
       downloaded to the Event set when they land or the fetch fails (then `_failures` holds
       the error for the waiters).
@@ -99,6 +111,7 @@ class BlockCache:
         self._disk_bytes = 0
         self._hot: collections.OrderedDict[Ident, bytearray] = collections.OrderedDict()
         self._hot_bytes = 0
+        self._open: collections.OrderedDict[Ident, int] = collections.OrderedDict()  # ident -> fd
         self._fetching: dict[Ident, trio.Event] = {}
         self._failures: dict[Ident, BaseException] = {}
         self.limiter = trio.CapacityLimiter(parallel_fetches)
@@ -109,6 +122,10 @@ class BlockCache:
     @property
     def block_size_bytes(self) -> int:
         return self._block
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._memory
 
     @property
     def used_bytes(self) -> int:
@@ -146,8 +163,16 @@ class BlockCache:
         if found:
             log.info("block cache: %d blocks, %d bytes from an earlier mount", len(self._disk), self._disk_bytes)
 
+    def close(self) -> None:
+        """Close the block files kept open (the index and the files stay)."""
+        while self._open:
+            os.close(self._open.popitem()[1])
+
     def _path(self, ident: Ident) -> Path:
-        return self._dir / ident[0][:2] / f"{ident[0]}.{ident[1]}"
+        return Path(self._file(ident))
+
+    def _file(self, ident: Ident) -> str:
+        return f"{self._dir}/{ident[0][:2]}/{ident[0]}.{ident[1]}"
 
     def block_range(self, ref: ObjectRef, index: int) -> tuple[int, int]:
         start = index * self._block
@@ -162,33 +187,45 @@ class BlockCache:
         return [i for i in range(first, last + 1)
                 if not self._present((version, i)) and (version, i) not in self._fetching]
 
-    async def read(self, ref: ObjectRef, offset: int, size: int) -> bytes | memoryview:
+    async def read(self, ref: ObjectRef, offset: int, size: int, *, drop_behind: bool = False,
+                   keep_on_disk: bool = True) -> bytes | memoryview:
         """Bytes [offset, offset+size) of the object version, fetching missing blocks
-        (a read-only view when one cached block holds them all)."""
+        (a read-only view when one cached block holds them all). `drop_behind`: the reader
+        is sequential, so a block it has read to its end goes to the cold end of memory;
+        `keep_on_disk`: blocks it fetches go to the disk tier too."""
         end = min(offset + size, ref.size_bytes)
         if offset >= end:
             return b""
         first, last = offset // self._block, (end - 1) // self._block
         version = ref.version_hash
+        if first == last and (version, first) in self._hot:  # the common hit: no bookkeeping
+            self.hits += 1
+            return self._hit(ref, (version, first), offset, end, drop_behind)
         absent = self.missing(ref, first, last)
         if absent:
             self.misses += len(absent)
-            await self.fetch_run(ref, absent[0], absent[-1])
+            await self.fetch_run(ref, absent[0], absent[-1], keep_on_disk=keep_on_disk)
         missed = set(absent)
         pieces = []
         for index in range(first, last + 1):
             ident = (version, index)
-            start, _ = self.block_range(ref, index)
-            lo = max(offset, start) - start
-            hi = min(end, start + self._block) - start
             await self._wait_for(ref, ident)
-            while (piece := self._read_block(ident, lo, hi)) is None:
+            while (piece := self._hit(ref, ident, offset, end, drop_behind)) is None:
                 self.misses += 1  # its file vanished: no longer present, so fetched again
                 missed.add(index)
                 await self._wait_for(ref, ident)
             pieces.append(piece)
         self.hits += (last - first + 1) - len(missed)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _hit(self, ref: ObjectRef, ident: Ident, offset: int, end: int, drop_behind: bool) -> bytes | memoryview | None:
+        """The part of [offset, end) in a present block (None: its file vanished)."""
+        start, stop = self.block_range(ref, ident[1])
+        lo, hi = max(offset, start) - start, min(end, stop) - start
+        piece = self._read_block(ident, lo, hi)
+        if drop_behind and piece is not None and hi == stop - start and ident in self._hot:
+            self._hot.move_to_end(ident, last=False)
+        return piece
 
     async def _wait_for(self, ref: ObjectRef, ident: Ident) -> None:
         while not self._present(ident):
@@ -214,17 +251,25 @@ class BlockCache:
             return memoryview(data).toreadonly()[lo:hi]
         self._disk.move_to_end(ident)
         # Block files are small and usually in the page cache: a pread costs less than a
-        # thread hand-off, so it is done inline.
-        try:
-            fd = os.open(self._path(ident), os.O_RDONLY)
-        except FileNotFoundError:
-            log.warning("block cache: block file %s vanished; fetching it again", self._path(ident))
-            self._forget_disk(ident)
-            return None
-        try:
-            piece = os.pread(fd, hi - lo, lo)
-        finally:
+        # thread hand-off, so it is done inline, on a descriptor kept open.
+        fd = self._open.get(ident)
+        if fd is not None and os.fstat(fd).st_nlink == 0:  # removed by someone else since opened
+            del self._open[ident]
             os.close(fd)
+            fd = None
+        if fd is None:
+            try:
+                fd = os.open(self._file(ident), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                log.warning("block cache: block file %s vanished; fetching it again", self._path(ident))
+                self._forget_disk(ident)
+                return None
+            self._open[ident] = fd
+            if len(self._open) > OPEN_BLOCK_FILES:
+                os.close(self._open.popitem(last=False)[1])
+        else:
+            self._open.move_to_end(ident)
+        piece = os.pread(fd, hi - lo, lo)
         if len(piece) != hi - lo:
             log.warning("block cache: block file %s is shorter than it was written; fetching it again",
                         self._path(ident))
@@ -244,12 +289,15 @@ class BlockCache:
         size = self._disk.pop(ident, None)
         if size is not None:
             self._disk_bytes -= size
+        fd = self._open.pop(ident, None)
+        if fd is not None:
+            os.close(fd)
         self._path(ident).unlink(missing_ok=True)
 
-    async def fetch_run(self, ref: ObjectRef, first: int, last: int) -> None:
+    async def fetch_run(self, ref: ObjectRef, first: int, last: int, *, keep_on_disk: bool = True) -> None:
         """Fetch the contiguous run of absent blocks starting at the first absent one in
-        [first, last] with one ranged GET. Failures are raised here and handed to readers
-        waiting on the same blocks."""
+        [first, last] with one ranged GET (kept in memory only unless `keep_on_disk`).
+        Failures are raised here and handed to readers waiting on the same blocks."""
         wanted = self.missing(ref, first, last)
         if not wanted:
             return
@@ -265,7 +313,7 @@ class BlockCache:
             events[i] = self._fetching[(version, i)] = trio.Event()
         try:
             async with self.limiter:
-                await self._download(ref, run, events)
+                await self._download(ref, run, events, keep_on_disk)
         except BaseException as exc:
             if isinstance(exc, (ProtocolError, IntegrityError)):
                 # The body broke the store's contract: blocks it gave already are not trusted.
@@ -280,7 +328,8 @@ class BlockCache:
                 self._fetching.pop((version, i), None)
                 events[i].set()
 
-    async def _download(self, ref: ObjectRef, run: list[int], events: dict[int, trio.Event]) -> None:
+    async def _download(self, ref: ObjectRef, run: list[int], events: dict[int, trio.Event],
+                        keep_on_disk: bool) -> None:
         """Stream the run into block buffers; each complete block is served from memory at
         once and written to disk by a worker thread while the next one arrives."""
         start, _ = self.block_range(ref, run[0])
@@ -310,7 +359,8 @@ class BlockCache:
                         data, block = block, None
                         self._land_hot((version, index), data)
                         events[index].set()
-                        await self._write_disk((version, index), data)
+                        if keep_on_disk:
+                            await self._write_disk((version, index), data)
                         index += 1
                 if view:
                     raise ProtocolError(f"long body for {ref.key}: more than blocks {run[0]}..{run[-1]}")
@@ -373,6 +423,7 @@ class BlockCache:
         assert self._disk_bytes <= self._capacity
         assert self._hot_bytes == sum(len(b) for b in self._hot.values())
         assert self._hot_bytes <= self._memory or len(self._hot) <= 1
+        assert len(self._open) <= OPEN_BLOCK_FILES and all(ident in self._disk for ident in self._open)
 
 
 def _write_block_file(path: Path, data: bytearray) -> None:

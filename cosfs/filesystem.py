@@ -115,7 +115,7 @@ class CosFilesystem:
                                    cache_dir, write_back_delay_s=config.write_back_delay_s,
                                    parallel=config.parallel_fetches, on_committed=self._committed,
                                    on_conflict=self.namespace.forget_version)
-        self.prefetcher = Prefetcher(self.blocks, config.fetch_size_bytes)
+        self.prefetcher = Prefetcher(self.blocks, config.fetch_size_bytes, config.stream_disk_bytes)
         self.files = FileHandles()
         self.dirs: HandleTable[DirHandle] = HandleTable()
         # Set by the mount lifecycle for status reports: bucket, endpoint, mount point.
@@ -135,6 +135,10 @@ class CosFilesystem:
 
     async def drain(self) -> int:
         return await self.writeback.drain()
+
+    def close(self) -> None:
+        """After the mount has ended: release what the caches hold open."""
+        self.blocks.close()
 
     async def commit(self, key: str) -> None:
         await self.writeback.commit(key)
@@ -331,11 +335,8 @@ class CosFilesystem:
             if inode.etag is None:
                 inode = await self.namespace.refresh(inode)
             ref = handle.ref = ObjectRef(inode.key, inode.etag or "", inode.attr.size_bytes)
-        advice = handle.readahead.advise(offset, size, ref.size_bytes)
-        if advice is not None:
-            self.prefetcher.schedule(ref, *advice)
         try:
-            return await self.blocks.read(ref, offset, size)
+            return await self.prefetcher.read(ref, handle.readahead, offset, size)
         except Stale:
             # The version this handle was reading is gone: refresh the inode for later opens.
             inode.expires_at_s = 0.0

@@ -286,6 +286,7 @@ async def _serve(settings: MountSettings, fs: CosFilesystem, cache_dir: Path, re
             nursery.cancel_scope.cancel()
         clean = True
     finally:
+        fs.close()
         pyfuse3.close(unmount=clean)
 
 

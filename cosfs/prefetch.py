@@ -28,11 +28,17 @@ class ReadAhead:
         self._max_blocks = max(1, max_window_bytes // block_size_bytes)
         self._window = 0
         self._high = 0
+        self._start = 0  # where the current sequential stream began
         self._last_block = -1
 
     @property
     def window_blocks(self) -> int:
         return self._window
+
+    @property
+    def streamed_bytes(self) -> int:
+        """How far the current sequential stream has read."""
+        return self._high - self._start
 
     def advise(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
         """(first, last) block indexes to prefetch, or None."""
@@ -42,6 +48,7 @@ class ReadAhead:
         inside = self._window > 0 and self._high - behind <= offset < self._high
         if not (forward or inside):
             self._window = 0
+            self._start = offset
             self._high = end
             self._last_block = offset // self._block
             return None
@@ -61,35 +68,60 @@ class ReadAhead:
 
 
 class Prefetcher:
-    """Fetches advised blocks in the background, in runs of up to `fetch_size_bytes` per
-    ranged GET; a failed read-ahead is only logged (the read that needs the block fetches
-    it again and reports the error)."""
+    """Fetches advised blocks in the background. Fetches are aligned chunks of
+    `fetch_size_bytes` (one ranged GET each, of the chunk's missing blocks): a window that
+    slides one block at a time would otherwise cost one request per block. Past
+    `stream_disk_bytes` of one sequential stream the blocks stay in memory only (admission:
+    see BlockCache). A failed read-ahead is only logged (the read that needs the block
+    fetches it again and reports the error)."""
 
-    def __init__(self, blocks: BlockCache, fetch_size_bytes: int) -> None:
+    def __init__(self, blocks: BlockCache, fetch_size_bytes: int, stream_disk_bytes: int) -> None:
         self._blocks = blocks
         self._per_fetch = max(1, fetch_size_bytes // blocks.block_size_bytes)
+        self._stream_disk_bytes = stream_disk_bytes
         self._nursery: trio.Nursery | None = None
 
     def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
 
-    def schedule(self, ref: ObjectRef, first: int, last: int) -> None:
+    async def read(self, ref: ObjectRef, readahead: ReadAhead, offset: int, size: int) -> bytes | memoryview:
+        """One read of an open file: advise its read-ahead, schedule what it names, and read
+        (a sequential reader's own fetches follow the same admission rule)."""
+        advice = readahead.advise(offset, size, ref.size_bytes)
+        if advice is None:
+            return await self._blocks.read(ref, offset, size)
+        keep_on_disk = readahead.streamed_bytes < self._stream_disk_bytes
+        self.schedule(ref, *advice, keep_on_disk=keep_on_disk)
+        return await self._blocks.read(ref, offset, size, drop_behind=True, keep_on_disk=keep_on_disk)
+
+    def schedule(self, ref: ObjectRef, first: int, last: int, *, keep_on_disk: bool = True) -> None:
         if self._nursery is None:
             return
-        runs: list[list[int]] = []
-        for index in self._blocks.missing(ref, first, last):
-            if runs and index == runs[-1][-1] + 1 and len(runs[-1]) < self._per_fetch:
-                runs[-1].append(index)
-            else:
-                runs.append([index])
-        for run in runs:
-            self._nursery.start_soon(self._fetch, ref, run[0], run[-1])
+        if not keep_on_disk:
+            # Blocks in memory only must not push out the unread ones ahead of the reader.
+            last = min(last, first + self._blocks.memory_bytes // (2 * self._blocks.block_size_bytes) - 1)
+        # A window narrower than a chunk (a stream just begun) is fetched as advised.
+        whole_chunks = last - first + 1 >= self._per_fetch
+        last_of_object = max(0, (ref.size_bytes - 1) // self._blocks.block_size_bytes)
+        chunk = first // self._per_fetch
+        while chunk * self._per_fetch <= last:
+            lo = max(chunk * self._per_fetch, first)
+            hi = min(chunk * self._per_fetch + self._per_fetch - 1, last_of_object if whole_chunks else last)
+            missing = self._blocks.missing(ref, lo, hi)
+            runs: list[list[int]] = []
+            for index in missing:
+                if runs and index == runs[-1][-1] + 1:
+                    runs[-1].append(index)
+                else:
+                    runs.append([index])
+            for run in runs:
+                self._nursery.start_soon(self._fetch, ref, run[0], run[-1], keep_on_disk)
+            chunk += 1
 
-    async def _fetch(self, ref: ObjectRef, first: int, last: int) -> None:
+    async def _fetch(self, ref: ObjectRef, first: int, last: int, keep_on_disk: bool) -> None:
         try:
-            await self._blocks.fetch_run(ref, first, last)
+            await self._blocks.fetch_run(ref, first, last, keep_on_disk=keep_on_disk)
         except CosfsError as exc:
             log.debug("read-ahead of %s blocks %d-%d failed: %s", ref.key, first, last, exc)
         except OSError as exc:
             log.warning("read-ahead of %s failed on local disk: %s", ref.key, exc)
-

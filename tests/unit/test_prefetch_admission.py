@@ -1,0 +1,81 @@
+"""Read-ahead in aligned chunks, the disk admission of long streams, and drop-behind."""
+
+from __future__ import annotations
+
+import hashlib
+
+import trio
+
+from cosfs.blocks import BlockCache, ObjectRef
+from cosfs.cos.memory import MemoryStore
+from cosfs.prefetch import Prefetcher, ReadAhead
+
+BLOCK = 64 * 1024
+CHUNK = 8 * BLOCK
+
+
+async def setup(tmp_path, blocks: int, memory_blocks: int = 64):
+    store = MemoryStore(clock=lambda: 1_700_000_000.0)
+    data = bytes(range(256)) * (blocks * BLOCK // 256)
+    await store.put_object("big", data)
+    cache = BlockCache(store, tmp_path, BLOCK, 1 << 30, 8, memory_bytes=memory_blocks * BLOCK)
+    cache.load()
+    return store, cache, ObjectRef("big", hashlib.md5(data).hexdigest(), len(data)), data
+
+
+def disk_blocks(tmp_path) -> int:
+    return sum(1 for p in (tmp_path / "blocks").glob("*/*") if p.is_file())
+
+
+async def stream(cache: BlockCache, ref: ObjectRef, prefetcher: Prefetcher, read_size: int) -> bytes:
+    ahead = ReadAhead(BLOCK, 16 * BLOCK)
+    out = bytearray()
+    for offset in range(0, ref.size_bytes, read_size):
+        out += await prefetcher.read(ref, ahead, offset, read_size)
+    return bytes(out)
+
+
+async def test_a_sequential_stream_is_fetched_in_whole_chunks(tmp_path):
+    store, cache, ref, data = await setup(tmp_path, blocks=128)
+    prefetcher = Prefetcher(cache, CHUNK, stream_disk_bytes=1 << 40)
+    async with trio.open_nursery() as nursery:
+        prefetcher.start(nursery)
+        assert await stream(cache, ref, prefetcher, 16 * 1024) == data
+    # One GET per block would be 128; the window's growth costs a few small ones, then
+    # every GET is a whole aligned chunk of 8 blocks.
+    assert store.counts["open_object"] <= 128 // 8 + 6, store.counts["open_object"]
+    assert cache.fetched_bytes == len(data)
+    assert disk_blocks(tmp_path) == 128
+
+
+async def test_a_long_stream_stays_in_memory_past_the_admission_limit(tmp_path):
+    store, cache, ref, data = await setup(tmp_path, blocks=128, memory_blocks=32)
+    prefetcher = Prefetcher(cache, CHUNK, stream_disk_bytes=16 * BLOCK)
+    async with trio.open_nursery() as nursery:
+        prefetcher.start(nursery)
+        assert await stream(cache, ref, prefetcher, 16 * 1024) == data
+    # Only the first 16 blocks (and the read-ahead chunk they reached into) went to disk;
+    # nothing was fetched twice although the memory tier holds a quarter of the object.
+    assert 16 <= disk_blocks(tmp_path) <= 16 + 8 + 8, disk_blocks(tmp_path)
+    assert cache.fetched_bytes == len(data)
+    cache.check_invariants()
+
+
+async def test_a_first_small_read_fetches_only_the_start_of_the_window(tmp_path):
+    store, cache, ref, data = await setup(tmp_path, blocks=128)
+    prefetcher = Prefetcher(cache, CHUNK, stream_disk_bytes=1 << 40)
+    async with trio.open_nursery() as nursery:
+        prefetcher.start(nursery)
+        assert await prefetcher.read(ref, ReadAhead(BLOCK, 16 * BLOCK), 0, 4096) == data[:4096]
+    assert cache.fetched_bytes <= 2 * BLOCK  # the initial window, not a whole chunk
+
+
+async def test_drop_behind_sends_a_finished_block_to_the_cold_end(tmp_path):
+    store, cache, ref, data = await setup(tmp_path, blocks=4, memory_blocks=4)
+    await cache.fetch_run(ref, 0, 3, keep_on_disk=False)
+    await cache.read(ref, 0, BLOCK, drop_behind=True)  # block 0 finished: coldest
+    await cache.read(ref, BLOCK, 10, drop_behind=True)  # block 1 not finished: stays warm
+    await cache.read(ref, 2 * BLOCK, BLOCK)  # not a stream: most recent
+    order = [index for (_, index) in cache._hot]
+    assert order[0] == 0 and order[-1] == 2
+    assert disk_blocks(tmp_path) == 0
