@@ -1,0 +1,525 @@
+"""`RequestEngine`: sends one COS request (a `Call`) until it has an answer, or the one
+exception that answer means. The operations (`cosfs.cos.client`) and object streams
+(`cosfs.cos.streams`) send everything through it.
+
+One `httpx.AsyncClient` per engine, with a bounded connection pool. Every attempt of a
+request is signed again with a fresh time (and fresh credentials from the provider).
+TLS (CA bundle, hostname check, client certificate, ciphers), the proxy and the local address
+all come from `config`: httpx reads no environment (trust_env=False). Bodies are read raw (no
+content decoding: `Accept-Encoding: identity`, and an object stored with `Content-Encoding:
+gzip` comes back byte for byte).
+
+Retries (policy in `cosfs.cos.retry`): 5xx, SlowDown, RequestTimeout, transport errors and
+truncated bodies are retried with jittered exponential backoff, up to `config.retries` more
+attempts; an expired signature or `RequestTimeTooSkewed` is re-signed once (the clock offset is
+corrected from the server's `Date` header); an expired/invalid session token makes the engine
+call `credentials.refresh()` once. Other 4xx fail at once. Retries are logged at DEBUG, from
+the third attempt on at WARNING, and a finally failed request gets one log line (WARNING, or
+the exception's own level: DEBUG for not-found) with op, key, status, code and RequestId.
+An `<Error>` inside a 200 (where the caller asks for the check) is that error, with the status
+COS gives its code (`cosfs.cos.rules.status_for`).
+
+Versions: a reply to a request with If-Match whose ETag is another one (a server that
+ignores If-Match) is `Stale`, as a 412 would be, never data.
+
+Dialects (`endpoint.Dialect`): requests are built with `x-cos-*` names; in the S3 dialect
+every one with an S3 equivalent is sent as `x-amz-*`. A server that does not know the copy
+headers takes a copy for an upload of its empty body, over the destination: so a copy whose
+headers the dialect cannot express is never sent (Unsupported).
+
+Secrets: Authorization and the session token live only in request headers; exceptions and
+log records carry op, key, status, code, message and RequestId, never headers or keys.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import httpcore
+import httpx
+import trio
+
+from cosfs.cos import auth, crc64, rules
+from cosfs.cos import xml as cosxml
+from cosfs.cos.codecs import content_length, etag_of, http_time, ignored_if_match, md5_b64
+from cosfs.cos.endpoint import COPY_SUFFIXES, Addressing, addressing_for, dialect_for
+from cosfs.cos.retry import Decision, RetryPolicy, classify_status, is_transient_exception
+from cosfs.errors import (
+    ConfigError,
+    CosError,
+    CosfsError,
+    ProtocolError,
+    Stale,
+    TransientError,
+    Unsupported,
+    cos_error,
+)
+
+# httpcore reads a socket 64 KiB at a time, and every read costs a trip through h11, httpcore
+# and httpx in Python. Larger reads cut that per-byte overhead (about +15% cold sequential
+# reads through the mount here); the value is a class attribute meant to be tuned.
+httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
+
+if TYPE_CHECKING:
+    from cosfs.config import CosConfig
+    from cosfs.credentials import CredentialProvider
+
+# The client's log: operators filter on "cosfs.cos.client", whichever module of the client
+# (operations, engine, streams) writes the record.
+log = logging.getLogger("cosfs.cos.client")
+
+# Bodies at least this big are hashed in a worker thread (hashlib releases the GIL).
+THREAD_HASH_BYTES = 1024 * 1024
+# Retries up to this attempt number are logged at DEBUG, later ones at WARNING.
+QUIET_RETRIES = 2
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass
+class Call:
+    """One logical request (attempts share it)."""
+
+    op: str
+    method: str
+    key: str | None
+    params: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+    payload_sha256: str | None = None
+    timeout: httpx.Timeout | None = None
+    # Request body streams of this call's attempts, released when the call ends (see send).
+    streams: list[BodyStream] = dataclasses.field(default_factory=list)
+
+    def what(self) -> str:
+        return f"{self.op} {self.key!r}" if self.key is not None else self.op
+
+
+@dataclasses.dataclass
+class RequestStats:
+    """What the client did, for `cosfs status` and metrics: attempts, retries and final
+    failures by operation, and body bytes sent and announced received."""
+
+    requests: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    retries: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    bytes_out: int = 0
+    bytes_in: int = 0
+
+
+@dataclasses.dataclass
+class Reply:
+    """How a call ended without an exception."""
+
+    response: httpx.Response
+    body: bytes | None  # None for a stream left open
+    attempts: int
+    error: CosError | None = None  # set when an accepted error code ended the call
+
+
+class BodyStream(httpx.AsyncByteStream):
+    """A request body of one bytes chunk, iterated without an async generator: when a send
+    fails half-way, httpx abandons the iterator, and trio warns about abandoned generators.
+
+    httpx's request and response objects reference each other, so a finished request lives
+    until the cyclic garbage collector runs, which counts objects, not bytes: `release`
+    drops the body at once, or every part of a big upload would linger in memory."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def release(self) -> None:
+        self._body = b""
+
+    def __aiter__(self) -> _OneChunk:  # type: ignore[override]
+        return _OneChunk(self._body)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _OneChunk:
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body if body else None
+
+    def __aiter__(self) -> _OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body, self._body = self._body, None
+        if body is None:
+            raise StopAsyncIteration
+        return body
+
+
+class Truncated(Exception):
+    """A body shorter than its Content-Length."""
+
+
+async def raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent (no content decoding). A response built in memory with bytes content
+    (httpx.MockTransport) has been read already; its content is those bytes."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
+
+
+def describe(exc: BaseException) -> str:
+    """An exception in one short line for messages and logs: its type and (cut) text."""
+    text = str(exc).strip()
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def retry_log_level(attempt: int) -> int:
+    """The level a retry after failed attempt `attempt` (0-based) is logged at: the first few
+    are routine (DEBUG), the rest worth an operator's eye (WARNING)."""
+    return logging.DEBUG if attempt < QUIET_RETRIES else logging.WARNING
+
+
+async def compute_hash(body: bytes, compute: Callable[[], _T]) -> _T:
+    """`compute()`, a hash of `body`: in a worker thread when `body` is large, so a big upload
+    does not stall the trio loop."""
+    if len(body) >= THREAD_HASH_BYTES:
+        return await trio.to_thread.run_sync(compute)
+    return compute()
+
+
+def tls_context(config: CosConfig) -> ssl.SSLContext | bool:
+    """What httpx verifies the endpoint with: False (no_check_certificate), True (certifi's
+    bundle, as before), or a context built for a CA bundle, no hostname check, a client
+    certificate or a cipher list."""
+    if not config.verify_tls:
+        return False
+    if not (config.ca_bundle or not config.verify_hostname or config.client_cert or config.cipher_suites):
+        return True
+    import certifi
+
+    try:
+        context = ssl.create_default_context(cafile=config.ca_bundle or certifi.where())
+        context.check_hostname = config.verify_hostname
+        if config.client_cert:
+            context.load_cert_chain(config.client_cert, config.client_key)
+        if config.cipher_suites:
+            context.set_ciphers(config.cipher_suites)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS settings (ca_bundle, ssl_client_cert, cipher_suites) are not usable: {exc}") from None
+    return context
+
+
+def _timeout(config: CosConfig, *, read_s: float) -> httpx.Timeout:
+    """The timeouts of a request whose reply may take `read_s` seconds to come."""
+    return httpx.Timeout(connect=config.connect_timeout_s, read=read_s, write=config.read_timeout_s,
+                         pool=config.read_timeout_s)
+
+
+class RequestEngine:
+    """Sends calls to one bucket: signs each attempt, retries, and maps failures to exceptions.
+
+    State: the httpx client (its pool), a clock offset learnt from `RequestTimeTooSkewed`
+    answers, the header names already noted as foreign to the dialect, and `stats`. All are
+    safe to share between trio tasks.
+    """
+
+    def __init__(
+        self,
+        config: CosConfig,
+        credentials: CredentialProvider,
+        *,
+        clock: Callable[[], float],
+        transport: httpx.AsyncBaseTransport | None,
+        rng: random.Random,
+    ) -> None:
+        self._config = config
+        self._credentials = credentials
+        self._clock = clock
+        self._clock_offset_s = 0.0
+        self._rng = rng
+        self.stats = RequestStats()
+        self.addressing: Addressing = addressing_for(
+            config.bucket, config.endpoint_url, path_style=config.path_style, region=config.region
+        )
+        self._policy = RetryPolicy(config.retries, config.retry_base_delay_s, config.retry_max_delay_s)
+        self._timeout = _timeout(config, read_s=config.read_timeout_s)
+        # Complete answers only once COS has joined the parts: its reply may take much longer.
+        self.complete_timeout = _timeout(config, read_s=config.complete_timeout_s)
+        limits = httpx.Limits(max_connections=config.max_connections,
+                              max_keepalive_connections=config.max_connections)
+        self.http = httpx.AsyncClient(
+            # config.py is the only reader of the environment: proxies and CA bundles named
+            # there arrive in `config`, so httpx itself must not look (trust_env=False).
+            transport=transport or httpx.AsyncHTTPTransport(
+                verify=tls_context(config), limits=limits, proxy=config.proxy,
+                local_address=config.local_address, trust_env=False),
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self.dialect = dialect_for(config.signature)
+        self._foreign_noted: set[str] = set()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def retry_delay_s(self, attempt: int) -> float | None:
+        """The backoff before another attempt after failed attempt `attempt` (0-based), or
+        None when the policy allows no more."""
+        if not self._policy.should_retry(attempt):
+            return None
+        return self._policy.delay_s(attempt, self._rng)
+
+    async def digests(self, body: bytes) -> tuple[str, int, str | None]:
+        """(Content-MD5, CRC64, SHA-256 hex if SigV4) of a body, in a thread when large."""
+        sigv4 = self._config.signature == "sigv4"
+
+        def compute() -> tuple[str, int, str | None]:
+            return md5_b64(body), crc64.crc64(body), hashlib.sha256(body).hexdigest() if sigv4 else None
+
+        return await compute_hash(body, compute)
+
+    async def send(self, call: Call, **options) -> Reply:
+        """Send `call` (see `_send_attempts` for `options`); its request bodies are released
+        when it ends, however it ends."""
+        self._check_dialect(call)
+        try:
+            return await self._send_attempts(call, **options)
+        finally:
+            for body_stream in call.streams:
+                body_stream.release()
+            call.streams.clear()
+
+    def final_error(
+        self, call: Call, failure: CosfsError, cause: BaseException | None, tries: int, status: int | None
+    ) -> CosfsError:
+        """The exception that ends `call` (saying how many attempts it took), logged once."""
+        if tries > 1:
+            suffix = f"gave up after {tries} attempts"
+            if isinstance(failure, CosError):
+                message = f"{failure.message} ({suffix})" if failure.message else suffix
+                failure = cos_error(failure.status, failure.code, message, failure.request_id, failure.resource)
+            elif isinstance(failure, TransientError):
+                failure = TransientError(f"{failure} ({suffix})")
+        failure.__cause__ = cause
+        code = getattr(failure, "code", "-")
+        request_id = getattr(failure, "request_id", "") or "-"
+        log.log(failure.log_level, "%s failed: status=%s code=%s RequestId=%s: %s",
+                call.what(), status, code, request_id, failure)
+        return failure
+
+    # --- one attempt ------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock() + self._clock_offset_s
+
+    def _build(self, call: Call, creds: auth.Credentials | None) -> httpx.Request:
+        """The signed request of one attempt; unsigned when `creds` is None (public_bucket)."""
+        addr = self.addressing
+        headers: dict[str, str] = {"host": addr.host_header}
+        headers.update(self.dialect.outgoing(call.headers)[0])
+        if call.body or call.method in ("PUT", "POST"):
+            headers["content-length"] = str(len(call.body))
+        sigv4 = self._config.signature == "sigv4"
+        if creds is not None and creds.token:
+            headers["x-amz-security-token" if sigv4 else "x-cos-security-token"] = creds.token
+        params = dict(call.params)
+        query = "&".join(
+            auth.cos_quote(k) if v == "" else f"{auth.cos_quote(k)}={auth.cos_quote(v)}" for k, v in call.params
+        )
+        raw_path = addr.raw_path(call.key)
+        now = self._now()
+        if creds is None:
+            pass
+        elif sigv4:
+            if call.payload_sha256 is None:
+                call.payload_sha256 = hashlib.sha256(call.body).hexdigest()
+            request_time = auth.amz_date(now)
+            headers["x-amz-date"] = request_time
+            headers["x-amz-content-sha256"] = call.payload_sha256
+            headers["authorization"] = auth.sigv4_authorization(
+                creds, addr.region, call.method, raw_path, params, headers, call.payload_sha256, request_time
+            )
+        else:
+            headers["authorization"] = auth.cos_authorization(
+                creds, call.method, addr.sign_path(call.key), params, auth.headers_to_sign(headers), now
+            )
+        headers["user-agent"] = self._config.user_agent
+        headers["accept-encoding"] = "identity"
+        target = raw_path + ("?" + query if query else "")
+        url = httpx.URL(scheme=addr.scheme, host=addr.host, port=addr.port, raw_path=target.encode("ascii"))
+        stream = BodyStream(call.body)
+        call.streams.append(stream)
+        return httpx.Request(
+            call.method, url, headers=headers, stream=stream,
+            extensions={"timeout": (call.timeout or self._timeout).as_dict()},
+        )
+
+    async def _read_body(self, response: httpx.Response, method: str) -> bytes:
+        chunks = [chunk async for chunk in raw_chunks(response)]
+        body = b"".join(chunks)
+        length = content_length(response)
+        if (
+            method != "HEAD"
+            and response.status_code not in (204, 304)
+            and length is not None
+            and len(body) < length
+        ):
+            raise Truncated(f"body of {len(body)} bytes, Content-Length {length}")
+        return body
+
+    def _synthesised_code(self, status: int, call: Call) -> str:
+        if status == 404:
+            return "NoSuchBucket" if call.key is None else "NoSuchKey"
+        return {
+            400: "BadRequest", 401: "AccessDenied", 403: "AccessDenied", 405: "MethodNotAllowed",
+            409: "Conflict", 411: "MissingContentLength", 412: "PreconditionFailed", 416: "InvalidRange",
+            500: "InternalError", 501: "NotImplemented", 503: "ServiceUnavailable",
+        }.get(status, f"HTTP{status}")
+
+    def _error(self, call: Call, response: httpx.Response, body: bytes) -> CosError:
+        info = cosxml.parse_error(body) if body else None
+        status = response.status_code
+        request_id = (info.request_id if info else "") or self.dialect.header(response.headers, "request-id")
+        code = ((info.code if info else "") or self.dialect.header(response.headers, "error-code")
+                or self._synthesised_code(status, call))
+        message = info.message if info else ""
+        if not message and code == "NoSuchBucket":
+            message = f"no such bucket {self._config.bucket}"
+        resource = (info.resource if info else "") or (call.key if call.key is not None else self._config.bucket)
+        return cos_error(status, code, message, request_id, resource)
+
+    def _error_in_200(self, call: Call, response: httpx.Response, body: bytes) -> CosError | None:
+        info = cosxml.error_in_body(body)
+        if info is None:
+            return None
+        status = rules.status_for(info.code)
+        request_id = info.request_id or self.dialect.header(response.headers, "request-id")
+        message = (info.message + " " if info.message else "") + "(error inside a 200 reply)"
+        return cos_error(status, info.code or "InternalError", message, request_id, info.resource or (call.key or ""))
+
+    def _learn_clock(self, response: httpx.Response) -> None:
+        server_s = http_time(response.headers.get("date"))
+        if server_s:
+            self._clock_offset_s = server_s - self._clock()
+            log.info("server clock differs by %.0f s; signing with the server's time", self._clock_offset_s)
+
+    def _check_dialect(self, call: Call) -> None:
+        """Before anything is sent: a copy whose headers the dialect cannot express is
+        refused (a server that does not know a copy header answers the PUT as an upload of
+        the empty body, over the destination). Other requests carry such a header as it is
+        (one INFO line per name): at worst the server ignores it."""
+        sent, foreign = self.dialect.outgoing(call.headers)
+        if "x-cos-copy-source" in call.headers:
+            wrong = [name for name in sent if name.startswith(("x-cos-", "x-amz-"))
+                     and name[6:] in COPY_SUFFIXES and not name.startswith(self.dialect.prefix)]
+            if foreign or wrong or self.dialect.prefix + "copy-source" not in sent:
+                raise self.final_error(call, Unsupported(
+                    f"{call.what()}: refused to send a copy the {self.dialect.name.upper()} dialect cannot "
+                    f"express (headers {sorted(foreign + wrong)}): a server that ignores them would store an "
+                    f"empty object instead"), None, 0, None)
+            return
+        for name in foreign:
+            if name not in self._foreign_noted:
+                self._foreign_noted.add(name)
+                log.info("%s has no %s equivalent; sent as it is", name, self.dialect.name.upper())
+
+    async def _send_attempts(
+        self,
+        call: Call,
+        *,
+        stream: bool = False,
+        check_200: bool = False,
+        accept_codes: frozenset[str] | set[str] = frozenset(),
+        accept_after_retry: frozenset[str] | set[str] = frozenset(),
+    ) -> Reply:
+        """Send `call` with retries; return the reply or raise the mapped exception.
+
+        `stream` leaves a 2xx body unread (the caller reads and closes it);
+        `accept_codes` end the call with `Reply.error` set instead of raising;
+        `accept_after_retry` likewise, but only after an earlier attempt may have taken effect.
+        `check_200` treats an `<Error>` body in a 2xx reply as that error.
+        """
+        attempt = 0  # failed attempts that were followed by backoff
+        tries = 0
+        resigned = refreshed = False
+        while True:
+            tries += 1
+            self.stats.requests[call.op] += 1
+            self.stats.bytes_out += len(call.body)
+            creds = await self._credentials.get()
+            request = self._build(call, creds)
+            status: int | None = None
+            cause: BaseException | None = None
+            failure: CosfsError
+            try:
+                response = await self.http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if not is_transient_exception(exc):
+                    raise ProtocolError(f"{call.what()}: {describe(exc)}") from exc
+                cause = exc
+                failure = TransientError(f"{call.what()}: {describe(exc)}")
+                decision = Decision.RETRY
+            else:
+                status = response.status_code
+                ok = 200 <= status < 300 or status == 304
+                if ok:
+                    self.stats.bytes_in += content_length(response) or 0
+                if ok and ignored_if_match(call.headers.get("if-match"), etag_of(response)):
+                    await response.aclose()
+                    self.stats.errors[call.op] += 1
+                    raise self.final_error(call, Stale(
+                        f"{call.what()}: the server ignored If-Match {call.headers['if-match']} and answered "
+                        f"ETag {etag_of(response)!r}: the version asked for is gone"), None, tries, status)
+                if ok and stream:
+                    return Reply(response, None, tries)
+                try:
+                    body = await self._read_body(response, call.method)
+                except (httpx.TransportError, Truncated) as exc:
+                    cause = exc
+                    failure = TransientError(f"{call.what()}: truncated response body ({describe(exc)})")
+                    decision = Decision.RETRY
+                else:
+                    error = self._error_in_200(call, response, body) if ok and check_200 else None
+                    if ok and error is None:
+                        log.debug("%s -> %d (try %d)", call.what(), status, tries)
+                        return Reply(response, body, tries)
+                    if error is None:
+                        error = self._error(call, response, body)
+                    if error.code in accept_codes or (tries > 1 and error.code in accept_after_retry):
+                        log.debug("%s -> %d %s (accepted)", call.what(), status, error.code)
+                        return Reply(response, body, tries, error)
+                    failure = error
+                    decision = classify_status(error.status, error.code, error.message)
+                    if decision is Decision.RESIGN and not resigned:
+                        self._learn_clock(response)
+                finally:
+                    await response.aclose()
+            code = getattr(failure, "code", "")
+            if decision is Decision.RESIGN and not resigned:
+                resigned = True
+                log.debug("%s: %s; signing again", call.what(), code)
+                continue
+            if decision is Decision.REFRESH and not refreshed:
+                refreshed = True
+                log.info("%s: %s; refreshing credentials", call.what(), code)
+                await self._credentials.refresh()
+                continue
+            delay = self.retry_delay_s(attempt) if decision is Decision.RETRY else None
+            if delay is not None:
+                log.log(retry_log_level(attempt), "%s failed (try %d: status=%s code=%s %s); retrying in %.2f s",
+                        call.what(), tries, status, code or "-", describe(failure), delay)
+                self.stats.retries[call.op] += 1
+                await trio.sleep(delay)
+                attempt += 1
+                continue
+            self.stats.errors[call.op] += 1
+            raise self.final_error(call, failure, cause, tries, status)
