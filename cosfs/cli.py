@@ -239,7 +239,8 @@ def cos_config(values: dict, bucket: str, notes: list[tuple[int, str]]) -> CosCo
         read_timeout_s=float(values["readwrite_timeout"]),
         retries=int(values["retries"]),
         storage_class=storage_class(values, notes),
-        content_md5=not values["disable_content_md5"],
+        content_md5=("never" if values["disable_content_md5"] else
+                     "always" if values["enable_content_md5"] else "auto"),
         user_agent=agent,
         proxy=proxy_url(values, url, env),
         local_address={"ipv4": "0.0.0.0", "ipv6": "::"}.get(str(values["ipresolve"])),

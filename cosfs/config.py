@@ -42,7 +42,10 @@ class CosConfig:
     # The 32-byte SSE-C key: sent on every read (and on writes when server_side_encryption is
     # "SSE-C"), never logged.
     sse_customer_key: bytes | None = dataclasses.field(default=None, repr=False)
-    content_md5: bool = True
+    # Content-MD5: "always" (enable_content_md5), "never" (disable_content_md5), or "auto":
+    # on everything but multipart parts once the server has returned a part's CRC64 (a part
+    # is checked by its CRC64 when it lands, and is invisible until Complete).
+    content_md5: str = "auto"
     # TLS: a CA bundle instead of certifi's; hostname check (ssl_verify_hostname=0 turns it
     # off); a client certificate (PEM) and its key; an OpenSSL cipher list.
     ca_bundle: str | None = None

@@ -157,8 +157,10 @@ OPTIONS: list[Option] = [
     Option("retries", "int", 5, "retries of a failed request", origin="COSFS/s3fs", minimum=0),
     Option("connect_timeout", "float", 10.0, "seconds to connect", origin="COSFS/s3fs"),
     Option("readwrite_timeout", "float", 60.0, "seconds a request may wait for data", origin="COSFS/s3fs"),
-    Option("enable_content_md5", "flag", True, "send Content-MD5 with every upload (the default)",
-           origin="COSFS/s3fs"),
+    Option("enable_content_md5", "flag", False, "send Content-MD5 with every upload, multipart parts included "
+           "(by default parts get none once the server has shown it returns CRC64: each part's CRC64 is "
+           "compared when it lands, before Complete makes it visible; whole-object PUTs, appends and XML "
+           "bodies always carry it)", origin="COSFS/s3fs"),
     Option("disable_content_md5", "flag", False, "send no Content-MD5 (CRC64 is still checked)", origin="COSFS"),
     # --- objects ---
     Option("storage_class", "choice", "", "storage class of new objects: every COS class; s3fs's reduced_redundancy, "

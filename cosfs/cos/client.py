@@ -14,9 +14,11 @@ accepts it when its size is position + len(body); Complete after a retry that ge
 `NoSuchUpload` HEADs the key and accepts it when the CRC64 (or, without CRCs, the `-N` ETag
 suffix) matches the parts.
 
-Integrity: PUT, APPEND, Upload Part and the XML bodies carry Content-MD5 (unless
-`config.content_md5` is off); PUT and Upload Part compare the returned CRC64 with the local
-one; whole-object GETs and streams are checked against `x-cos-hash-crc64ecma`; Complete
+Integrity: PUT, APPEND and the XML bodies carry Content-MD5 (unless `config.content_md5` is
+"never"), Upload Part too with "always", and with "auto" (the default) until a part's reply
+has shown the server returns CRC64: MD5 costs ~1.4 s of CPU per GiB, and a part whose CRC64
+differs is refused (and sent again) before Complete can make it visible. PUT and Upload Part
+compare the returned CRC64 with the local one; whole-object GETs and streams are checked against `x-cos-hash-crc64ecma`; Complete
 checks the returned CRC64 against the combination of the parts' CRCs when all are known.
 A server without CRC64 (S3-compatible, not COS) is never failed for it: an MD5-shaped ETag
 of a PUT or part must then be the MD5 of the bytes sent (unless the object is encrypted),
@@ -65,6 +67,7 @@ from cosfs.cos.codecs import (
     etag_contradicts_md5,
     etag_of,
     extra_headers,
+    md5_b64,
     object_meta,
     quote_etag,
     reply_crc64,
@@ -168,6 +171,9 @@ class CosClient:
         # Whether the server has Upload Part - Copy: COS has; in the S3 dialect a probe tells.
         self._part_copy: bool | None = None if self._engine.dialect.name == "s3" else True
         self._part_copy_lock = trio.Lock()
+        # content_md5 "auto": parts go without Content-MD5 once a part's reply has carried a
+        # CRC64 (then compared with ours); a reply without one turns it back on.
+        self._parts_have_crc64 = False
 
     @property
     def addressing(self) -> Addressing:
@@ -308,7 +314,7 @@ class CosClient:
     async def put_object(self, key: str, body: bytes, options: WriteOptions = WriteOptions()) -> PutResult:
         headers = self._write_headers(options, key)
         md5, local_crc, sha = await self._engine.digests(body)
-        if self._config.content_md5:
+        if self._config.content_md5 != "never":
             headers["content-md5"] = md5
         call = Call("put_object", "PUT", key, headers=headers, body=body, payload_sha256=sha)
         reply = await self._engine.send(call)
@@ -434,7 +440,7 @@ class CosClient:
                             options: WriteOptions = WriteOptions()) -> AppendResult:
         headers = self._write_headers(options, key) if position == 0 else {}
         md5, _, sha = await self._engine.digests(body)
-        if self._config.content_md5:
+        if self._config.content_md5 != "never":
             headers["content-md5"] = md5
         call = Call("append_object", "POST", key, params=[("append", ""), ("position", str(position))],
                     headers=headers, body=body, payload_sha256=sha)
@@ -500,14 +506,21 @@ class CosClient:
         return _parsed(call, cosxml.parse_initiate_result, reply.body)
 
     async def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes) -> PartInfo:
-        md5, local_crc, sha = await self._engine.digests(body)
+        with_md5 = self._config.content_md5 == "always" or (self._config.content_md5 == "auto"
+                                                             and not self._parts_have_crc64)
+        md5, local_crc, sha = await self._engine.digests(body, md5=with_md5)
         headers = dict(self._sse.part)
-        if self._config.content_md5:
+        if md5 is not None:
             headers["content-md5"] = md5
         call = Call("upload_part", "PUT", key,
                     params=[("partNumber", str(part_number)), ("uploadId", upload_id)],
                     headers=headers, body=body, payload_sha256=sha)
         reply = await self._engine.send(call)
+        if reply_crc64(reply.response) is not None:
+            self._parts_have_crc64 = True
+        elif md5 is None:  # no CRC64 after all: check the ETag as a server without one
+            self._parts_have_crc64 = False
+            md5 = await compute_hash(body, lambda: md5_b64(body))
         self._check_stored(call, reply.response, local_crc, md5, encrypted=bool(self._config.server_side_encryption))
         etag = etag_of(reply.response)
         if not etag:
@@ -594,7 +607,7 @@ class CosClient:
         body = cosxml.build_complete(ordered)
         md5, _, sha = await self._engine.digests(body)
         headers = {"content-type": "application/xml"}
-        if self._config.content_md5:
+        if self._config.content_md5 != "never":
             headers["content-md5"] = md5
         call = Call("complete_multipart_upload", "POST", key, params=[("uploadId", upload_id)],
                     headers=headers, body=body, payload_sha256=sha, timeout=self._engine.complete_timeout)

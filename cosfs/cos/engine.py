@@ -39,6 +39,7 @@ import hashlib
 import logging
 import random
 import ssl
+import typing
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -51,6 +52,7 @@ from cosfs.cos import xml as cosxml
 from cosfs.cos.codecs import content_length, etag_of, http_time, ignored_if_match, md5_b64
 from cosfs.cos.endpoint import COPY_SUFFIXES, Addressing, addressing_for, dialect_for
 from cosfs.cos.retry import Decision, RetryPolicy, classify_status, is_transient_exception
+from cosfs.cos.wire import ThreadedTransport
 from cosfs.errors import (
     ConfigError,
     CosError,
@@ -62,9 +64,8 @@ from cosfs.errors import (
     cos_error,
 )
 
-# httpcore reads a socket 64 KiB at a time, and every read costs a trip through h11, httpcore
-# and httpx in Python. Larger reads cut that per-byte overhead (about +15% cold sequential
-# reads through the mount here); the value is a class attribute meant to be tuned.
+# Through a proxy, httpx's transport reads a socket 64 KiB at a time, and every read costs a
+# trip through h11, httpcore and httpx in Python; larger reads cut that per-byte overhead.
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
 
 if TYPE_CHECKING:
@@ -217,6 +218,19 @@ def tls_context(config: CosConfig) -> ssl.SSLContext | bool:
     return context
 
 
+def _transport(config: CosConfig) -> httpx.AsyncBaseTransport:
+    """Bodies move through worker threads (cosfs.cos.wire); httpx's own transport is kept
+    for a proxy. config.py is the only reader of the environment: proxies and CA bundles
+    named there arrive in `config`, so httpx itself must not look (trust_env=False)."""
+    if config.proxy:
+        limits = httpx.Limits(max_connections=config.max_connections,
+                              max_keepalive_connections=config.max_connections)
+        return httpx.AsyncHTTPTransport(verify=tls_context(config), limits=limits, proxy=config.proxy,
+                                        local_address=config.local_address, trust_env=False)
+    return ThreadedTransport(tls=tls_context(config), max_connections=config.max_connections,
+                             local_address=config.local_address)
+
+
 def _timeout(config: CosConfig, *, read_s: float) -> httpx.Timeout:
     """The timeouts of a request whose reply may take `read_s` seconds to come."""
     return httpx.Timeout(connect=config.connect_timeout_s, read=read_s, write=config.read_timeout_s,
@@ -253,14 +267,8 @@ class RequestEngine:
         self._timeout = _timeout(config, read_s=config.read_timeout_s)
         # Complete answers only once COS has joined the parts: its reply may take much longer.
         self.complete_timeout = _timeout(config, read_s=config.complete_timeout_s)
-        limits = httpx.Limits(max_connections=config.max_connections,
-                              max_keepalive_connections=config.max_connections)
         self.http = httpx.AsyncClient(
-            # config.py is the only reader of the environment: proxies and CA bundles named
-            # there arrive in `config`, so httpx itself must not look (trust_env=False).
-            transport=transport or httpx.AsyncHTTPTransport(
-                verify=tls_context(config), limits=limits, proxy=config.proxy,
-                local_address=config.local_address, trust_env=False),
+            transport=transport or _transport(config),
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=False,
@@ -278,12 +286,20 @@ class RequestEngine:
             return None
         return self._policy.delay_s(attempt, self._rng)
 
-    async def digests(self, body: bytes) -> tuple[str, int, str | None]:
-        """(Content-MD5, CRC64, SHA-256 hex if SigV4) of a body, in a thread when large."""
+    @typing.overload
+    async def digests(self, body: bytes) -> tuple[str, int, str | None]: ...
+
+    @typing.overload
+    async def digests(self, body: bytes, *, md5: bool) -> tuple[str | None, int, str | None]: ...
+
+    async def digests(self, body: bytes, *, md5: bool = True) -> tuple[str | None, int, str | None]:
+        """(Content-MD5 unless not `md5`, CRC64, SHA-256 hex if SigV4) of a body, in a thread
+        when large."""
         sigv4 = self._config.signature == "sigv4"
 
-        def compute() -> tuple[str, int, str | None]:
-            return md5_b64(body), crc64.crc64(body), hashlib.sha256(body).hexdigest() if sigv4 else None
+        def compute() -> tuple[str | None, int, str | None]:
+            return (md5_b64(body) if md5 else None, crc64.crc64(body),
+                    hashlib.sha256(body).hexdigest() if sigv4 else None)
 
         return await compute_hash(body, compute)
 

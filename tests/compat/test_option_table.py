@@ -137,8 +137,8 @@ CHECKS = {
     "free_space_ratio": ("free_space_ratio=1", lambda s: s.fs.ensure_diskfree_bytes >= 8 * MiB),
     "ahbe_conf": (lambda: f"ahbe_conf={ahbe_file()}", lambda s: s.cos.extra_headers == ((".gz", "Content-Encoding",
                                                                                             "gzip"),)),
-    "enable_content_md5": ("enable_content_md5", lambda s: s.cos.content_md5),
-    "disable_content_md5": ("disable_content_md5", lambda s: not s.cos.content_md5),
+    "enable_content_md5": ("enable_content_md5", lambda s: s.cos.content_md5 == "always"),
+    "disable_content_md5": ("disable_content_md5", lambda s: s.cos.content_md5 == "never"),
     "default_permission": ("default_permission=750", lambda s: s.fs.default_permission == 0o750
                            and s.fs.default_file_mode == 0o750),
     "use_path_request_style": ("use_path_request_style", lambda s: s.cos.path_style is True),

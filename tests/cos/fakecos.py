@@ -148,7 +148,7 @@ class FakeCos:
         if method == "PUT":
             data = request.content
             md5 = request.headers.get("content-md5")
-            if md5 != base64.b64encode(hashlib.md5(data).digest()).decode():
+            if md5 is not None and md5 != base64.b64encode(hashlib.md5(data).digest()).decode():
                 return error_response(400, "BadDigest", "Content-MD5 mismatch")
             meta = {k: v for k, v in request.headers.items() if k.startswith("x-cos-meta-") or k == "content-type"}
             if "uploadId" not in params:

@@ -429,3 +429,41 @@ async def test_complete_reconciles_after_an_ambiguous_retry(fake, autojump_clock
         fake.script = ["reset", lambda r: error_response(404, "NoSuchUpload")]
         with pytest.raises(NotFound):  # the object is not what these parts make
             await client.complete_multipart_upload("k", "u", [PartInfo(1, "e1", 3, 42)])
+
+
+def _part_md5s(fake: FakeCos) -> list[bool]:
+    return ["content-md5" in r.headers for r in fake.requests if r.method == "PUT" and "partNumber" in str(r.url)]
+
+
+@pytest.mark.parametrize("setting, send_crc, expected", [
+    ("auto", True, [True, False, False]),    # a part's CRC64 seen: later parts go by CRC64 alone
+    ("auto", False, [True, True, True]),     # no CRC64 from this server: MD5 on every part
+    ("always", True, [True, True, True]),    # enable_content_md5
+    ("never", True, [False, False, False]),  # disable_content_md5
+])
+async def test_content_md5_on_parts_follows_the_setting_and_the_server(fake, autojump_clock, setting, send_crc,
+                                                                       expected):
+    fake.send_crc = send_crc
+    async with make_client(fake, content_md5=setting) as client:
+        for number in (1, 2, 3):
+            await client.upload_part("k", "u1", number, b"part %d" % number)
+        await client.put_object("whole", b"object")
+    assert _part_md5s(fake) == expected
+    put = [r for r in fake.requests if r.method == "PUT" and "partNumber" not in str(r.url)]
+    assert ("content-md5" in put[0].headers) == (setting != "never")  # visible at once: MD5 unless refused
+
+
+async def test_a_part_without_md5_is_still_checked_when_the_crc64_goes_away(fake, autojump_clock):
+    async with make_client(fake) as client:
+        await client.upload_part("k", "u1", 1, b"first")  # CRC64 seen
+        fake.send_crc = False
+
+        def lying(request: httpx.Request) -> httpx.Response:
+            assert "content-md5" not in request.headers
+            return httpx.Response(200, headers={"etag": '"%s"' % ("0" * 32)})
+
+        fake.script.append(lying)
+        with pytest.raises(IntegrityError, match="not the MD5 of the bytes sent"):
+            await client.upload_part("k", "u1", 2, b"second")
+        await client.upload_part("k", "u1", 3, b"third")
+    assert _part_md5s(fake)[-1]  # no CRC64 any more: MD5 again
