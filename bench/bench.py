@@ -1091,6 +1091,70 @@ def tables(result: dict) -> str:
     return "\n".join(out)
 
 
+def goals(result: dict) -> str:
+    """Issue 10's goals against this run's medians: one line each, met or not."""
+    sizes = Sizes(**result["sizes"])
+    samples = [s for s in result["samples"]]
+    value, cpu, fetched, requests = (medians(samples, f) for f in ("value", "cpu_s", "fetched_bytes", "requests"))
+    get = lambda table, row, tool: table.get((row, tool))
+    lines = []
+
+    def goal(text: str, measured: str, met: bool | None) -> None:
+        lines.append([text, measured, "" if met is None else ("yes" if met else "**no**")])
+
+    def ratio(row: str, other: str) -> float | None:
+        c, o = get(value, row, "cosfs"), get(value, row, other)
+        return speedup(next(r for r in rows_for(sizes) if r.key == row), c, o) if c and o else None
+
+    def best_peer(row: str) -> str | None:
+        peers = [p for p in PEERS if get(value, row, p)]
+        if not peers:
+            return None
+        higher = next(r for r in rows_for(sizes) if r.key == row).higher_better
+        return (max if higher else min)(peers, key=lambda p: value[(row, p)])
+
+    peer = best_peer("cold_read")
+    if peer:
+        r = ratio("cold_read", peer)
+        goal("cold sequential read >= 1.5 x the faster peer", f"{r:.2f} x {peer}", r >= 1.5)
+    if get(cpu, "cold_read", "cosfs") is not None:
+        per_gib = cpu[("cold_read", "cosfs")] / (sizes.big / (1024 * MiB))
+        goal("daemon CPU per GiB read <= 1.5 s", f"{per_gib:.2f} s", per_gib <= 1.5)
+    if ratio("write_close", "s3fs"):
+        r = ratio("write_close", "s3fs")
+        goal("sequential write incl. durable close >= 1.5 x s3fs", f"{r:.2f} x", r >= 1.5)
+    if ratio("write_close", "curl"):
+        r = ratio("write_close", "curl")
+        goal("... and >= 0.7 x a raw single PUT (curl)", f"{r:.2f} x", r >= 0.7)
+    if get(cpu, "write_close", "cosfs") is not None:
+        per_gib = cpu[("write_close", "cosfs")] / (sizes.write / (1024 * MiB))
+        goal("daemon CPU per GiB written <= 2 s", f"{per_gib:.2f} s", per_gib <= 2)
+    peer = best_peer("rand_qd1")
+    if peer:
+        r = ratio("rand_qd1", peer)
+        goal("random 4 KiB QD1 IOPS >= the best peer's", f"{r:.2f} x {peer}", r >= 1)
+    if get(fetched, "rand_qd1", "cosfs") is not None:
+        mib = fetched[("rand_qd1", "cosfs")] / MiB
+        goal("... fetching no more than the blocks read (at most the object once)",
+             f"{mib:.0f} MiB of a {sizes.big // MiB} MiB object", mib <= sizes.big / MiB + 1)
+    if get(value, "rand_qd8", "cosfs") and get(value, "rand_qd1", "cosfs"):
+        r = value[("rand_qd8", "cosfs")] / value[("rand_qd1", "cosfs")]
+        goal("QD8 (8 jobs) scales with the parallelism", f"{r:.2f} x QD1 on 2 cores", None)
+    if ratio("creates_close", "s3fs"):
+        r = ratio("creates_close", "s3fs")
+        goal("500 small-file creates, durable close, >= 2 x s3fs", f"{r:.2f} x", r >= 2)
+    if ratio("find", "rclone"):
+        r = ratio("find", "rclone")
+        goal("find over the tree in at most rclone's time", f"{r:.2f} x rclone's speed", r >= 1)
+    if get(requests, "ls", "cosfs") is not None:
+        n = requests[("ls", "cosfs")]
+        goal("ls -l: one LIST, no HEAD", f"{n:.0f} request(s)", n <= 1)
+    rss = [s["rss_mib"] for s in samples if s["tool"] == "cosfs" and s.get("rss_mib") is not None]
+    if rss:
+        goal("daemon peak RSS under 200 MiB throughout", f"{max(rss):.0f} MiB at most", max(rss) < 200)
+    return markdown(["goal (issue 10)", "this run", "met"], lines)
+
+
 def describe(result: dict) -> str:
     sizes = Sizes(**result["sizes"])
     return (f"{result['date']}, {result['runs']} run(s) per workload and tool, medians; {result['machine']}; "
@@ -1105,7 +1169,7 @@ def write_readme(result: dict, path: Path) -> None:
     begin, end = text.find(README_BEGIN), text.find(README_END)
     if begin < 0 or end < begin:
         raise SystemExit(f"{path}: the markers {README_BEGIN!r} ... {README_END!r} are missing")
-    block = f"{README_BEGIN}\n{describe(result)}\n\n{tables(result)}\n{README_END}"
+    block = f"{README_BEGIN}\n{describe(result)}\n\n{tables(result)}\n\n{goals(result)}\n{README_END}"
     path.write_text(text[:begin] + block + text[end + len(README_END):])
     print(f"bench: rewrote the table in {path}", file=sys.stderr)
 
@@ -1151,7 +1215,7 @@ def main() -> int:
 
     if args.from_json:
         result = json.loads(args.from_json.read_text())
-        print(describe(result) + "\n\n" + tables(result))
+        print(describe(result) + "\n\n" + tables(result) + "\n\n" + goals(result))
         if args.readme:
             write_readme(result, args.readme_file)
         return 0
@@ -1209,7 +1273,7 @@ def main() -> int:
             out.write_text(json.dumps(result, indent=1) + "\n")
             print(f"bench: samples in {out}", file=sys.stderr)
             try:
-                print(describe(result) + "\n\n" + tables(result))
+                print(describe(result) + "\n\n" + tables(result) + "\n\n" + goals(result))
             except Exception as exc:  # noqa: BLE001  (a partial run: the samples are saved)
                 print(f"bench: no table ({exc!r})", file=sys.stderr)
     if args.readme:
