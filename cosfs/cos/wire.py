@@ -88,8 +88,9 @@ class _Connection:
         """An idle connection with something to read: closed by the server, or out of step."""
         if self.sock is None:
             return True
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return bool(readable)
+        poller = select.poll()  # not select.select: descriptors above 1023 are normal here
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
 
 
 def _timeouts(request: httpx.Request) -> dict[str, float | None]:
@@ -164,7 +165,15 @@ class _Exchange:
         except socket.timeout as exc:
             raise httpx.WriteTimeout("sending the request: timed out") from exc
         except OSError as exc:
-            raise httpx.WriteError(f"sending the request: {exc}") from exc
+            # A server may answer (403, 413...) and close before reading the whole body:
+            # its answer says more than the broken pipe.
+            self.body = []
+            try:
+                response = self._read_head(protocol)
+            except (httpx.TransportError, OSError):
+                raise httpx.WriteError(f"sending the request: {exc}") from exc
+            self.reusable = False
+            return response
         self.body = []
         return self._read_head(protocol)
 

@@ -187,3 +187,23 @@ async def test_connect_errors_are_transport_errors():
     async with httpx.AsyncClient(transport=ThreadedTransport()) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_an_answer_sent_before_the_body_was_read_is_the_response(scripted):
+    server = scripted([(b"", "close")])
+    # The server reads the head only, answers 403 and closes: the rest of a large body then
+    # meets a closed socket, and the 403 is what the client must see.
+    refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\ndenied"
+
+    def early(conn: socket.socket) -> None:
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            buffer += conn.recv(65536)
+        conn.sendall(refusal)
+        conn.shutdown(socket.SHUT_WR)
+        conn.close()
+
+    server._exchange = early
+    async with httpx.AsyncClient(transport=ThreadedTransport()) as client:
+        response = await client.put(server.url(), content=b"x" * (64 * 1024 * 1024))
+    assert response.status_code == 403 and response.content == b"denied"
