@@ -284,20 +284,17 @@ class _Exchange:
         return True
 
     def _recv(self, size: int) -> bytes:
-        sock = self.conn.sock
-        assert sock is not None
-        try:
-            return sock.recv(size)
-        except socket.timeout as exc:
-            raise httpx.ReadTimeout("reading the response: timed out") from exc
-        except OSError as exc:
-            raise httpx.ReadError(f"reading the response: {exc}") from exc
+        return self._receive(lambda sock: sock.recv(size))
 
     def _recv_into(self, view: memoryview) -> int:
+        return self._receive(lambda sock: sock.recv_into(view))
+
+    def _receive(self, call):
+        """One receive on the socket, its failures as httpx's transport errors."""
         sock = self.conn.sock
         assert sock is not None
         try:
-            return sock.recv_into(view)
+            return call(sock)
         except socket.timeout as exc:
             raise httpx.ReadTimeout("reading the response: timed out") from exc
         except OSError as exc:
