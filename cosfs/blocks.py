@@ -209,11 +209,11 @@ class BlockCache:
         pieces = []
         for index in range(first, last + 1):
             ident = (version, index)
-            await self._wait_for(ref, ident)
+            await self._wait_for(ref, ident, keep_on_disk)
             while (piece := self._hit(ref, ident, offset, end, drop_behind)) is None:
                 self.misses += 1  # its file vanished: no longer present, so fetched again
                 missed.add(index)
-                await self._wait_for(ref, ident)
+                await self._wait_for(ref, ident, keep_on_disk)
             pieces.append(piece)
         self.hits += (last - first + 1) - len(missed)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -227,7 +227,7 @@ class BlockCache:
             self._hot.move_to_end(ident, last=False)
         return piece
 
-    async def _wait_for(self, ref: ObjectRef, ident: Ident) -> None:
+    async def _wait_for(self, ref: ObjectRef, ident: Ident, keep_on_disk: bool = True) -> None:
         while not self._present(ident):
             pending = self._fetching.get(ident)
             if pending is None:
@@ -235,7 +235,7 @@ class BlockCache:
                 if failure is not None:
                     raise failure
                 # Evicted between landing and this read, or never fetched: fetch it alone.
-                await self.fetch_run(ref, ident[1], ident[1])
+                await self.fetch_run(ref, ident[1], ident[1], keep_on_disk=keep_on_disk)
                 continue
             await pending.wait()
 
@@ -348,8 +348,12 @@ class BlockCache:
                 while view and index <= run[-1]:
                     if block is None:
                         lo, hi = self.block_range(ref, index)
-                        block = bytearray(hi - lo)
-                        filled = 0
+                        if isinstance(chunk, bytearray) and len(view) == len(chunk) == hi - lo:
+                            # A whole block in a buffer the store handed over: kept, not copied.
+                            block, filled, view = chunk, hi - lo, view[len(view):]
+                        else:
+                            block = bytearray(hi - lo)
+                            filled = 0
                     take = min(len(view), len(block) - filled)
                     block[filled:filled + take] = view[:take]
                     filled += take

@@ -121,7 +121,7 @@ class FsConfig:
     # A sequential stream's read-ahead past this many bytes stays in memory only (a long
     # stream is read once: writing it to the disk tier costs a write per byte, and evicts
     # the blocks random readers reuse).
-    stream_disk_bytes: int = 64 * MiB
+    stream_disk_bytes: int = 16 * MiB
     parallel_fetches: int = 8
     memory_budget_bytes: int = 128 * MiB
     part_size_bytes: int = 8 * MiB  # multipart part size (grown to fit 10,000 parts)

@@ -67,18 +67,25 @@ class ReadAhead:
         return first, min(first + self._window - 1, last_block_of_file)
 
 
+# A sequential stream counts as active (sharing the memory tier) this long after its last read.
+STREAM_ACTIVE_S = 1.0
+
+
 class Prefetcher:
     """Fetches advised blocks in the background. Fetches are aligned chunks of
     `fetch_size_bytes` (one ranged GET each, of the chunk's missing blocks): a window that
     slides one block at a time would otherwise cost one request per block. Past
     `stream_disk_bytes` of one sequential stream the blocks stay in memory only (admission:
-    see BlockCache). A failed read-ahead is only logged (the read that needs the block
-    fetches it again and reports the error)."""
+    see BlockCache), and the window of each is capped so that the streams read in the last
+    STREAM_ACTIVE_S share half the memory tier: unread blocks are never evicted to make room
+    for other unread blocks. A failed read-ahead is only logged (the read that needs the
+    block fetches it again and reports the error)."""
 
     def __init__(self, blocks: BlockCache, fetch_size_bytes: int, stream_disk_bytes: int) -> None:
         self._blocks = blocks
         self._per_fetch = max(1, fetch_size_bytes // blocks.block_size_bytes)
         self._stream_disk_bytes = stream_disk_bytes
+        self._streams: dict[str, float] = {}  # version hash -> when its last read-ahead was advised
         self._nursery: trio.Nursery | None = None
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -91,6 +98,10 @@ class Prefetcher:
         if advice is None:
             return await self._blocks.read(ref, offset, size)
         keep_on_disk = readahead.streamed_bytes < self._stream_disk_bytes
+        now = trio.current_time()
+        self._streams[ref.version_hash] = now
+        if len(self._streams) > 1:
+            self._streams = {v: t for v, t in self._streams.items() if t > now - STREAM_ACTIVE_S}
         self.schedule(ref, *advice, keep_on_disk=keep_on_disk)
         return await self._blocks.read(ref, offset, size, drop_behind=True, keep_on_disk=keep_on_disk)
 
@@ -98,8 +109,9 @@ class Prefetcher:
         if self._nursery is None:
             return
         if not keep_on_disk:
-            # Blocks in memory only must not push out the unread ones ahead of the reader.
-            last = min(last, first + self._blocks.memory_bytes // (2 * self._blocks.block_size_bytes) - 1)
+            # Blocks in memory only must not push out the unread ones ahead of any reader.
+            share = self._blocks.memory_bytes // (2 * self._blocks.block_size_bytes * max(1, len(self._streams)))
+            last = min(last, first + max(1, share) - 1)
         # A window narrower than a chunk (a stream just begun) is fetched as advised.
         whole_chunks = last - first + 1 >= self._per_fetch
         last_of_object = max(0, (ref.size_bytes - 1) // self._blocks.block_size_bytes)

@@ -150,7 +150,9 @@ class ObjectStore(Protocol):
         if_match: str | None = None,
     ) -> AbstractAsyncContextManager[tuple[ObjectMeta, AsyncIterator[bytes]]]:
         """Streaming reads: `async with store.open_object(k) as (meta, chunks)`. A whole-object
-        stream raises IntegrityError at its end if the CRC64 does not match."""
+        stream raises IntegrityError at its end if the CRC64 does not match. A chunk handed
+        out is the caller's: the store never reads or writes it again (a bytearray chunk may
+        be kept as it is)."""
         ...
 
     async def put_object(self, key: str, body: bytes, options: WriteOptions = WriteOptions()) -> PutResult: ...

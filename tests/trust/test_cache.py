@@ -35,7 +35,9 @@ def test_block_files_deleted_under_a_running_mount_are_fetched_again(cos_server,
     path = mounted.path / "big.bin"
     assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
     blocks = [p for p in (mounted.cache_dir / cos_server.bucket / "blocks").rglob("*") if p.is_file()]
-    assert len(blocks) >= 32, len(blocks)
+    # The start of the stream goes to the disk tier (stream_disk_bytes, 16 MiB); the rest
+    # of a long stream stays in memory.
+    assert len(blocks) >= 16, len(blocks)
     for block in blocks:
         block.unlink()
     before = gets_of(cos_server, "big.bin")

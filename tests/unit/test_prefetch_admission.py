@@ -80,3 +80,28 @@ async def test_drop_behind_sends_a_finished_block_to_the_cold_end(tmp_path):
     order = [index for (_, index) in cache._hot]
     assert order[0] == 0 and order[-1] == 2
     assert disk_blocks(tmp_path) == 0
+
+
+async def test_parallel_streams_share_the_memory_tier_without_refetching(tmp_path):
+    store = MemoryStore(clock=lambda: 1_700_000_000.0)
+    refs, datas = [], []
+    for name in ("a", "b", "c", "d"):
+        data = bytes([ord(name)]) * (64 * BLOCK)
+        await store.put_object(name, data)
+        refs.append(ObjectRef(name, hashlib.md5(data).hexdigest(), len(data)))
+        datas.append(data)
+    cache = BlockCache(store, tmp_path, BLOCK, 1 << 30, 8, memory_bytes=16 * BLOCK)
+    cache.load()
+    prefetcher = Prefetcher(cache, CHUNK, stream_disk_bytes=2 * BLOCK)
+    aheads = [ReadAhead(BLOCK, 16 * BLOCK) for _ in refs]
+    outs = [bytearray() for _ in refs]
+    async with trio.open_nursery() as nursery:
+        prefetcher.start(nursery)
+        for offset in range(0, 64 * BLOCK, 16 * 1024):  # four readers, interleaved
+            for ref, ahead, out in zip(refs, aheads, outs):
+                out += await prefetcher.read(ref, ahead, offset, 16 * 1024)
+    assert [bytes(o) for o in outs] == datas
+    # Four windows of up to 16 blocks ahead would not fit a 16-block memory tier; shared,
+    # no unread block is pushed out, so nothing is fetched twice.
+    assert cache.fetched_bytes == 4 * 64 * BLOCK, cache.fetched_bytes
+    cache.check_invariants()
