@@ -36,6 +36,11 @@ class ReadAhead:
         return self._window
 
     @property
+    def high_water_bytes(self) -> int:
+        """The furthest byte read so far."""
+        return self._high
+
+    @property
     def streamed_bytes(self) -> int:
         """How far the current sequential stream has read."""
         return self._high - self._start
@@ -102,10 +107,11 @@ class Prefetcher:
         self._streams[ref.version_hash] = now
         if len(self._streams) > 1:
             self._streams = {v: t for v, t in self._streams.items() if t > now - STREAM_ACTIVE_S}
-        self.schedule(ref, *advice, keep_on_disk=keep_on_disk)
+        self.schedule(ref, *advice, keep_on_disk=keep_on_disk, reader=readahead)
         return await self._blocks.read(ref, offset, size, drop_behind=True, keep_on_disk=keep_on_disk)
 
-    def schedule(self, ref: ObjectRef, first: int, last: int, *, keep_on_disk: bool = True) -> None:
+    def schedule(self, ref: ObjectRef, first: int, last: int, *, keep_on_disk: bool = True,
+                 reader: ReadAhead | None = None) -> None:
         if self._nursery is None:
             return
         if not keep_on_disk:
@@ -127,10 +133,17 @@ class Prefetcher:
                 else:
                     runs.append([index])
             for run in runs:
-                self._nursery.start_soon(self._fetch, ref, run[0], run[-1], keep_on_disk)
+                self._nursery.start_soon(self._fetch, ref, run[0], run[-1], keep_on_disk, reader)
             chunk += 1
 
-    async def _fetch(self, ref: ObjectRef, first: int, last: int, keep_on_disk: bool) -> None:
+    async def _fetch(self, ref: ObjectRef, first: int, last: int, keep_on_disk: bool,
+                     reader: ReadAhead | None) -> None:
+        if reader is not None:
+            # A task that starts late (a loaded machine) skips the blocks its reader has
+            # fetched and read meanwhile: they may be gone from memory already (drop-behind).
+            first = max(first, reader.high_water_bytes // self._blocks.block_size_bytes)
+            if first > last:
+                return
         try:
             await self._blocks.fetch_run(ref, first, last, keep_on_disk=keep_on_disk)
         except CosfsError as exc:
