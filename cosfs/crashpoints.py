@@ -10,7 +10,7 @@ Steps (where, and what is on disk when it fires):
 - journal-saved     staging: a record (and its data) is durable
 - rekey-new-record  staging: a re-key's new record is durable, the old one not yet removed
 - truncate-journaled staging: a truncation is journaled, the data not yet shrunk
-- before-upload     write-back: journaled, base checked, nothing sent
+- before-upload     write-back: journaled (not a new file sent in one PUT), base checked, nothing sent
 - uploaded          write-back: the object is in COS, the record not yet dropped
 - part-uploaded     uploader: one part of a multipart upload is in COS
 - file-copied       rename of a file: the copy exists, the source is not yet deleted

@@ -8,7 +8,8 @@ server-side.
 
 The journal is `<key hash>.json` beside `<key hash>.data` under `<cache_dir>/staging/`. It is
 rewritten (temp file, fsync, rename) at every point where the application is told its data
-is safe (flush/close, fsync), before a journaled file's size changes, and when a file moves
+is safe and it is not yet in COS (close with write-back delay, before an upload that could
+leave something behind, after a failed one), before a journaled file's size changes, and when a file moves
 to another key, so after a crash the next mount with the same cache directory finds every
 acknowledged change and commits it. Each record names the bucket and endpoint it belongs to
 (a journal is never replayed into another bucket) and carries a sequence number: a re-keyed

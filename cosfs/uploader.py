@@ -260,6 +260,11 @@ class Uploader:
 
     # --- commit ----------------------------------------------------------------------------
 
+    def single_put(self, dirty: DirtyFile) -> bool:
+        """Whether `commit` would send the file as one PUT and nothing else (no multipart
+        upload, streamed or earlier, to finish or abort)."""
+        return dirty.size <= self._threshold and dirty.stream is None and not dirty.upload_ids
+
     async def commit(self, dirty: DirtyFile) -> PutResult:
         """Upload the dirty file's current content as its key's new object."""
         dirty.uploading_total = dirty.size

@@ -230,7 +230,8 @@ class WriteBack:
             user_meta["ctime"] = str(max(dirty.mtime_ns // 1_000_000_000, ctime))
             user_meta[COMMIT_META] = secrets.token_hex(8)
             dirty.options = dataclasses.replace(dirty.options, user_meta=user_meta)
-            self.staging.save(dirty)
+            if self._journal_before_upload(dirty):
+                self.staging.save(dirty)
             crashpoints.reached("before-upload")
             result = await self.uploader.commit(dirty)
             crashpoints.reached("uploaded")
@@ -246,7 +247,22 @@ class WriteBack:
         self.committed_uploads += 1
         self._on_committed(key, dirty, result)
 
+    def _journal_before_upload(self, dirty: DirtyFile) -> bool:
+        """Whether the record goes to disk before the upload. Not for a new file that was
+        never acknowledged (no record yet) and goes up in one PUT: nothing was promised
+        before that PUT returns, it has no base for the commit token to be checked against,
+        and no multipart upload can be left behind. Its caller waits for the PUT; if the PUT
+        fails, `_failed` journals it before the error is reported (small-file creates: one
+        record and three fsyncs fewer per file)."""
+        return dirty.journaled or dirty.base is not None or not self.uploader.single_put(dirty)
+
     def _failed(self, dirty: DirtyFile, exc: CosfsError) -> TransientError:
+        """A commit failed: the data stays staged, journaled (so the retry survives a crash)."""
+        if not dirty.journaled:
+            try:
+                self.staging.save(dirty)
+            except CosfsError as journal_exc:
+                log.error("%s stays staged but could not be journaled: %s", dirty.key, journal_exc)
         dirty.last_error = str(exc)
         self.failed_uploads += 1
         log.error("upload of %s failed; its data stays staged in the cache directory: %s", dirty.key, exc)

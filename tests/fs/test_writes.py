@@ -12,6 +12,7 @@ import trio
 
 from cosfs.config import FsConfig
 from cosfs.cos.memory import MemoryStore
+from cosfs.cos.store import WriteOptions
 from cosfs.errors import AlreadyExists, NotEmpty, NotFound, NotPermitted, TransientError
 from cosfs.filesystem import Caller, CosFilesystem
 from cosfs.inodes import ROOT_INO
@@ -119,6 +120,55 @@ async def test_failed_upload_reports_and_keeps_data(env):
     await fs.fsync(opened.fh)  # the store works again
     fs.release(opened.fh)
     assert (await store.get_object("f"))[1] == b"precious"
+
+
+def journal_records(tmp_path) -> list:
+    return sorted((tmp_path / "cache" / "staging").glob("*.json"))
+
+
+async def test_a_new_small_file_is_journaled_only_when_its_put_fails(tmp_path):
+    """A durable close of a new file sends its PUT with no record on disk (nothing was
+    acknowledged before the PUT returns); a failed PUT journals it before close reports the
+    error, so the next mount uploads it; a file with a base object is journaled first (its
+    commit token must be on disk before the upload)."""
+    store = MemoryStore()
+    journaled_at_put: list[bool] = []
+    put = store.put_object
+
+    async def recording_put(key, body, options=WriteOptions()):
+        journaled_at_put.append(bool(journal_records(tmp_path)))
+        return await put(key, body, options)
+
+    store.put_object = recording_put  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        fs = await run_fs(store, tmp_path, nursery)
+        await write_file(fs, "new.txt", b"fresh")
+        assert journaled_at_put == [False] and journal_records(tmp_path) == []
+        opened = await fs.open(await lookup_ino(fs, "new.txt"), write=True)
+        await fs.write(opened.fh, 0, b"F")
+        await fs.flush(opened.fh)
+        fs.release(opened.fh)
+        assert journaled_at_put == [False, True] and journal_records(tmp_path) == []
+        assert (await store.get_object("new.txt"))[1] == b"Fresh"
+        opened, _ = await fs.create(ROOT_INO, "failing.txt", 0o644, ME)
+        await fs.write(opened.fh, 0, b"precious")
+        store.fail_next("put_object", TransientError("injected"))
+        with pytest.raises(TransientError):
+            await fs.flush(opened.fh)
+        assert len(journal_records(tmp_path)) == 1
+        nursery.cancel_scope.cancel()  # the daemon dies before any retry
+    assert "failing.txt" not in store.keys()
+    async with trio.open_nursery() as nursery:
+        fs = await run_fs(store, tmp_path, nursery)  # same cache dir: recovery
+        with trio.fail_after(10):
+            while "failing.txt" not in store.keys():
+                await trio.sleep(0.01)
+        assert (await store.get_object("failing.txt"))[1] == b"precious"
+        nursery.cancel_scope.cancel()
+
+
+async def lookup_ino(fs, name: str) -> int:
+    return (await fs.lookup(ROOT_INO, name)).ino
 
 
 async def test_namespace_changes(env):
