@@ -29,7 +29,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e '.[test]'
     touch "$stamp"
 fi
-.venv/bin/python -c "import pyfuse3, trio, httpx, cachetools, anycrc, defusedxml, h11" \
+.venv/bin/python -c "import pyfuse3, trio, httpx, cachetools, anycrc, h11" \
     || { echo "setup: the virtualenv is incomplete" >&2; exit 1; }
 
 # mount(8) runs /sbin/mount.fuse.cosfs for fstab lines of type fuse.cosfs (and mount.cosfs for

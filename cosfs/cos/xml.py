@@ -1,8 +1,11 @@
 """Pure parsing and building of COS XML bodies.
 
-Anything that came over the wire is parsed with defusedxml (no entity expansion, no DTDs, no
-external entities) and namespace-agnostically, since COS responses sometimes carry a default
-namespace. Builders produce the exact documents COS sends or expects.
+Anything that came over the wire must be UTF-8 and have no document type declaration: with no
+DTD there is no entity to expand and no external entity to fetch (what defusedxml's
+forbid_dtd guards against), so the C parser of ElementTree can read it, ~3 x faster than
+defusedxml's pure-Python one (a 1,000-entry listing is ~280 KB). Parsing is
+namespace-agnostic, since COS responses sometimes carry a default namespace. Builders
+produce the exact documents COS sends or expects.
 """
 
 from __future__ import annotations
@@ -10,9 +13,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import Union
-
-import defusedxml.ElementTree as SafeET
-from defusedxml import DefusedXmlException
 
 from cosfs.errors import ProtocolError
 
@@ -28,9 +28,14 @@ def parse(body: bytes) -> ET.Element:
     if len(body) > MAX_XML_BYTES:
         raise ProtocolError(f"XML body of {len(body)} bytes is larger than {MAX_XML_BYTES}")
     try:
-        root = SafeET.fromstring(body, forbid_dtd=True)
-    except DefusedXmlException as exc:
-        raise ProtocolError(f"refused unsafe XML: {type(exc).__name__}") from None
+        # Parsed as the text we checked: a str's own encoding declaration is ignored.
+        document = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("malformed XML: not UTF-8") from None
+    if "<!DOCTYPE" in document or "<!ENTITY" in document:
+        raise ProtocolError("refused unsafe XML: it has a document type declaration")
+    try:
+        root = ET.fromstring(document)
     except ET.ParseError as exc:
         raise ProtocolError(f"malformed XML: {exc}") from None
     for element in root.iter():
@@ -86,6 +91,7 @@ def _fill(parent: ET.Element, children: Iterable[tuple[str, Child]]) -> None:
 
 import calendar as _calendar
 import dataclasses as _dataclasses
+import datetime as _datetime
 import re as _re
 from collections.abc import Sequence as _Sequence
 from urllib.parse import unquote as _unquote
@@ -108,7 +114,10 @@ class ErrorBody:
 
 def parse_iso_time(value: str) -> float:
     """Unix seconds from `2020-12-10T03:37:30.000Z` (or an offset); 0.0 when empty/unreadable."""
-    match = _ISO_TIME.match(value.strip())
+    value = value.strip()
+    match = _ISO_TIME.match(value)
+    if match and match.group(8):  # the usual form: datetime reads it 5 x faster
+        return _datetime.datetime.fromisoformat(value).timestamp()
     if not match:
         return 0.0
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
@@ -195,28 +204,38 @@ def error_in_body(body: bytes) -> ErrorBody | None:
 
 
 def parse_list_bucket(body: bytes) -> _store.ListPage:
-    """A GET Bucket `<ListBucketResult>`, url-decoded when `EncodingType` is `url`."""
+    """A GET Bucket `<ListBucketResult>`, url-decoded when `EncodingType` is `url`. One pass
+    over the root's children: a listing is the one large document a mount reads often."""
     root = _root(body, "a bucket listing", "IsTruncated", "Contents", "CommonPrefixes", "Name", "Prefix")
     decode = _unquote if _url_encoded(root) else (lambda s: s)
     entries = []
-    for item in root.findall("Contents"):
-        key = text(item, "Key")
-        if not key:
-            raise ProtocolError("a <Contents> entry has no <Key>")
-        entries.append(
-            _store.ListEntry(
+    prefixes = []
+    for child in root:
+        if child.tag == "Contents":
+            fields = {field.tag: (field.text or "").strip() for field in child}
+            key = fields.get("Key")
+            if not key:
+                raise ProtocolError("a <Contents> entry has no <Key>")
+            size = fields.get("Size")
+            try:
+                size_bytes = int(size) if size else 0
+            except ValueError:
+                raise ProtocolError(f"<Size> is not an integer: {size[:40]!r}") from None
+            entries.append(_store.ListEntry(
                 key=decode(key),
-                size_bytes=_int(item, "Size", 0) or 0,
-                etag=_etag(text(item, "ETag")),
-                last_modified_s=parse_iso_time(text(item, "LastModified")),
-                storage_class=text(item, "StorageClass") or "STANDARD",
-            )
-        )
-    prefixes = tuple(decode(text(cp, "Prefix")) for cp in root.findall("CommonPrefixes") if text(cp, "Prefix"))
+                size_bytes=size_bytes,
+                etag=_etag(fields.get("ETag", "")),
+                last_modified_s=parse_iso_time(fields.get("LastModified", "")),
+                storage_class=fields.get("StorageClass") or "STANDARD",
+            ))
+        elif child.tag == "CommonPrefixes":
+            prefix = text(child, "Prefix")
+            if prefix:
+                prefixes.append(decode(prefix))
     next_marker = text(root, "NextMarker")
     return _store.ListPage(
         entries=tuple(entries),
-        common_prefixes=prefixes,
+        common_prefixes=tuple(prefixes),
         is_truncated=_bool(root, "IsTruncated"),
         next_marker=decode(next_marker) if next_marker else None,
     )

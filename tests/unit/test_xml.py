@@ -164,7 +164,9 @@ EXTERNAL = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/
 @pytest.mark.parametrize("parser", [cosxml.parse_list_bucket, cosxml.parse_copy_result, cosxml.parse_complete_result,
                                     cosxml.parse_delete_result, cosxml.parse_list_parts, cosxml.parse_list_uploads,
                                     cosxml.parse_initiate_result])
-@pytest.mark.parametrize("body", [BOMB, EXTERNAL, b"<ListBucketResult><unclosed>", b"", b"\x00\xff"])
+# A DTD in another encoding than UTF-8 is not seen by a scan of the bytes: refused as not UTF-8.
+@pytest.mark.parametrize("body", [BOMB, EXTERNAL, BOMB.decode().replace('"?>', '" encoding="UTF-16"?>').encode("utf-16"),
+                                  b"<ListBucketResult><unclosed>", b"", b"\x00\xff"])
 def test_hostile_or_malformed_xml_is_a_protocol_error(parser, body):
     with pytest.raises(ProtocolError):
         parser(body)
