@@ -129,6 +129,7 @@ class CosFilesystem:
     async def start(self, nursery: trio.Nursery) -> None:
         """Attach the nursery, load the block cache, and finish what a crash interrupted."""
         self.prefetcher.start(nursery)
+        self.namespace.start(nursery)
         self.writeback.uploader.start(nursery)
         self.blocks.load()
         await self.writeback.start(nursery)

@@ -10,12 +10,16 @@ Rules (also in docs/semantics.md):
 - readdir answers from LIST alone: size and mtime (LastModified) come from the listing and
   the mode from the mount's defaults. x-cos-meta-mode/uid/gid/mtime are read by the HEAD of a
   lookup or an open, so `ls -l` of N cold entries costs ceil(N/1000) LISTs and no HEAD.
+- A lookup HEADs the name and LISTs one page under `name/` at once; a directory that fits
+  in that page has its listing cached from it, so `ls -l dir` of a cold directory of up to
+  1,000 entries is that one LIST (and the HEAD of the name, which might have been a file).
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import logging
 import stat
 import time
@@ -25,14 +29,18 @@ import trio
 from cachetools import LRUCache, TTLCache
 
 from cosfs.config import FsConfig
-from cosfs.cos.store import MAX_KEY_BYTES, ListEntry, ObjectMeta, ObjectStore, WriteOptions
-from cosfs.errors import CosError, InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, one_error
+from cosfs.cos.store import MAX_KEY_BYTES, MAX_LIST_KEYS, ListEntry, ListPage, ObjectMeta, ObjectStore, WriteOptions
+from cosfs.errors import CosError, CosfsError, InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, one_error
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, kind_of_mode
 from cosfs.staging import ORPHAN_PREFIX, DirtyFile, StagingArea
 
 log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 255
+# Sibling directories listed ahead of a tree walk, and how many LISTs of them run at once.
+LISTING_AHEAD = 8
+LISTING_AHEAD_PARALLEL = 4
+SCAN_ENTRIES = 1000  # how far from a directory its neighbours are looked for
 PATH_MAX = 4096
 DIRECTORY_CONTENT_TYPE = "application/x-directory"
 LEGACY_DIR_SUFFIX = "_$folder$"
@@ -93,6 +101,12 @@ class Namespace:
         self._markers: TTLCache[str, ObjectMeta | None] = TTLCache(
             maxsize=config.max_stat_entries, ttl=config.stat_ttl_s, timer=clock)
         self._listing_in_flight: dict[str, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self._listing_ahead = trio.CapacityLimiter(LISTING_AHEAD_PARALLEL)
+        self._ahead: set[str] = set()  # prefixes a listing-ahead task was started for
+        # Directories whose lookup LIST came back truncated: their lookups ask for one key
+        # (a page of a directory too big to be cached whole from it is wasted).
+        self._big_dirs: LRUCache[str, bool] = LRUCache(maxsize=10_000)
         # Whether the server keeps directory markers (None: not known yet), and the empty
         # directories this mount made on one that does not.
         self._markers_work: bool | None = None
@@ -169,12 +183,50 @@ class Namespace:
 
     # --- listing -------------------------------------------------------------------------
 
+    def start(self, nursery: trio.Nursery) -> None:
+        """Attach the nursery that runs listings ahead."""
+        self._nursery = nursery
+
     async def list_dir(self, directory: Inode) -> list[DirEntry]:
         """The directory's entries: the listing (cached or from LIST, all pages), merged with
         files this mount has written but not committed yet."""
         if directory.kind != Kind.DIR:
             raise NotADirectory(directory.key)
-        return self._merge_dirty(directory.key, await self._listing(directory.key))
+        listing = await self._listing(directory.key)
+        self._list_siblings_ahead(directory.key)
+        return self._merge_dirty(directory.key, listing)
+
+    def _list_siblings_ahead(self, prefix: str) -> None:
+        """A tree walk (find, du, cp -r, tar, rsync) lists sibling directories one after the
+        other, in listing order. Once two neighbours were listed in a row, LIST the next
+        LISTING_AHEAD siblings in the background (a few at a time), so the walk finds them
+        cached instead of waiting for each LIST in turn. A single `ls` starts nothing."""
+        if self._nursery is None or prefix == self._inodes.get(ROOT_INO).key:
+            return
+        parent = prefix[: prefix.rstrip("/").rfind("/") + 1]
+        siblings = self._listings.get(parent)
+        if siblings is None:
+            return
+        index = bisect.bisect_left(siblings, prefix[len(parent):-1], key=lambda e: e.name)
+        window = range(max(0, index - SCAN_ENTRIES), index)
+        previous = next((siblings[i] for i in reversed(window) if siblings[i].kind == Kind.DIR), None)
+        if previous is None or previous.key not in self._listings:
+            return
+        following = (e for e in siblings[index + 1:index + 1 + SCAN_ENTRIES] if e.kind == Kind.DIR)
+        for entry in itertools.islice(following, LISTING_AHEAD):
+            if not (entry.key in self._listings or entry.key in self._listing_in_flight or entry.key in self._ahead):
+                self._ahead.add(entry.key)
+                self._nursery.start_soon(self._list_ahead, entry.key)
+
+    async def _list_ahead(self, prefix: str) -> None:
+        try:
+            async with self._listing_ahead:
+                if prefix not in self._listings:
+                    await self._listing(prefix)
+        except CosfsError as exc:  # the walk's own readdir will try again and report
+            log.debug("listing %s ahead failed: %s", prefix, exc)
+        finally:
+            self._ahead.discard(prefix)
 
     def _merge_dirty(self, prefix: str, entries: list[DirEntry]) -> list[DirEntry]:
         """The listing plus what only this mount knows: staged files and, on a server that
@@ -240,9 +292,13 @@ class Namespace:
             done.set()
 
     async def _fetch_listing(self, prefix: str) -> list[DirEntry]:
+        return self._entries(prefix, [page async for page in self._store.list_all(prefix, delimiter="/")])
+
+    def _entries(self, prefix: str, pages: list[ListPage]) -> list[DirEntry]:
+        """The listing of `prefix` from its LIST pages (delimiter "/")."""
         files: dict[str, DirEntry] = {}
         dirs: dict[str, DirEntry] = {}
-        async for page in self._store.list_all(prefix, delimiter="/"):
+        for page in pages:
             for common in page.common_prefixes:
                 name = common[len(prefix):-1]
                 if self._accept(name, common):
@@ -399,12 +455,20 @@ class Namespace:
 
         async def do_list() -> None:
             nonlocal has_children
-            page = await self._store.list_objects(key + "/", max_keys=1)
+            prefix = key + "/"
+            big = prefix in self._big_dirs
+            page = await self._store.list_objects(prefix, delimiter="/", max_keys=1 if big else MAX_LIST_KEYS)
             has_children = bool(page.entries or page.common_prefixes)
-            if page.entries and page.entries[0].key == key + "/":
-                await self._marker(key + "/")  # an explicit directory: its metadata
+            if page.is_truncated:
+                self._big_dirs[prefix] = True
+            elif has_children and prefix not in self._listings and prefix not in self._listing_in_flight:
+                # The whole directory in one page: it is its listing too (ls, find and du
+                # list what they just looked up).
+                self._listings[prefix] = self._entries(prefix, [page])
+            if page.entries and page.entries[0].key == prefix:
+                await self._marker(prefix)  # an explicit directory: its metadata
             else:
-                self._markers[key + "/"] = None
+                self._markers[prefix] = None
 
         with one_error():
             async with trio.open_nursery() as nursery:

@@ -75,6 +75,67 @@ async def test_readdir_costs_list_pages_only_and_is_cached(env):
     assert store.counts["list_objects"] == 3
 
 
+async def test_a_directory_that_fits_the_lookup_list_is_listed_by_it(env):
+    """`ls -l dir` of a cold directory of up to 1,000 entries: the lookup's HEAD and LIST,
+    then readdir from that LIST. A directory the page cannot hold is listed by readdir, and
+    its later lookups ask for one key."""
+    store, fs, clock = env
+    for i in range(998):
+        await store.put_object(f"small/f{i:04d}", b"x" * (i % 7))
+    await store.put_object("small/sub/inner", b"i")
+    await store.put_object("small/sub", b"shadowed by the directory")
+    for i in range(1001):
+        await store.put_object(f"big/f{i:04d}", b"")
+    asked: list[int] = []
+    list_objects = store.list_objects
+
+    async def recording_list(prefix="", **kwargs):
+        asked.append(kwargs.get("max_keys", 1000))
+        return await list_objects(prefix, **kwargs)
+
+    store.list_objects = recording_list  # type: ignore[method-assign]
+    store.counts.clear()
+    small = await fs.lookup(ROOT_INO, "small")
+    names = await listdir(fs, small.ino)
+    assert store.counts == {"head_object": 1, "list_objects": 1}
+    assert len(names) == 999 and dict(names)["sub"] and (await fs.lookup(small.ino, "f0005")).size_bytes == 5
+    assert stat.S_ISDIR((await fs.lookup(small.ino, "sub")).mode)
+    assert store.counts == {"head_object": 1, "list_objects": 1}  # both answered from the listing
+    store.counts.clear()
+    big = await fs.lookup(ROOT_INO, "big")
+    assert len(await listdir(fs, big.ino)) == 1001
+    assert store.counts == {"head_object": 1, "list_objects": 3}  # the lookup's page, then 2 pages
+    clock.now += 61
+    asked.clear()
+    await fs.lookup(ROOT_INO, "big")
+    assert asked == [1]
+
+
+async def test_a_tree_walk_finds_the_next_sibling_directories_listed_ahead(env):
+    """After two neighbouring directories were listed in a row (find, du, cp -r), the next 8
+    siblings are listed in the background; one `ls` of a directory starts nothing."""
+    store, fs, clock = env
+    for d in range(12):
+        for f in range(3):
+            await store.put_object(f"tree/d{d:02d}/f{f}", b"x")
+        await store.put_object(f"tree/file{d:02d}", b"files between the directories are skipped")
+    tree = await fs.lookup(ROOT_INO, "tree")
+    dirs = {name: ino for name, ino in await listdir(fs, tree.ino) if name.startswith("d")}
+    store.counts.clear()
+    await listdir(fs, dirs["d05"])
+    await trio.testing.wait_all_tasks_blocked()
+    assert store.counts["list_objects"] == 1  # one ls: nothing ahead
+    await listdir(fs, dirs["d00"])
+    await listdir(fs, dirs["d01"])
+    await trio.testing.wait_all_tasks_blocked()
+    assert store.counts["list_objects"] == 3 + 7  # d02..d09 ahead (d05 is listed already)
+    store.counts.clear()
+    for name in ("d02", "d03", "d04", "d06", "d07", "d08", "d09"):
+        assert len(await listdir(fs, dirs[name])) == 3
+    await trio.testing.wait_all_tasks_blocked()
+    assert store.counts["list_objects"] == 2  # the window moved on: d10, d11
+
+
 async def test_negative_cache_and_shadowing(env):
     store, fs, clock = env
     await store.put_object("both", b"file")
