@@ -311,8 +311,12 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            piece = await self._transport._in_thread(self._exchange, self._exchange.read_piece)
+        exchange = self._exchange
+        while not exchange.done:
+            if exchange.left is not None and exchange.left <= len(exchange.conn.pending):
+                piece = exchange.read_piece()  # received with the head: no socket call, no trip
+            else:
+                piece = await self._transport._in_thread(exchange, exchange.read_piece)
             if not piece:
                 return
             yield piece
