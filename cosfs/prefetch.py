@@ -114,17 +114,26 @@ class Prefetcher:
                  reader: ReadAhead | None = None) -> None:
         if self._nursery is None:
             return
+        per_fetch, capped = self._per_fetch, False
         if not keep_on_disk:
-            # Blocks in memory only must not push out the unread ones ahead of any reader.
-            share = self._blocks.memory_bytes // (2 * self._blocks.block_size_bytes * max(1, len(self._streams)))
-            last = min(last, first + max(1, share) - 1)
+            # Blocks in memory only must not push out the unread ones ahead of any reader:
+            # the window stays within the stream's share, and its chunks are at most half of
+            # it, so that a whole chunk always fits ahead of the reader (8 streams in 64 MiB
+            # fetch 4 MiB chunks, not what is left of 8 MiB ones, block by block).
+            share = max(1, self._blocks.memory_bytes // (
+                2 * self._blocks.block_size_bytes * max(1, len(self._streams))))
+            last = min(last, first + share - 1)
+            per_fetch, capped = max(1, min(per_fetch, share // 2)), True
         # A window narrower than a chunk (a stream just begun) is fetched as advised.
-        whole_chunks = last - first + 1 >= self._per_fetch
+        whole_chunks = last - first + 1 >= per_fetch
         last_of_object = max(0, (ref.size_bytes - 1) // self._blocks.block_size_bytes)
-        chunk = first // self._per_fetch
-        while chunk * self._per_fetch <= last:
-            lo = max(chunk * self._per_fetch, first)
-            hi = min(chunk * self._per_fetch + self._per_fetch - 1, last_of_object if whole_chunks else last)
+        chunk = first // per_fetch
+        while chunk * per_fetch <= last:
+            lo = max(chunk * per_fetch, first)
+            end = chunk * per_fetch + per_fetch - 1
+            if capped and whole_chunks and lo > first and end > last and end <= last_of_object:
+                break  # a chunk past the share waits until it fits whole
+            hi = min(end, last_of_object if whole_chunks else last)
             missing = self._blocks.missing(ref, lo, hi)
             runs: list[list[int]] = []
             for index in missing:

@@ -105,3 +105,32 @@ async def test_parallel_streams_share_the_memory_tier_without_refetching(tmp_pat
     # no unread block is pushed out, so nothing is fetched twice.
     assert cache.fetched_bytes == 4 * 64 * BLOCK, cache.fetched_bytes
     cache.check_invariants()
+
+
+async def test_streams_sharing_the_memory_tier_fetch_whole_chunks_half_their_share(tmp_path):
+    """8 streams in a 64-block tier (the mount's default: 64 MiB of 1 MiB blocks) have 4
+    blocks each: they fetch aligned 2-block chunks (one GET each), not one block per GET as
+    a window narrower than the 8-block fetch size used to."""
+    store = MemoryStore(clock=lambda: 1_700_000_000.0)
+    refs, datas = [], []
+    for index in range(8):
+        data = bytes([65 + index]) * (64 * BLOCK)
+        await store.put_object(f"s{index}", data)
+        refs.append(ObjectRef(f"s{index}", hashlib.md5(data).hexdigest(), len(data)))
+        datas.append(data)
+    cache = BlockCache(store, tmp_path, BLOCK, 1 << 30, 8, memory_bytes=64 * BLOCK)
+    cache.load()
+    prefetcher = Prefetcher(cache, CHUNK, stream_disk_bytes=0)
+    aheads = [ReadAhead(BLOCK, 64 * BLOCK) for _ in refs]
+    outs = [bytearray() for _ in refs]
+    store.counts.clear()
+    async with trio.open_nursery() as nursery:
+        prefetcher.start(nursery)
+        for offset in range(0, 64 * BLOCK, 16 * 1024):
+            for ref, ahead, out in zip(refs, aheads, outs):
+                out += await prefetcher.read(ref, ahead, offset, 16 * 1024)
+    assert [bytes(o) for o in outs] == datas
+    assert cache.fetched_bytes == 8 * 64 * BLOCK
+    gets = store.counts["get_object"] + store.counts["open_object"]
+    assert gets <= 8 * (64 // 2 + 3), gets  # 32 chunks of 2 blocks, and the window's first steps
+    cache.check_invariants()
