@@ -11,8 +11,9 @@ Rules (also in docs/semantics.md):
   the mode from the mount's defaults. x-cos-meta-mode/uid/gid/mtime are read by the HEAD of a
   lookup or an open, so `ls -l` of N cold entries costs ceil(N/1000) LISTs and no HEAD.
 - A lookup HEADs the name and LISTs one page under `name/` at once; a directory that fits
-  in that page has its listing cached from it, so `ls -l dir` of a cold directory of up to
+  in that page keeps it for its next readdir, so `ls -l dir` of a cold directory of up to
   1,000 entries is that one LIST (and the HEAD of the name, which might have been a file).
+  Lookups of its children still HEAD until a readdir took the page over.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class Namespace:
     """Owner of the stat, negative and listing caches; turns COS answers into inodes.
 
     Invariants: a cached listing for prefix P holds every name under P as LIST returned it
-    (after shadowing and skipping), sorted by name; the negative cache holds (prefix, name)
+    (after shadowing and skipping), sorted by name; an unread listing (fetched before a
+    readdir asked) answers only readdir, and any change of ours under P drops it; the negative cache holds (prefix, name)
     pairs for which both HEAD and LIST found nothing, and is cleared for a name as soon as
     this mount creates it.
     """
@@ -100,6 +102,11 @@ class Namespace:
         # Directory markers' metadata (None: no marker, an implicit directory), for the stat TTL.
         self._markers: TTLCache[str, ObjectMeta | None] = TTLCache(
             maxsize=config.max_stat_entries, ttl=config.stat_ttl_s, timer=clock)
+        # Listings fetched before a readdir asked (a lookup's page, a walk's list-ahead):
+        # readdir takes them over; lookups do not answer from them, so a stat before any
+        # readdir still HEADs (modes and owners are not in a LIST).
+        self._unread: TTLCache[str, list[DirEntry]] = TTLCache(
+            maxsize=config.max_listed_dirs, ttl=config.stat_ttl_s, timer=clock)
         self._listing_in_flight: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self._listing_ahead = trio.CapacityLimiter(LISTING_AHEAD_PARALLEL)
@@ -214,15 +221,15 @@ class Namespace:
             return
         following = (e for e in siblings[index + 1:index + 1 + SCAN_ENTRIES] if e.kind == Kind.DIR)
         for entry in itertools.islice(following, LISTING_AHEAD):
-            if not (entry.key in self._listings or entry.key in self._listing_in_flight or entry.key in self._ahead):
+            if not self._known(entry.key) and entry.key not in self._ahead:
                 self._ahead.add(entry.key)
                 self._nursery.start_soon(self._list_ahead, entry.key)
 
     async def _list_ahead(self, prefix: str) -> None:
         try:
             async with self._listing_ahead:
-                if prefix not in self._listings:
-                    await self._listing(prefix)
+                if not self._known(prefix):
+                    await self._listing(prefix, unread=True)
         except CosfsError as exc:  # the walk's own readdir will try again and report
             log.debug("listing %s ahead failed: %s", prefix, exc)
         finally:
@@ -250,9 +257,14 @@ class Namespace:
                 merged[name] = DirEntry(name, Kind.FILE, item.key, item.size, None, item.mtime_ns / 1e9)
         return sorted(merged.values(), key=lambda e: e.name)
 
+    def _known(self, prefix: str) -> bool:
+        """Whether the listing of `prefix` is cached, unread or being fetched."""
+        return prefix in self._listings or prefix in self._unread or prefix in self._listing_in_flight
+
     def note_entry(self, prefix: str, entry: DirEntry) -> None:
         """Our own change made `entry` exist: put it in the cached listing, drop negatives."""
         self.forget_negative(prefix, entry.name)
+        self._unread.pop(prefix, None)
         listing = self._listings.get(prefix)
         if listing is None:
             return
@@ -264,6 +276,7 @@ class Namespace:
 
     def note_removed(self, prefix: str, name: str) -> None:
         """Our own change removed `name`: drop it from the cached listing."""
+        self._unread.pop(prefix, None)
         listing = self._listings.get(prefix)
         if listing is None:
             return
@@ -271,12 +284,18 @@ class Namespace:
         if index < len(listing) and listing[index].name == name:
             del listing[index]
 
-    async def _listing(self, prefix: str) -> list[DirEntry]:
-        """Concurrent callers for one prefix share one LIST walk."""
+    async def _listing(self, prefix: str, *, unread: bool = False) -> list[DirEntry]:
+        """Concurrent callers for one prefix share one LIST walk. `unread`: fetched ahead of
+        any readdir (kept aside until one asks)."""
         while True:
             cached = self._listings.get(prefix)
             if cached is not None:
                 return cached
+            early = self._unread.get(prefix)
+            if early is not None:
+                if not unread:
+                    self._listings[prefix] = self._unread.pop(prefix)
+                return early
             pending = self._listing_in_flight.get(prefix)
             if pending is None:
                 break
@@ -285,7 +304,7 @@ class Namespace:
         self._listing_in_flight[prefix] = done
         try:
             entries = await self._fetch_listing(prefix)
-            self._listings[prefix] = entries
+            (self._unread if unread else self._listings)[prefix] = entries
             return entries
         finally:
             del self._listing_in_flight[prefix]
@@ -334,6 +353,7 @@ class Namespace:
 
     def invalidate_listing(self, prefix: str) -> None:
         self._listings.pop(prefix, None)
+        self._unread.pop(prefix, None)
 
     def forget_negative(self, prefix: str, name: str) -> None:
         self._negative.pop((prefix, name), None)
@@ -461,10 +481,10 @@ class Namespace:
             has_children = bool(page.entries or page.common_prefixes)
             if page.is_truncated:
                 self._big_dirs[prefix] = True
-            elif has_children and prefix not in self._listings and prefix not in self._listing_in_flight:
-                # The whole directory in one page: it is its listing too (ls, find and du
-                # list what they just looked up).
-                self._listings[prefix] = self._entries(prefix, [page])
+            elif has_children and not self._known(prefix):
+                # The whole directory in one page: it is its listing too, for the readdir
+                # that usually follows (ls, find and du list what they just looked up).
+                self._unread[prefix] = self._entries(prefix, [page])
             if page.entries and page.entries[0].key == prefix:
                 await self._marker(prefix)  # an explicit directory: its metadata
             else:
@@ -665,6 +685,8 @@ class Namespace:
             return new_prefix + key[len(old_prefix):] if key.startswith(old_prefix) else key
 
         self.invalidate_listing(new_prefix)
+        for prefix in [p for p in self._unread if p.startswith(old_prefix)]:
+            self._unread.pop(prefix, None)
         for prefix in [p for p in self._listings if p.startswith(old_prefix)]:
             entries = self._listings.pop(prefix)
             self._listings[rekeyed(prefix)] = [dataclasses.replace(e, key=rekeyed(e.key)) for e in entries]
