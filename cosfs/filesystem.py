@@ -595,7 +595,7 @@ class CosFilesystem:
         """The inode's name is gone: its open descriptors now use the private copy."""
         if orphan_key is None:
             return
-        inode.key = orphan_key
+        self.inodes.rekey(inode.ino, orphan_key)
         inode.etag = None
         inode.attr = dataclasses.replace(inode.attr, nlink=0)
         self.files.pin({inode.ino}, None)

@@ -74,7 +74,8 @@ class Attr:
 @dataclasses.dataclass
 class Inode:
     """One name in the tree. `key` is the object key of a file or symlink, and the prefix
-    (ending in '/', or '' for the bucket root) of a directory."""
+    (ending in '/', or '' for the bucket root) of a directory; it changes only through
+    InodeTable, which indexes inodes by key."""
 
     ino: int
     parent: int
@@ -103,6 +104,7 @@ class InodeTable:
 
     Invariants:
     - `_by_ino[ino].ino == ino`; the root (ROOT_INO) is always present and never freed.
+    - `_by_key[k]` is exactly the set of live inodes whose key is k (keys change only here).
     - `_by_name[(parent, name)]` names an inode whose `parent`/`name` are those values; an
       inode whose name was removed (unlink, rename over) stays in `_by_ino` until the kernel
       forgets it and no handle has it open.
@@ -117,6 +119,7 @@ class InodeTable:
                      expires_at_s=float("inf"))
         root.meta_complete = True
         self._by_ino: dict[int, Inode] = {ROOT_INO: root}
+        self._by_key: dict[str, set[int]] = {root_key: {ROOT_INO}}
         self._by_name: dict[tuple[int, str], int] = {}
         # Numbers of inodes the kernel forgot while they still had a name, by (key, kind).
         self._retired: LRUCache[tuple[str, Kind], int] = LRUCache(maxsize=retired_max)
@@ -159,8 +162,21 @@ class InodeTable:
         inode = Inode(ino, parent, name, key, dataclasses.replace(attr_without_ino, ino=ino), etag=etag,
                       expires_at_s=expires_at_s, meta_complete=meta_complete)
         self._by_ino[ino] = inode
+        self._by_key.setdefault(key, set()).add(ino)
         self._by_name[(parent, name)] = ino
         return inode
+
+    def _rekey(self, inode: Inode, key: str) -> None:
+        inos = self._by_key[inode.key]
+        inos.discard(inode.ino)
+        if not inos:
+            del self._by_key[inode.key]
+        inode.key = key
+        self._by_key.setdefault(key, set()).add(inode.ino)
+
+    def rekey(self, ino: int, key: str) -> None:
+        """Give an inode another object key, its name unchanged (an open file losing its name)."""
+        self._rekey(self._by_ino[ino], key)
 
     def unlink_name(self, parent: int, name: str) -> None:
         """Remove a name; the inode lives on until forgotten and closed."""
@@ -204,6 +220,10 @@ class InodeTable:
             del self._by_name[(inode.parent, inode.name)]
             self._retired[(inode.key, inode.kind)] = inode.ino  # still named: keep its number
         del self._by_ino[inode.ino]
+        inos = self._by_key[inode.key]
+        inos.discard(inode.ino)
+        if not inos:
+            del self._by_key[inode.key]
 
     def move(self, ino: int, new_parent: int, new_name: str, new_key: str) -> None:
         """Give an inode a new name (rename); whatever had that name loses it."""
@@ -211,18 +231,19 @@ class InodeTable:
         if self._by_name.get((inode.parent, inode.name)) == ino:
             del self._by_name[(inode.parent, inode.name)]
         self.unlink_name(new_parent, new_name)
-        inode.parent, inode.name, inode.key = new_parent, new_name, new_key
+        inode.parent, inode.name = new_parent, new_name
+        self._rekey(inode, new_key)
         self._by_name[(new_parent, new_name)] = ino
 
     def rekey_below(self, old_prefix: str, new_prefix: str) -> None:
         """After a directory rename: every inode whose key starts with old_prefix."""
-        for inode in self._by_ino.values():
+        for inode in list(self._by_ino.values()):
             if inode.ino != ROOT_INO and inode.key.startswith(old_prefix):
-                inode.key = new_prefix + inode.key[len(old_prefix):]
+                self._rekey(inode, new_prefix + inode.key[len(old_prefix):])
 
     def children_with_key(self, key: str) -> list[Inode]:
         """Inodes (named or not) that stand for `key`: after a commit all of them see it."""
-        return [inode for inode in self._by_ino.values() if inode.key == key]
+        return [self._by_ino[ino] for ino in self._by_key.get(key, ())]
 
     def check_invariants(self) -> None:
         for ino, inode in self._by_ino.items():
@@ -233,3 +254,5 @@ class InodeTable:
         for (parent, name), ino in self._by_name.items():
             inode = self._by_ino[ino]
             assert (inode.parent, inode.name) == (parent, name)
+        assert {(k, i) for k, inos in self._by_key.items() for i in inos} == {
+            (inode.key, ino) for ino, inode in self._by_ino.items()}

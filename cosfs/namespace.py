@@ -107,6 +107,8 @@ class Namespace:
         # readdir still HEADs (modes and owners are not in a LIST).
         self._unread: TTLCache[str, list[DirEntry]] = TTLCache(
             maxsize=config.max_listed_dirs, ttl=config.stat_ttl_s, timer=clock)
+        # Subdirectories in a cached listing (for dir_links): (that listing, its count).
+        self._dir_counts: LRUCache[str, tuple[list[DirEntry], int]] = LRUCache(maxsize=config.max_listed_dirs)
         self._listing_in_flight: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self._listing_ahead = trio.CapacityLimiter(LISTING_AHEAD_PARALLEL)
@@ -270,9 +272,11 @@ class Namespace:
             return
         index = bisect.bisect_left(listing, entry.name, key=lambda e: e.name)
         if index < len(listing) and listing[index].name == entry.name:
+            self._count_dirs(prefix, listing, -(listing[index].kind == Kind.DIR))
             listing[index] = entry
         else:
             listing.insert(index, entry)
+        self._count_dirs(prefix, listing, entry.kind == Kind.DIR)
 
     def note_removed(self, prefix: str, name: str) -> None:
         """Our own change removed `name`: drop it from the cached listing."""
@@ -282,7 +286,14 @@ class Namespace:
             return
         index = bisect.bisect_left(listing, name, key=lambda e: e.name)
         if index < len(listing) and listing[index].name == name:
+            self._count_dirs(prefix, listing, -(listing[index].kind == Kind.DIR))
             del listing[index]
+
+    def _count_dirs(self, prefix: str, listing: list[DirEntry], change: int) -> None:
+        """Keep the subdirectory count of `listing` (if one is kept) through an edit."""
+        counted = self._dir_counts.get(prefix)
+        if counted is not None and counted[0] is listing and change:
+            self._dir_counts[prefix] = (listing, counted[1] + change)
 
     async def _listing(self, prefix: str, *, unread: bool = False) -> list[DirEntry]:
         """Concurrent callers for one prefix share one LIST walk. `unread`: fetched ahead of
@@ -662,11 +673,29 @@ class Namespace:
     def dir_links(self, directory: Inode) -> int:
         """st_nlink of a directory: 2 plus its subdirectories when this mount has its listing;
         1 otherwise, which find(1) and fts(3) read as "not counted" (2 would claim that
-        it has no subdirectory)."""
-        listing = self._listings.get(directory.key)
+        it has no subdirectory). The kernel asks at every stat of the directory (after each
+        create in it): the listing's count is kept, and only what `_merge_dirty` would add
+        is looked at, so a create in a directory of N entries does not cost O(N)."""
+        prefix = directory.key
+        listing = self._listings.get(prefix)
         if listing is None:
             return 1
-        return 2 + sum(1 for entry in self._merge_dirty(directory.key, listing) if entry.kind == Kind.DIR)
+        counted = self._dir_counts.get(prefix)
+        if counted is None or counted[0] is not listing:
+            counted = (listing, sum(1 for entry in listing if entry.kind == Kind.DIR))
+            self._dir_counts[prefix] = counted
+        added: set[str] = set()
+        for key in self._local_dirs:
+            name = key[len(prefix):-1]
+            if key.startswith(prefix) and key != prefix and "/" not in name:
+                entry = _find(listing, name)
+                if entry is None or entry.kind != Kind.DIR:
+                    added.add(name)
+        for item in self._staging.under(prefix):
+            name, slash, _ = item.key[len(prefix):].partition("/")
+            if slash and usable_name(name) and _find(listing, name) is None:
+                added.add(name)
+        return 2 + counted[1] + len(added)
 
     def moved(self, inode: Inode, old_parent: Inode, new_parent: Inode, new_name: str, new_key: str) -> None:
         """A rename finished in COS: names, keys and cached listings follow."""

@@ -13,10 +13,11 @@ from cosfs.config import FsConfig
 from cosfs.cos.memory import MemoryStore
 from cosfs.cos.store import WriteOptions
 from cosfs.errors import NotFound, Stale, errno_for
-from cosfs.filesystem import CosFilesystem
+from cosfs.filesystem import Caller, CosFilesystem
 from cosfs.inodes import ROOT_INO
 
 MiB = 1024 * 1024
+ME = Caller(1000, 1000, 0o022)
 
 
 class Clock:
@@ -139,6 +140,38 @@ async def test_a_tree_walk_finds_the_next_sibling_directories_listed_ahead(env):
         assert len(await listdir(fs, dirs[name])) == 3
     await trio.testing.wait_all_tasks_blocked()
     assert store.counts["list_objects"] == 2  # the window moved on: d10, d11
+
+
+async def test_directory_link_count_follows_subdirectories_through_changes(env):
+    """st_nlink = 2 + subdirectories, kept up to date by creates, mkdir and rmdir without
+    recounting the listing (a create in a big directory must not cost O(entries))."""
+    store, fs, clock = env
+    await store.put_object("d/a/x", b"x")
+    await store.put_object("d/b/y", b"y")
+    await store.put_object("d/f", b"f")
+    d = await fs.lookup(ROOT_INO, "d")
+    await listdir(fs, d.ino)
+
+    async def links() -> int:
+        nlink = (await fs.getattr(d.ino)).nlink
+        merged = fs.namespace._merge_dirty("d/", fs.namespace._listings["d/"])
+        assert nlink == 2 + sum(1 for e in merged if stat.S_ISDIR(fs.namespace.attr_from_entry(e).mode))
+        return nlink
+
+    assert await links() == 4
+    c = await fs.mkdir(d.ino, "c", 0o755, ME)
+    assert await links() == 5
+    opened, _ = await fs.create(d.ino, "g", 0o644, ME)
+    assert await links() == 5
+    await fs.write(opened.fh, 0, b"staged")
+    await fs.flush(opened.fh)
+    fs.release(opened.fh)
+    counted = fs.namespace._dir_counts["d/"]
+    assert await links() == 5
+    assert fs.namespace._dir_counts["d/"] is counted  # the commit's listing edit kept the count
+    await fs.rmdir(d.ino, "c")
+    assert await links() == 4
+    assert c.ino
 
 
 async def test_negative_cache_and_shadowing(env):
