@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import functools
 import hashlib
 import hmac
 import re
@@ -58,8 +59,10 @@ class AuthFailure(Exception):
         self.message = message
 
 
+@functools.lru_cache(maxsize=4096)
 def cos_quote(text: str) -> str:
-    """COS's UrlEncode: UTF-8, everything but A-Z a-z 0-9 - _ . ~ as uppercase %XX."""
+    """COS's UrlEncode: UTF-8, everything but A-Z a-z 0-9 - _ . ~ as uppercase %XX.
+    Cached: the same header names and values come in every request."""
     return quote(text.encode("utf-8"), safe="-_.~")
 
 
@@ -70,6 +73,12 @@ def headers_to_sign(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _cos_pairs(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return sorted((cos_quote(k).lower(), cos_quote(v)) for k, v in items)
+
+
+@functools.lru_cache(maxsize=8)
+def _sign_key(secret_key: str, key_time: str) -> str:
+    """COS's SignKey; the same for every request signed in the same second."""
+    return hmac.new(secret_key.encode(), key_time.encode(), hashlib.sha1).hexdigest()
 
 
 def cos_signature(
@@ -96,7 +105,7 @@ def cos_signature(
             "&".join(f"{k}={v}" for k, v in header_pairs),
         ]
     ) + "\n"
-    sign_key = hmac.new(secret_key.encode(), key_time.encode(), hashlib.sha1).hexdigest()
+    sign_key = _sign_key(secret_key, key_time)
     sign_time = key_time if sign_time is None else sign_time
     string_to_sign = f"sha1\n{sign_time}\n{hashlib.sha1(http_string.encode()).hexdigest()}\n"
     signature = hmac.new(sign_key.encode(), string_to_sign.encode(), hashlib.sha1).hexdigest()

@@ -184,9 +184,9 @@ class CosClient:
         return self._engine.dialect
 
     @property
-    def _http(self) -> httpx.AsyncClient:
-        """The engine's httpx client (tests/compat reach the mock transport through it)."""
-        return self._engine.http
+    def _transport(self) -> httpx.AsyncBaseTransport:
+        """The engine's transport (tests/compat reach the mock transport through it)."""
+        return self._engine.transport
 
     async def aclose(self) -> None:
         await self._engine.aclose()

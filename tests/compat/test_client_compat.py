@@ -42,7 +42,7 @@ def client_for(fake, creds=None, **config) -> CosClient:
 
 async def every_request_kind(client: CosClient) -> dict[str, httpx.Headers]:
     """One request of each kind; their headers by operation name."""
-    fake = client._http._transport.handler  # type: ignore[attr-defined]
+    fake = client._transport.handler  # type: ignore[attr-defined]
     await client.put_object("a.gz", b"hello")
     await client.head_object("a.gz")
     await client.get_object("a.gz")
