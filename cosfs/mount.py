@@ -218,6 +218,7 @@ def setup_logging(settings: MountSettings) -> None:
         handler.setFormatter(logging.Formatter("cosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     http_level = logging.DEBUG if settings.http_debug else logging.WARNING
+    logging.getLogger("cosfs.http").setLevel(logging.INFO if settings.http_debug else logging.WARNING)
     logging.getLogger("httpx").setLevel(http_level)
     logging.getLogger("httpcore").setLevel(http_level)
     for level, note in settings.notes:

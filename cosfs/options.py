@@ -109,7 +109,7 @@ OPTIONS: list[Option] = [
     Option("dbglevel", "choice", "warn", "log level", DBGLEVELS, origin="COSFS/s3fs"),
     Option("log_file", "str", "", "write the log to this file instead of syslog (background) or stderr (foreground)"),
     Option("foreground", "flag", False, "stay in the foreground (logs go to stderr)"),
-    Option("curldbg", "choice", "", "log every HTTP request and response line (at DEBUG)", ("", "normal", "body"),
+    Option("curldbg", "choice", "", "log every HTTP request with its status line", ("", "normal", "body"),
            origin="COSFS/s3fs", bare="normal"),
     Option("f2", "flag", False, "debug logging (COSFS's old spelling of dbglevel=debug)", origin="COSFS"),
     Option("instance_name", "str", "", "name added to the User-Agent of every request", origin="COSFS/s3fs"),

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
 # The client's log: operators filter on "cosfs.cos.client", whichever module of the client
 # (operations, engine, streams) writes the record.
 log = logging.getLogger("cosfs.cos.client")
+wire_log = logging.getLogger("cosfs.http")  # curldbg: one line per request and its status
 
 # Bodies at least this big are hashed in a worker thread (hashlib releases the GIL).
 THREAD_HASH_BYTES = 1024 * 1024
@@ -478,6 +479,9 @@ class RequestEngine:
             try:
                 response = await self.transport.handle_async_request(request)
                 response.request = request
+                if wire_log.isEnabledFor(logging.INFO):
+                    wire_log.info("%s %s -> %d %s", request.method, request.url, response.status_code,
+                                  response.reason_phrase)
             except httpx.TransportError as exc:
                 if not is_transient_exception(exc):
                     raise ProtocolError(f"{call.what()}: {describe(exc)}") from exc

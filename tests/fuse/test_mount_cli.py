@@ -277,4 +277,4 @@ def test_noted_options_log_what_cosfs_does_instead(cos_server, mount_factory, ex
     log = m.log()
     assert "INFO cosfs.options: nodnscache: cosfs keeps no DNS cache of its own" in log
     assert "INFO cosfs.options: multireq_max: " in log
-    assert re.search(r"INFO httpx: HTTP Request: PUT http://\S+/f\.txt", log)  # curldbg
+    assert re.search(r"INFO cosfs\.http: PUT http://\S+/f\.txt -> 200 OK", log)  # curldbg
