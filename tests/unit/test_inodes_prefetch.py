@@ -68,6 +68,30 @@ def test_readahead_grows_while_sequential_and_resets_on_seek():
     assert ra.advise(size - 4096, 4096, size) is None
 
 
+def test_readahead_follows_a_stream_whose_reads_arrive_out_of_order():
+    """The kernel's read-ahead sends 1 MiB reads concurrently: they arrive a few blocks ahead
+    of the furthest read and then behind it (seen with read_ahead_kb=16384). That is one
+    stream: its window and its streamed bytes (which decide disk admission) keep growing."""
+    block = 1 << 20
+    ra = ReadAhead(block, 64 * block)
+    size = 1024 * block
+    order = list(range(0, 11)) + [14, 15, 16, 17, 11, 12, 13] + list(range(18, 27)) + [40, 41] + list(range(27, 40))
+    for index in order:
+        assert ra.advise(index * block, block, size) is not None, index
+    assert ra.window_blocks == 64
+    assert ra.streamed_bytes == 42 * block
+    # A random reader's jump is still a seek: no window is open, so only the next block counts.
+    ra = ReadAhead(block, 64 * block)
+    assert ra.advise(500 * block, 4096, size) is None
+    assert ra.advise(503 * block, 4096, size) is None
+    assert ra.window_blocks == 0
+    # ... and a jump past an open window is one too.
+    ra = ReadAhead(block, 64 * block)
+    for index in range(4):
+        ra.advise(index * block, block, size)
+    assert ra.advise((4 + ra.window_blocks + 1) * block, block, size) is None
+
+
 def test_a_forgotten_name_gets_its_number_back():
     """st_ino stays the same for the same key after the kernel forgot the inode (tar checks
     that a directory it made still has its number when it sets its times at the end)."""
