@@ -297,8 +297,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cosfs-bench-"))
     secret_id, secret_key = "AKIDbench000000000000", os.urandom(16).hex()
     server = subprocess.Popen([sys.executable, "-m", "cosfs", "serve", "--root", str(workdir / "root"),
-                               "--address", "127.0.0.1:0", "--bucket", BUCKET, "--secret-id", secret_id,
-                               "--secret-key", secret_key], stdout=subprocess.PIPE, text=True)
+                               "--address", "127.0.0.1:0", "--bucket", BUCKET, "--secret-id", secret_id],
+                              env={**os.environ, "COSFS_SERVE_SECRET_KEY": secret_key}, stdout=subprocess.PIPE, text=True)
     mounts: list[Mount] = []
     rows: list[tuple[str, str, str, str]] = []
     try:

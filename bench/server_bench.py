@@ -157,8 +157,8 @@ def main() -> int:
         creds = Credentials("AKIDbench", os.urandom(16).hex())
         process = subprocess.Popen(
             [sys.executable, "-m", "cosfs", "serve", "--root", str(root / "srv"), "--address", "127.0.0.1:0",
-             "--bucket", BUCKET, "--secret-id", creds.secret_id, "--secret-key", creds.secret_key],
-            stdout=subprocess.PIPE, text=True)
+             "--bucket", BUCKET, "--secret-id", creds.secret_id],
+            env={**os.environ, "COSFS_SERVE_SECRET_KEY": creds.secret_key}, stdout=subprocess.PIPE, text=True)
         try:
             endpoint = None
             for line in process.stdout:

@@ -9,6 +9,8 @@ import dataclasses
 import enum
 import logging
 import stat
+import types
+from collections.abc import Mapping
 
 from cachetools import LRUCache
 
@@ -36,7 +38,7 @@ def kind_of_mode(mode: int) -> Kind:
     return Kind.FILE
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Attr:
     """What stat() shows; built by the namespace from LIST, HEAD or the mount's defaults."""
 
@@ -71,7 +73,10 @@ class Attr:
         return dataclasses.replace(self, ctime_ns=now_ns)
 
 
-@dataclasses.dataclass
+NO_USER_META: Mapping[str, str] = types.MappingProxyType({})
+
+
+@dataclasses.dataclass(slots=True)
 class Inode:
     """One name in the tree. `key` is the object key of a file or symlink, and the prefix
     (ending in '/', or '' for the bucket root) of a directory; it changes only through
@@ -90,8 +95,9 @@ class Inode:
     open_count: int = 0
     # The ETag whose bytes the kernel may hold in its page cache for this inode.
     page_cache_etag: str | None = None
-    # From the last HEAD (or our own write): needed to rewrite metadata in place.
-    user_meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    # From the last HEAD (or our own write): needed to rewrite metadata in place. Replaced,
+    # never changed in place (the default is one shared empty mapping: 100,000 inodes).
+    user_meta: Mapping[str, str] = dataclasses.field(default_factory=lambda: NO_USER_META)
     content_type: str = "application/octet-stream"
 
     @property
@@ -104,7 +110,8 @@ class InodeTable:
 
     Invariants:
     - `_by_ino[ino].ino == ino`; the root (ROOT_INO) is always present and never freed.
-    - `_by_key[k]` is exactly the set of live inodes whose key is k (keys change only here).
+    - `_by_key[k]` holds exactly the live inodes whose key is k, each once (keys change only
+      here); a tuple, as a key almost always has one inode (a set costs 216 bytes per key).
     - `_by_name[(parent, name)]` names an inode whose `parent`/`name` are those values; an
       inode whose name was removed (unlink, rename over) stays in `_by_ino` until the kernel
       forgets it and no handle has it open.
@@ -119,7 +126,7 @@ class InodeTable:
                      expires_at_s=float("inf"))
         root.meta_complete = True
         self._by_ino: dict[int, Inode] = {ROOT_INO: root}
-        self._by_key: dict[str, set[int]] = {root_key: {ROOT_INO}}
+        self._by_key: dict[str, tuple[int, ...]] = {root_key: (ROOT_INO,)}
         self._by_name: dict[tuple[int, str], int] = {}
         # Numbers of inodes the kernel forgot while they still had a name, by (key, kind).
         self._retired: LRUCache[tuple[str, Kind], int] = LRUCache(maxsize=retired_max)
@@ -162,17 +169,24 @@ class InodeTable:
         inode = Inode(ino, parent, name, key, dataclasses.replace(attr_without_ino, ino=ino), etag=etag,
                       expires_at_s=expires_at_s, meta_complete=meta_complete)
         self._by_ino[ino] = inode
-        self._by_key.setdefault(key, set()).add(ino)
+        self._index_key(key, ino)
         self._by_name[(parent, name)] = ino
         return inode
 
+    def _index_key(self, key: str, ino: int) -> None:
+        self._by_key[key] = self._by_key.get(key, ()) + (ino,)
+
+    def _unindex_key(self, key: str, ino: int) -> None:
+        rest = tuple(other for other in self._by_key[key] if other != ino)
+        if rest:
+            self._by_key[key] = rest
+        else:
+            del self._by_key[key]
+
     def _rekey(self, inode: Inode, key: str) -> None:
-        inos = self._by_key[inode.key]
-        inos.discard(inode.ino)
-        if not inos:
-            del self._by_key[inode.key]
+        self._unindex_key(inode.key, inode.ino)
         inode.key = key
-        self._by_key.setdefault(key, set()).add(inode.ino)
+        self._index_key(key, inode.ino)
 
     def rekey(self, ino: int, key: str) -> None:
         """Give an inode another object key, its name unchanged (an open file losing its name)."""
@@ -220,10 +234,7 @@ class InodeTable:
             del self._by_name[(inode.parent, inode.name)]
             self._retired[(inode.key, inode.kind)] = inode.ino  # still named: keep its number
         del self._by_ino[inode.ino]
-        inos = self._by_key[inode.key]
-        inos.discard(inode.ino)
-        if not inos:
-            del self._by_key[inode.key]
+        self._unindex_key(inode.key, inode.ino)
 
     def move(self, ino: int, new_parent: int, new_name: str, new_key: str) -> None:
         """Give an inode a new name (rename); whatever had that name loses it."""
@@ -254,5 +265,5 @@ class InodeTable:
         for (parent, name), ino in self._by_name.items():
             inode = self._by_ino[ino]
             assert (inode.parent, inode.name) == (parent, name)
-        assert {(k, i) for k, inos in self._by_key.items() for i in inos} == {
-            (inode.key, ino) for ino, inode in self._by_ino.items()}
+        assert sorted((k, i) for k, inos in self._by_key.items() for i in inos) == sorted(
+            (inode.key, ino) for ino, inode in self._by_ino.items())

@@ -47,7 +47,7 @@ DIRECTORY_CONTENT_TYPE = "application/x-directory"
 LEGACY_DIR_SUFFIX = "_$folder$"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class DirEntry:
     """One name in a directory listing."""
 

@@ -40,7 +40,7 @@ class ObjectMeta:
     appendable: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ListEntry:
     """One <Contents> of a listing."""
 
