@@ -550,7 +550,8 @@ class Bench:
                             stamps[index].append(now)
                             if firsts[index] is None:
                                 firsts[index] = now
-                        elif not failed.is_set():
+                        elif not failed.is_set() and not stop.is_set():
+                            # (after stop, a curl killed mid-line leaves a partial "2" or "20")
                             errors.append(line.decode(errors="replace").strip())
                             failed.set()
                             stop.set()
