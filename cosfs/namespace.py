@@ -81,7 +81,8 @@ class Namespace:
 
     Invariants: a cached listing for prefix P holds every name under P as LIST returned it
     (after shadowing and skipping), sorted by name; an unread listing (fetched before a
-    readdir asked) answers only readdir, and any change of ours under P drops it; the negative cache holds (prefix, name)
+    readdir asked) answers readdir, tells lookup whether a name is absent, a file or a
+    directory (not its metadata), and any change of ours under P drops it; the negative cache holds (prefix, name)
     pairs for which both HEAD and LIST found nothing, and is cleared for a name as soon as
     this mount creates it.
     """
@@ -103,8 +104,8 @@ class Namespace:
         self._markers: TTLCache[str, ObjectMeta | None] = TTLCache(
             maxsize=config.max_stat_entries, ttl=config.stat_ttl_s, timer=clock)
         # Listings fetched before a readdir asked (a lookup's page, a walk's list-ahead):
-        # readdir takes them over; lookups do not answer from them, so a stat before any
-        # readdir still HEADs (modes and owners are not in a LIST).
+        # readdir takes them over; a lookup learns from them what a name is, and still asks
+        # for a file's or a directory's metadata (modes and owners are not in a LIST).
         self._unread: TTLCache[str, list[DirEntry]] = TTLCache(
             maxsize=config.max_listed_dirs, ttl=config.stat_ttl_s, timer=clock)
         # Subdirectories in a cached listing (for dir_links): (that listing, its count).
@@ -113,8 +114,9 @@ class Namespace:
         self._nursery: trio.Nursery | None = None
         self._listing_ahead = trio.CapacityLimiter(LISTING_AHEAD_PARALLEL)
         self._ahead: set[str] = set()  # prefixes a listing-ahead task was started for
-        # Directories whose lookup LIST came back truncated: their lookups ask for one key
-        # (a page of a directory too big to be cached whole from it is wasted).
+        # Directories a LIST found to span pages: their own lookups ask for one key (a page
+        # of a directory too big to be cached whole from it is wasted), and lookups in them
+        # HEAD and LIST at once (their names are mostly files).
         self._big_dirs: LRUCache[str, bool] = LRUCache(maxsize=10_000)
         # Whether the server keeps directory markers (None: not known yet), and the empty
         # directories this mount made on one that does not.
@@ -322,7 +324,10 @@ class Namespace:
             done.set()
 
     async def _fetch_listing(self, prefix: str) -> list[DirEntry]:
-        return self._entries(prefix, [page async for page in self._store.list_all(prefix, delimiter="/")])
+        pages = [page async for page in self._store.list_all(prefix, delimiter="/")]
+        if len(pages) > 1:
+            self._big_dirs[prefix] = True
+        return self._entries(prefix, pages)
 
     def _entries(self, prefix: str, pages: list[ListPage]) -> list[DirEntry]:
         """The listing of `prefix` from its LIST pages (delimiter "/")."""
@@ -450,7 +455,7 @@ class Namespace:
         return self.attr_from_meta(Kind.DIR, meta)
 
     async def lookup(self, parent: Inode, name: str) -> Inode:
-        """The child `name` of `parent`, from caches when fresh, else from HEAD + LIST."""
+        """The child `name` of `parent`, from caches when fresh, else from COS (_lookup_remote)."""
         if parent.kind != Kind.DIR:
             raise NotADirectory(parent.key)
         check_name(name)
@@ -470,9 +475,19 @@ class Namespace:
             return self.inode_for_entry(parent, entry)
         if (parent.key, name) in self._negative:
             raise NotFound(parent.key + name)
-        return await self._lookup_remote(parent, name)
+        early = self._unread.get(parent.key)
+        if early is not None:
+            entry = _find(self._merge_dirty(parent.key, early), name)
+            if entry is None:
+                raise NotFound(parent.key + name)
+            return await self._lookup_remote(parent, name, entry.kind)
+        return await self._lookup_remote(parent, name, None)
 
-    async def _lookup_remote(self, parent: Inode, name: str) -> Inode:
+    async def _lookup_remote(self, parent: Inode, name: str, listed_as: Kind | None) -> Inode:
+        """HEAD `name` and LIST `name/`: the LIST first, so a directory costs that one request
+        (it shadows a file of its name, and its page is its listing); the HEAD first for what
+        the parent's listing says is a file; both at once in a directory too big to list,
+        where most names are files. Each asks the other only when it found nothing."""
         key = parent.key + name
         head: ObjectMeta | None = None
         has_children = False
@@ -501,10 +516,19 @@ class Namespace:
             else:
                 self._markers[prefix] = None
 
-        with one_error():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(do_head)
-                nursery.start_soon(do_list)
+        if listed_as is None and parent.key in self._big_dirs:
+            with one_error():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(do_head)
+                    nursery.start_soon(do_list)
+        elif listed_as is not None and listed_as != Kind.DIR:
+            await do_head()
+            if head is None:
+                await do_list()
+        else:
+            await do_list()
+            if not has_children:
+                await do_head()
         if has_children:
             return self._upsert_entry(parent, DirEntry(name, Kind.DIR, key + "/"))
         if head is not None:

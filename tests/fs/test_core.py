@@ -59,7 +59,7 @@ async def test_readdir_costs_list_pages_only_and_is_cached(env):
         await store.put_object(f"d/f{i:05d}", b"x" * (i % 5))
     store.counts.clear()
     d = await fs.lookup(ROOT_INO, "d")
-    assert store.counts["head_object"] == 1 and store.counts["list_objects"] == 1  # HEAD + probe LIST
+    assert store.counts == {"list_objects": 1}  # its LIST found children: a directory, no HEAD
     store.counts.clear()
     names = await listdir(fs, d.ino)
     assert len(names) == 2500
@@ -77,9 +77,9 @@ async def test_readdir_costs_list_pages_only_and_is_cached(env):
 
 
 async def test_a_directory_that_fits_the_lookup_list_is_listed_by_it(env):
-    """`ls -l dir` of a cold directory of up to 1,000 entries: the lookup's HEAD and LIST,
-    then readdir from that LIST. A directory the page cannot hold is listed by readdir, and
-    its later lookups ask for one key."""
+    """`ls -l dir` of a cold directory of up to 1,000 entries: one request, the lookup's
+    LIST, then readdir from that LIST. A directory the page cannot hold is listed by readdir,
+    and its later lookups ask for one key."""
     store, fs, clock = env
     for i in range(998):
         await store.put_object(f"small/f{i:04d}", b"x" * (i % 7))
@@ -98,9 +98,11 @@ async def test_a_directory_that_fits_the_lookup_list_is_listed_by_it(env):
     await store.put_object("small/f0003", b"x", WriteOptions(user_meta={"mode": str(stat.S_IFREG | 0o600)}))
     store.counts.clear()
     small = await fs.lookup(ROOT_INO, "small")
+    assert store.counts == {"list_objects": 1}
     # Before any readdir, a child's lookup HEADs: its stored mode, not the listing's default.
+    # The page says it is a file, so nothing else is asked.
     assert stat.S_IMODE((await fs.lookup(small.ino, "f0003")).mode) == 0o600
-    assert store.counts == {"head_object": 2, "list_objects": 2}  # its HEAD and probe LIST
+    assert store.counts == {"head_object": 1, "list_objects": 1}
     store.counts.clear()
     names = await listdir(fs, small.ino)
     assert store.counts == {}  # the lookup's page
@@ -110,11 +112,57 @@ async def test_a_directory_that_fits_the_lookup_list_is_listed_by_it(env):
     store.counts.clear()
     big = await fs.lookup(ROOT_INO, "big")
     assert len(await listdir(fs, big.ino)) == 1001
-    assert store.counts == {"head_object": 1, "list_objects": 3}  # the lookup's page, then 2 pages
+    assert store.counts == {"list_objects": 3}  # the lookup's page, then 2 pages
     clock.now += 61
     asked.clear()
     await fs.lookup(ROOT_INO, "big")
     assert asked == [1]
+
+
+async def test_a_lookup_asks_only_what_the_parent_listing_does_not_say(env):
+    """What a cold lookup sends: in a directory whose page was fetched, nothing for a name it
+    lacks, a HEAD for a file, a LIST for a subdirectory (and a HEAD of its marker); with no
+    page, the LIST of `name/` and, only when it is empty, the HEAD of `name`; in a directory
+    too big for one page, both at once. Each finding still holds when the other is absent."""
+    store, fs, clock = env
+    await store.put_object("top.txt", b"top")
+    await store.put_object("dir/file", b"f")
+    await store.put_object("dir/sub/", b"", WriteOptions(user_meta={"mode": str(stat.S_IFDIR | 0o700)}))
+    await store.put_object("dir/sub/x", b"x")
+    for i in range(1001):
+        await store.put_object(f"big/f{i:04d}", b"")
+    store.counts.clear()
+    top = await fs.lookup(ROOT_INO, "top.txt")  # the root's page is unknown: LIST, then HEAD
+    assert top.size_bytes == 3 and store.counts == {"list_objects": 1, "head_object": 1}
+    with pytest.raises(NotFound):
+        await fs.lookup(ROOT_INO, "absent")
+    assert store.counts == {"list_objects": 2, "head_object": 2}
+    store.counts.clear()
+    d = await fs.lookup(ROOT_INO, "dir")
+    assert store.counts == {"list_objects": 1}
+    with pytest.raises(NotFound):
+        await fs.lookup(d.ino, "absent")
+    assert store.counts == {"list_objects": 1}  # the page says so
+    assert (await fs.lookup(d.ino, "file")).size_bytes == 1
+    assert store.counts == {"list_objects": 1, "head_object": 1}
+    sub = await fs.lookup(d.ino, "sub")
+    assert stat.S_IMODE(sub.mode) == 0o700  # the marker's mode, before any readdir
+    assert store.counts == {"list_objects": 2, "head_object": 2}
+    store.counts.clear()
+    big = await fs.lookup(ROOT_INO, "big")
+    assert len(await listdir(fs, big.ino)) == 1001
+    clock.now += 61
+    store.counts.clear()
+    assert (await fs.lookup(big.ino, "f0500")).size_bytes == 0
+    assert store.counts == {"list_objects": 1, "head_object": 1}  # at once
+    store.counts.clear()
+    await store.put_object("dir/file/inner", b"a directory now shadows the file")
+    await store.delete_object("dir/sub/x")
+    await store.delete_object("dir/sub/")
+    await store.put_object("dir/sub", b"a file where the directory was")
+    d = await fs.lookup(ROOT_INO, "dir")
+    assert stat.S_ISDIR((await fs.lookup(d.ino, "file")).mode)
+    assert stat.S_ISREG((await fs.lookup(d.ino, "sub")).mode)
 
 
 async def test_a_tree_walk_finds_the_next_sibling_directories_listed_ahead(env):
