@@ -660,6 +660,7 @@ class Bench:
     def mount_write(self, d: Daemon, rep: int) -> None:
         key = f"w-{d.tool}-{rep}.bin"
         source = self.data / "write.src"
+        self.drop_caches()  # what earlier workloads left in the page cache slows writes (all tools)
         self.warm(source)
         offset, server0 = self.start_window()
         cpu0 = proc_cpu(d.pid)
@@ -688,6 +689,7 @@ class Bench:
         key = f"w-{tool}-{rep}.bin"
         source = self.data / "write.src"
         parts = [self.data / f"write.part{i + 1}" for i in range(8)]
+        self.drop_caches()
         self.warm(source, *parts)
         offset, server0 = self.start_window()
         timeout = self.timeout(self.s.write)
