@@ -468,20 +468,19 @@ class Namespace:
         if parent.key + name + "/" in self._local_dirs:
             return self._upsert_entry(parent, DirEntry(name, Kind.DIR, parent.key + name + "/"))
         listing = self._listings.get(parent.key)
-        if listing is not None:
-            entry = _find(self._merge_dirty(parent.key, listing), name)
-            if entry is None:
+        unread = listing is None
+        if unread:
+            if (parent.key, name) in self._negative:
                 raise NotFound(parent.key + name)
-            return self.inode_for_entry(parent, entry)
-        if (parent.key, name) in self._negative:
+            listing = self._unread.get(parent.key)
+            if listing is None:
+                return await self._lookup_remote(parent, name, None)
+        entry = _find(self._merge_dirty(parent.key, listing), name)
+        if entry is None:
             raise NotFound(parent.key + name)
-        early = self._unread.get(parent.key)
-        if early is not None:
-            entry = _find(self._merge_dirty(parent.key, early), name)
-            if entry is None:
-                raise NotFound(parent.key + name)
+        if unread:  # a page no readdir has shown: what the name is, not its stored metadata
             return await self._lookup_remote(parent, name, entry.kind)
-        return await self._lookup_remote(parent, name, None)
+        return self.inode_for_entry(parent, entry)
 
     async def _lookup_remote(self, parent: Inode, name: str, listed_as: Kind | None) -> Inode:
         """HEAD `name` and LIST `name/`: the LIST first, so a directory costs that one request
