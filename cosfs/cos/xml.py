@@ -10,6 +10,7 @@ produce the exact documents COS sends or expects.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import Union
@@ -17,6 +18,8 @@ from typing import Union
 from cosfs.errors import ProtocolError
 
 MAX_XML_BYTES = 16 * 1024 * 1024
+# The default namespace declared right after the root's name (how COS and S3 write it).
+_ROOT_DEFAULT_NAMESPACE = re.compile(r'^(\s*(?:<\?xml[^>]*\?>\s*)?<[A-Za-z_][^\s>/]*)\s+xmlns="[^"]*"')
 
 # A child value is text, a nested element (tag, children), or a list of repeated elements.
 Child = Union[str, int, bool, None, "Node", list["Node"]]
@@ -34,13 +37,18 @@ def parse(body: bytes) -> ET.Element:
         raise ProtocolError("malformed XML: not UTF-8") from None
     if "<!DOCTYPE" in document or "<!ENTITY" in document:
         raise ProtocolError("refused unsafe XML: it has a document type declaration")
+    # Dropping the root's default namespace from the text gives bare tags without a pass over
+    # every element (a third of the parse of a 1,000-entry listing); a namespace declared
+    # anywhere else still gets that pass.
+    document = _ROOT_DEFAULT_NAMESPACE.sub(r"\1", document, count=1)
     try:
         root = ET.fromstring(document)
     except ET.ParseError as exc:
         raise ProtocolError(f"malformed XML: {exc}") from None
-    for element in root.iter():
-        if isinstance(element.tag, str) and element.tag.startswith("{"):
-            element.tag = element.tag.split("}", 1)[1]
+    if "xmlns" in document:
+        for element in root.iter():
+            if isinstance(element.tag, str) and element.tag.startswith("{"):
+                element.tag = element.tag.split("}", 1)[1]
     return root
 
 

@@ -47,6 +47,18 @@ def test_list_bucket_with_namespace_and_url_encoding():
     assert page.common_prefixes == ("目/a b/",)
 
 
+@pytest.mark.parametrize("document", [
+    f'<?xml version="1.0"?>\n<R {NS}><A><B>1</B></A></R>',  # the root's default namespace
+    f'<R id="1" {NS}><A><B>1</B></A></R>',  # declared after another attribute
+    f'<R><A {NS}><B>1</B></A></R>',  # declared on a child
+    '<p:R xmlns:p="urn:p"><p:A><B xmlns="urn:q">1</B></p:A></p:R>',  # prefixed, and nested
+    '<R><A><B>xmlns="not a declaration"</B></A></R>',  # the word in a value
+])
+def test_tags_come_out_bare_whatever_namespaces_the_document_declares(document):
+    root = cosxml.parse(document.encode())
+    assert [element.tag for element in root.iter()] == ["R", "A", "B"]
+
+
 def test_list_bucket_without_encoding_keeps_percent():
     body = b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>100%25</Key><Size>1</Size></Contents></ListBucketResult>"
     assert cosxml.parse_list_bucket(body).entries[0].key == "100%25"
