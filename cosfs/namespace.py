@@ -82,9 +82,9 @@ class Namespace:
     Invariants: a cached listing for prefix P holds every name under P as LIST returned it
     (after shadowing and skipping), sorted by name; an unread listing (fetched before a
     readdir asked) answers readdir, tells lookup whether a name is absent, a file or a
-    directory (not its metadata), and any change of ours under P drops it; the negative cache holds (prefix, name)
-    pairs for which both HEAD and LIST found nothing, and is cleared for a name as soon as
-    this mount creates it.
+    directory (not its metadata), and any change of ours under P drops it; the negative
+    cache holds (prefix, name) pairs for which both HEAD and LIST found nothing, and is
+    cleared for a name as soon as this mount creates it.
     """
 
     def __init__(self, store: ObjectStore, inodes: InodeTable, config: FsConfig, staging: StagingArea,
