@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import logging
 import logging.handlers
@@ -368,15 +369,26 @@ def _run(settings: MountSettings, report) -> int:
 
 
 def unmount(mountpoint: Path) -> int:
-    """`cosfs umount`: ask the kernel to unmount; the daemon then drains and exits."""
-    if not mountpoint.is_dir():
-        raise ConfigError(f"{mountpoint} is not a directory")
+    """`cosfs umount`: ask the kernel to unmount; the daemon then drains and exits. A mount
+    whose daemon is gone (killed, crashed: "Transport endpoint is not connected") is cleared
+    the same way, and said so."""
+    dead = False
+    try:
+        if not mountpoint.is_dir():
+            raise ConfigError(f"{mountpoint} is not a directory")
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise ConfigError(f"{mountpoint}: {exc.strerror}") from None
+        dead = True
     helper = shutil.which("fusermount3") or shutil.which("fusermount")
     if helper is None:
         raise ConfigError("fusermount3 is not installed (apt-get install fuse3)")
     result = os.spawnv(os.P_WAIT, helper, [helper, "-u", str(mountpoint)])
     if result != 0:
         raise ConfigError(f"{helper} -u {mountpoint} failed (exit {result})")
+    if dead:
+        print(f"cosfs: the daemon of {mountpoint} had stopped (killed or crashed); the dead mount is cleared. "
+              "What it had journaled goes up at the next mount of the same cache_dir.", file=sys.stderr)
     return 0
 
 

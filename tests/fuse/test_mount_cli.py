@@ -3,6 +3,7 @@ preflight failure with one clear line and a non-zero exit."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -75,6 +76,25 @@ def test_sigterm_unmounts_cleanly(cos_server, mountpoint, tmp_path):
     os.kill(pid, signal.SIGTERM)
     assert wait_gone(pid)
     assert not is_mounted(mountpoint)
+
+
+def test_umount_of_a_mount_whose_daemon_was_killed_clears_it(cos_server, mountpoint, tmp_path):
+    """A killed daemon leaves a dead mount ("Transport endpoint is not connected"): `cosfs
+    umount` clears it with a line that says so, not a traceback."""
+    result = cosfs("mount", cos_server.bucket, str(mountpoint), "-o", ",".join(base_options(cos_server, tmp_path)))
+    assert result.returncode == 0, result.stderr
+    pid = daemon_pid(tmp_path / "daemon.log")
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+    with pytest.raises(OSError) as dead:
+        os.stat(mountpoint)
+    assert dead.value.errno == errno.ENOTCONN
+    result = cosfs("umount", str(mountpoint))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "had stopped (killed or crashed)" in result.stderr
+    assert not is_mounted(mountpoint)
+    assert mountpoint.is_dir()
 
 
 def test_cosfs_style_and_mount_helper_and_fstab(cos_server, mountpoint, tmp_path):
