@@ -30,6 +30,7 @@ import functools
 import hashlib
 import logging
 import os
+import resource
 from pathlib import Path
 
 import trio
@@ -43,8 +44,16 @@ log = logging.getLogger(__name__)
 Ident = tuple[str, int]  # (version hash, block index)
 
 # Open block files kept for reads from the disk tier (an open per 4 KiB random read costs
-# more than the read).
-OPEN_BLOCK_FILES = 64
+# more than the read): a quarter of the process's descriptor limit, within these bounds.
+MIN_OPEN_BLOCK_FILES = 64
+MAX_OPEN_BLOCK_FILES = 4096
+
+
+def open_block_files_budget() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_BLOCK_FILES
+    return max(MIN_OPEN_BLOCK_FILES, min(MAX_OPEN_BLOCK_FILES, soft // 4))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +97,8 @@ class BlockCache:
       else is dropped when a read finds it gone); `_disk_bytes` is their sum and stays <=
       capacity after every insertion.
     - `_hot` maps ident -> block bytes; `_hot_bytes` is their sum and stays <= memory_bytes.
-    - `_open` holds at most OPEN_BLOCK_FILES descriptors, each of a block in `_disk`.
+    - `_open` holds at most `_open_limit` descriptors (open_block_files_budget), each of a
+      block in `_disk`.
     - A block is readable when it is in `_hot` or `_disk`. `_fetching` maps blocks being
       downloaded to the Event set when they land or the fetch fails (then `_failures` holds
       the error for the waiters).
@@ -112,6 +122,7 @@ class BlockCache:
         self._hot: collections.OrderedDict[Ident, bytearray] = collections.OrderedDict()
         self._hot_bytes = 0
         self._open: collections.OrderedDict[Ident, int] = collections.OrderedDict()  # ident -> fd
+        self._open_limit = open_block_files_budget()
         self._fetching: dict[Ident, trio.Event] = {}
         self._failures: dict[Ident, BaseException] = {}
         self.limiter = trio.CapacityLimiter(parallel_fetches)
@@ -198,9 +209,13 @@ class BlockCache:
             return b""
         first, last = offset // self._block, (end - 1) // self._block
         version = ref.version_hash
-        if first == last and (version, first) in self._hot:  # the common hit: no bookkeeping
-            self.hits += 1
-            return self._hit(ref, (version, first), offset, end, drop_behind)
+        if first == last and ((version, first) in self._hot or (version, first) in self._disk):
+            # The common hit, one present block: no bookkeeping (a block file that vanished
+            # returns None and takes the general path below, which fetches it again).
+            piece = self._hit(ref, (version, first), offset, end, drop_behind)
+            if piece is not None:
+                self.hits += 1
+                return piece
         absent = self.missing(ref, first, last)
         if absent:
             self.misses += len(absent)
@@ -265,7 +280,7 @@ class BlockCache:
                 self._forget_disk(ident)
                 return None
             self._open[ident] = fd
-            if len(self._open) > OPEN_BLOCK_FILES:
+            if len(self._open) > self._open_limit:
                 os.close(self._open.popitem(last=False)[1])
         else:
             self._open.move_to_end(ident)
@@ -427,7 +442,7 @@ class BlockCache:
         assert self._disk_bytes <= self._capacity
         assert self._hot_bytes == sum(len(b) for b in self._hot.values())
         assert self._hot_bytes <= self._memory or len(self._hot) <= 1
-        assert len(self._open) <= OPEN_BLOCK_FILES and all(ident in self._disk for ident in self._open)
+        assert len(self._open) <= self._open_limit and all(ident in self._disk for ident in self._open)
 
 
 def _write_block_file(path: Path, data: bytearray) -> None:

@@ -13,6 +13,7 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -347,9 +348,27 @@ def mount(settings: MountSettings) -> int:
     os._exit(code)
 
 
+# The daemon's soft limit of open files is raised to this (or the hard limit, if lower): the
+# block cache keeps a quarter of it open for random reads, and a default soft limit of 1,024
+# is a desktop's, not a server's.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE towards OPEN_FILES_WANTED within the hard limit (never
+    lower it); the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(OPEN_FILES_WANTED, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return soft
+
+
 def _run(settings: MountSettings, report) -> int:
     """Run the mount; `report(code, error)` is called once: (0, None) when live, else why not."""
     try:
+        raise_open_files_limit()
         trio.run(serve_mount, settings, lambda error: report(0, error))
         return 0
     except ConfigError as exc:

@@ -1,5 +1,6 @@
 """BlockCache over MemoryStore with real files: versions without ETags, block files removed
-under a running cache, and private modes of everything the cache and the journals create."""
+under a running cache, private modes of everything the cache and the journals create, and
+the descriptors it keeps open."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import resource
 import stat
 
 import pytest
 
+from cosfs import blocks, mount
 from cosfs.blocks import BlockCache, ObjectRef, version_problem
 from cosfs.cos.memory import MemoryStore
 from cosfs.cos.store import ObjectMeta
@@ -179,3 +182,37 @@ async def test_etagless_object_replaced_is_never_served_from_old_blocks(store, t
     with pytest.raises(Stale, match="size"):
         await fresh.read(ObjectRef("f", "", 2500), 0, 10)
     assert fresh.missing(v1, 0, 2) == [0, 1, 2]
+
+
+# --- 9. descriptors kept open for the disk tier ----------------------------------------------
+
+@pytest.mark.parametrize("soft, budget", [(256, 64), (1024, 256), (20000, 4096), (resource.RLIM_INFINITY, 4096)])
+def test_block_files_kept_open_are_a_quarter_of_the_descriptor_limit(monkeypatch, soft, budget):
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, resource.RLIM_INFINITY))
+    assert blocks.open_block_files_budget() == budget
+
+
+async def test_random_reads_keep_at_most_the_budget_of_block_files_open(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(blocks, "open_block_files_budget", lambda: 1)
+    data = (await store.get_object("k"))[1]
+    ref = ObjectRef("k", hashlib.md5(data).hexdigest(), len(data))
+    cache = cache_over(store, tmp_path)
+    await cache.read(ref, 0, len(data))
+    for offset in (5, 3000, 1500, 10, 2100, 3900):  # disk-tier hits, block by block
+        assert await cache.read(ref, offset, 50) == data[offset:offset + 50]
+        cache.check_invariants()
+    assert store.counts["open_object"] == 1 and cache.misses == 4
+    cache.close()
+
+
+@pytest.mark.parametrize("soft, hard, raised", [
+    (1024, 524288, mount.OPEN_FILES_WANTED),  # systemd's default for services
+    (1024, 4096, 4096),  # never above the hard limit
+    (100000, resource.RLIM_INFINITY, 100000),  # never lowered
+])
+def test_the_daemon_raises_its_open_files_limit_within_the_hard_one(monkeypatch, soft, hard, raised):
+    limits = {"now": (soft, hard)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda which, value: limits.__setitem__("now", value))
+    assert mount.raise_open_files_limit() == raised
+    assert limits["now"] == (raised, hard)
