@@ -209,7 +209,7 @@ class BlockCache:
             return b""
         first, last = offset // self._block, (end - 1) // self._block
         version = ref.version_hash
-        if first == last and ((version, first) in self._hot or (version, first) in self._disk):
+        if first == last and self._present((version, first)):
             # The common hit, one present block: no bookkeeping (a block file that vanished
             # returns None and takes the general path below, which fetches it again).
             piece = self._hit(ref, (version, first), offset, end, drop_behind)

@@ -96,7 +96,8 @@ class Inode:
     # The ETag whose bytes the kernel may hold in its page cache for this inode.
     page_cache_etag: str | None = None
     # From the last HEAD (or our own write): needed to rewrite metadata in place. Replaced,
-    # never changed in place (the default is one shared empty mapping: 100,000 inodes).
+    # never changed in place (the default is one shared empty mapping: 100,000 inodes; a
+    # factory, as dataclasses refuse an unhashable default).
     user_meta: Mapping[str, str] = dataclasses.field(default_factory=lambda: NO_USER_META)
     content_type: str = "application/octet-stream"
 
