@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -292,7 +292,8 @@ class Bench:
             self.server = self.children.start(
                 [sys.executable, "-m", "cosfs", "serve", "--root", str(self.workdir / "root"),
                  "--address", "127.0.0.1:0", "--bucket", BUCKET, "--secret-id", self.secret_id,
-                 "--secret-key-file", str(keyfile), "--access-log", str(self.log.path)],
+                 "--secret-key-file", str(keyfile), "--access-log", str(self.log.path),
+                 *(["--fault", self.args.fault] if self.args.fault else [])],
                 stdout=subprocess.PIPE, stderr=server_log, text=True, start_new_session=True)
         for line in self.server.stdout:
             if line.startswith("endpoint:"):
@@ -1149,7 +1150,8 @@ def describe(result: dict) -> str:
     sizes = Sizes(**result["sizes"])
     return (f"{result['date']}, {result['runs']} run(s) per workload and tool, medians; {result['machine']}; "
             f"big object {size_text(sizes.big)}, write {size_text(sizes.write)}, random reads "
-            f"{sizes.random_s:g} s{' (--quick)' if result.get('quick') else ''}. Versions: {result['versions']}.")
+            f"{sizes.random_s:g} s{' (--quick)' if result.get('quick') else ''}"
+            f"{'; server fault ' + result['fault'] if result.get('fault') else ''}. Versions: {result['versions']}.")
 
 
 def write_readme(result: dict, path: Path) -> None:
@@ -1201,6 +1203,10 @@ def main() -> int:
     parser.add_argument("--s3fs-opts", default="", help="more -o options for s3fs")
     parser.add_argument("--rclone-args", default="", help="more arguments for rclone mount")
     parser.add_argument("--cosfs-opts", default="", help="more -o options for cosfs")
+    parser.add_argument("--fault", default="",
+                        help="the server's fault injection for the whole run, e.g. delay=10ms (every reply 10 ms late)")
+    parser.add_argument("--size", action="append", default=[], metavar="NAME=N",
+                        help=f"override one size ({', '.join(f.name for f in fields(Sizes))}), e.g. find=1000")
     args = parser.parse_args()
 
     if args.from_json:
@@ -1223,11 +1229,15 @@ def main() -> int:
     if missing:
         raise SystemExit(f"missing: {', '.join(missing)}; run bench/setup.sh (as root)")
     sizes = QUICK if args.quick else FULL
+    try:
+        sizes = replace(sizes, **{name: int(value) for name, _, value in (item.partition("=") for item in args.size)})
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--size: {exc}") from None
     runs = args.runs or (1 if args.quick else 3)
     workdir = Path(tempfile.mkdtemp(prefix="cosfs-peers-", dir=args.workdir))
     bench = Bench(args, sizes, workdir)
     result = {"date": datetime.date.today().isoformat(), "runs": runs, "quick": args.quick,
-              "sizes": asdict(sizes), "versions": versions(),
+              "sizes": asdict(sizes), "versions": versions(), "fault": args.fault,
               "machine": f"{os.cpu_count()} cores, Linux {platform.release()}", "samples": bench.samples}
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = False

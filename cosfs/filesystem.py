@@ -48,7 +48,7 @@ from cosfs.errors import (
 )
 from cosfs.handles import DirHandle, FileHandle, FileHandles, HandleTable
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
-from cosfs.namespace import Namespace, check_name, root_attr
+from cosfs.namespace import Gone, Namespace, check_name, root_attr
 from cosfs.posix import Caller, check_size, new_meta, posix_meta
 from cosfs.prefetch import Prefetcher, ReadAhead
 from cosfs.renames import RenameJournal
@@ -213,26 +213,35 @@ class CosFilesystem:
         return self.dirs.add(DirHandle(ino))
 
     async def readdir(self, fh: int, start_id: int, reply: ReaddirReply) -> None:
+        """Entries from `start_id` on, each with the attributes its stored metadata gives:
+        what the listing does not say is fetched ahead (the handle's describer), never
+        guessed."""
         handle = self.dirs.get(fh)
         directory = self.inodes.get(handle.ino)
-        if start_id == 0 or handle.entries is None:
+        if start_id == 0 or handle.entries is None or handle.describer is None:
+            if handle.describer is not None:
+                handle.describer.close()
             handle.entries = await self.namespace.list_dir(directory)
-            if self.config.listing_heads or self.config.allow_other:
-                await self.namespace.fill_metadata(handle.entries, 2 * self.config.parallel_fetches)
+            handle.describer = self.namespace.describer(handle.entries)
         for index in range(start_id, len(handle.entries)):
             entry = handle.entries[index]
             dirty = self.staging.get(entry.key) if entry.kind == Kind.FILE else None
             if dirty is not None:
                 inode = self.namespace.inode_for_dirty(directory, entry.name, dirty)
             else:
-                inode = self.namespace.inode_for_entry(directory, entry)
+                meta = await handle.describer.get(index)
+                if isinstance(meta, Gone):
+                    continue
+                inode = self.namespace.inode_for_entry(directory, entry, meta)
             if not reply(entry.name, inode.attr, index + 1):
                 self.inodes.drop_if_unused(inode.ino)
                 return
             self.inodes.remember(inode.ino)
 
     def releasedir(self, fh: int) -> None:
-        self.dirs.pop(fh)
+        handle = self.dirs.pop(fh)
+        if handle.describer is not None:
+            handle.describer.close()
 
     async def mkdir(self, parent_ino: int, name: str, mode: int, caller: Caller) -> Attr:
         self._check_writable()

@@ -7,6 +7,7 @@ from typing import Generic, TypeVar
 
 from cosfs.blocks import ObjectRef
 from cosfs.errors import NotFound
+from cosfs.describe import ListingDescriber
 from cosfs.namespace import DirEntry
 from cosfs.prefetch import ReadAhead
 
@@ -28,10 +29,12 @@ class FileHandle:
 @dataclasses.dataclass
 class DirHandle:
     """An open directory: a snapshot of its entries, taken at the first readdir (offset 0),
-    so offsets stay stable while the directory changes."""
+    so offsets stay stable while the directory changes, and the describer fetching their
+    stored metadata ahead of readdir."""
 
     ino: int
     entries: list[DirEntry] | None = None
+    describer: ListingDescriber | None = None
 
 
 class HandleTable(Generic[T]):

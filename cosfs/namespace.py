@@ -7,18 +7,18 @@ Rules (also in docs/semantics.md):
   directory and the object `a/b` is not reachable through the mount.
 - Keys whose segments cannot be file names (empty from `//`, `.`, `..`, over 255 bytes, NUL)
   are skipped with one warning per key.
-- readdir answers from LIST alone: size and mtime (LastModified) come from the listing and
-  the mode from the mount's defaults. x-cos-meta-mode/uid/gid/mtime are read by the HEAD of a
-  lookup or an open, so `ls -l` of N cold entries costs ceil(N/1000) LISTs and no HEAD.
-- A lookup HEADs the name and LISTs one page under `name/` at once; a directory that fits
-  in that page keeps it for its next readdir, so `ls -l dir` of a cold directory of up to
-  1,000 entries is that one LIST (and the HEAD of the name, which might have been a file).
-  Lookups of its children still HEAD until a readdir took the page over.
+- A LIST gives each entry's size, time and ETag, never its type, mode, owner or stored
+  times (x-cos-meta-*): no attribute reaches the kernel before that metadata is known, from
+  a HEAD of the same version (or a directory's marker) within the stat TTL, or from our own
+  write. readdir HEADs what it does not know, `multireq_max` at a time, a batch ahead of what
+  it hands the kernel; a walk's list-ahead HEADs the entries of the folders it lists ahead.
+- A lookup sends what the parent's listing does not say (see `_lookup_remote`).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -30,6 +30,7 @@ import trio
 from cachetools import LRUCache, TTLCache
 
 from cosfs.config import FsConfig
+from cosfs.describe import ListingDescriber
 from cosfs.cos.store import MAX_KEY_BYTES, MAX_LIST_KEYS, ListEntry, ListPage, ObjectMeta, ObjectStore, WriteOptions
 from cosfs.errors import CosError, CosfsError, InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, one_error
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, kind_of_mode
@@ -41,10 +42,20 @@ MAX_NAME_BYTES = 255
 # Sibling directories listed ahead of a tree walk, and how many LISTs of them run at once.
 LISTING_AHEAD = 8
 LISTING_AHEAD_PARALLEL = 4
+DESCRIBE_AHEAD = 256  # entries of a folder listed ahead whose metadata is fetched with it
+DESCRIBE_WINDOW = 4096  # how far readdir's metadata fetch runs ahead of the entries asked for
 SCAN_ENTRIES = 1000  # how far from a directory its neighbours are looked for
 PATH_MAX = 4096
 DIRECTORY_CONTENT_TYPE = "application/x-directory"
 LEGACY_DIR_SUFFIX = "_$folder$"
+
+
+class Gone:
+    """An entry whose object was deleted between its LIST and its HEAD."""
+
+
+GONE = Gone()
+_UNKNOWN = object()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,7 +110,10 @@ class Namespace:
         self._negative: TTLCache[tuple[str, str], bool] = TTLCache(
             maxsize=config.max_stat_entries, ttl=config.negative_ttl_s, timer=clock)
         self._warned: LRUCache[str, bool] = LRUCache(maxsize=10_000)
-        self._metas: LRUCache[tuple[str, str], ObjectMeta] = LRUCache(maxsize=config.max_stat_entries)
+        self._link_targets: LRUCache[tuple[str, str | None], str] = LRUCache(maxsize=10_000)
+        # Stored metadata of object versions, (key, ETag) -> HEAD's answer or our own write's.
+        self._metas: TTLCache[tuple[str, str | None], ObjectMeta] = TTLCache(
+            maxsize=config.max_stat_entries, ttl=config.stat_ttl_s, timer=clock)
         # Directory markers' metadata (None: no marker, an implicit directory), for the stat TTL.
         self._markers: TTLCache[str, ObjectMeta | None] = TTLCache(
             maxsize=config.max_stat_entries, ttl=config.stat_ttl_s, timer=clock)
@@ -111,6 +125,7 @@ class Namespace:
         # Subdirectories in a cached listing (for dir_links): (that listing, its count).
         self._dir_counts: LRUCache[str, tuple[list[DirEntry], int]] = LRUCache(maxsize=config.max_listed_dirs)
         self._listing_in_flight: dict[str, trio.Event] = {}
+        self._describing: dict[str, trio.Event] = {}  # keys whose metadata is being fetched
         self._nursery: trio.Nursery | None = None
         self._listing_ahead = trio.CapacityLimiter(LISTING_AHEAD_PARALLEL)
         self._ahead: set[str] = set()  # prefixes a listing-ahead task was started for
@@ -175,15 +190,17 @@ class Namespace:
             return forced
         return default if stored is None else stored
 
-    def attr_from_entry(self, entry: DirEntry) -> Attr:
+    def implicit_dir_attr(self) -> Attr:
+        """A directory with no marker object: COSFS's defaults, and the mount's time (it has
+        no time of its own)."""
         return Attr(
             0,
-            self._mode(entry.kind, None),
-            0 if entry.kind == Kind.DIR else entry.size_bytes,
+            self._mode(Kind.DIR, None),
+            0,
             self._owner(None, self._config.force_uid, self._config.uid),
             self._owner(None, self._config.force_gid, self._config.gid),
-            int((entry.mtime_s or self._mounted_at_s) * 1e9),
-            nlink=2 if entry.kind == Kind.DIR else 1,
+            int(self._mounted_at_s * 1e9),
+            nlink=2,
         )
 
     def now(self) -> float:
@@ -210,8 +227,9 @@ class Namespace:
     def _list_siblings_ahead(self, prefix: str) -> None:
         """A tree walk (find, du, cp -r, tar, rsync) lists sibling directories one after the
         other, in listing order. Once two neighbours were listed in a row, LIST the next
-        LISTING_AHEAD siblings in the background (a few at a time), so the walk finds them
-        cached instead of waiting for each LIST in turn. A single `ls` starts nothing."""
+        LISTING_AHEAD siblings in the background (a few at a time) and HEAD their first
+        entries, so the walk finds them described instead of waiting for each in turn. A
+        single `ls` starts nothing."""
         if self._nursery is None or prefix == self._inodes.get(ROOT_INO).key:
             return
         parent = prefix[: prefix.rstrip("/").rfind("/") + 1]
@@ -233,7 +251,8 @@ class Namespace:
         try:
             async with self._listing_ahead:
                 if not self._known(prefix):
-                    await self._listing(prefix, unread=True)
+                    entries = await self._listing(prefix, unread=True)
+                    await self.describe(entries[:DESCRIBE_AHEAD])
         except CosfsError as exc:  # the walk's own readdir will try again and report
             log.debug("listing %s ahead failed: %s", prefix, exc)
         finally:
@@ -376,83 +395,94 @@ class Namespace:
 
     # --- lookup --------------------------------------------------------------------------
 
-    def _upsert_entry(self, parent: Inode, entry: DirEntry) -> Inode:
-        if entry.kind == Kind.DIR:
-            attr, complete = self._dir_attr(entry), entry.key in self._markers
-        else:
-            attr, complete = self.attr_from_entry(entry), False
-        inode = self._inodes.upsert(parent.ino, entry.name, entry.key, attr, etag=entry.etag,
-                                    expires_at_s=self._expiry(), meta_complete=complete)
-        if entry.kind == Kind.DIR and self._markers.get(entry.key) is not None:
-            inode.user_meta = dict(self._markers[entry.key].user_meta)  # type: ignore[union-attr]
+    def _dir_inode(self, parent: Inode, name: str, key: str, marker: ObjectMeta | None) -> Inode:
+        """A directory's inode from its marker's metadata (None: an implicit directory)."""
+        attr = self.implicit_dir_attr() if marker is None else self.attr_from_meta(Kind.DIR, marker)
+        inode = self._inodes.upsert(parent.ino, name, key, attr, etag=None, expires_at_s=self._expiry(),
+                                    meta_complete=True)
+        if marker is not None:
+            inode.user_meta = dict(marker.user_meta)
         return inode
 
-    def inode_for_entry(self, parent: Inode, entry: DirEntry) -> Inode:
-        """The inode for a listed entry (readdirplus). LIST carries no x-cos-meta-*, so what a
-        HEAD (or our own write) said about the same version (key + ETag) wins over the
-        listing's defaults: a symlink stays a symlink, a chmod'ed file keeps its mode."""
-        if entry.kind != Kind.DIR and entry.etag is not None:
-            meta = self._metas.get((entry.key, entry.etag))
-            if meta is not None:
-                return self.inode_from_head(parent, entry.name, meta)
+    def known_meta(self, entry: DirEntry) -> tuple[bool, ObjectMeta | None]:
+        """(known, metadata) of a listed entry without asking COS: a file's from a HEAD (or
+        our own write) of the same version within the stat TTL; a directory's marker (None
+        for an implicit directory)."""
+        if entry.kind == Kind.DIR:
+            marker = self._markers.get(entry.key, _UNKNOWN)
+            return (False, None) if marker is _UNKNOWN else (True, marker)  # type: ignore[return-value]
+        meta = self._metas.get((entry.key, entry.etag))
+        return meta is not None, meta
+
+    async def fetch_meta(self, entry: DirEntry) -> ObjectMeta | None:
+        """What a listing does not say about `entry`: a file's HEAD (NotFound when it is gone
+        since the LIST), a directory's marker (None: implicit). Remembered for later; callers
+        asking for one entry at once share one request."""
+        while (pending := self._describing.get(entry.key)) is not None:
+            await pending.wait()
+            known, meta = self.known_meta(entry)
+            if known:
+                return meta
+        done = self._describing[entry.key] = trio.Event()
+        try:
+            if entry.kind == Kind.DIR:
+                return await self._marker(entry.key)
+            meta = await self._store.head_object(entry.key)
+            self.remember_meta(meta)
+            return meta
+        finally:
+            del self._describing[entry.key]
+            done.set()
+
+    def describer(self, entries: list[DirEntry]) -> ListingDescriber:
+        """What fetches the stored metadata of a directory handle's entries ahead of readdir."""
+        assert self._nursery is not None, "Namespace.start() attaches the nursery first"
+        return ListingDescriber(entries, self._nursery, known=self.known_meta, fetch=self.fetch_meta, gone=GONE,
+                                parallel=self._config.listing_parallel, window=DESCRIBE_WINDOW)
+
+    async def describe(self, entries: list[DirEntry]) -> None:
+        """Fetch the stored metadata of `entries` not known yet (`listing_parallel` at a
+        time), for the readdir that will follow; failures are left for it to meet."""
+        limiter = trio.CapacityLimiter(self._config.listing_parallel)
+
+        async def fetch(entry: DirEntry) -> None:
+            async with limiter:
+                with contextlib.suppress(CosfsError):
+                    await self.fetch_meta(entry)
+
+        async with trio.open_nursery() as nursery:
+            for entry in entries:
+                if not self.known_meta(entry)[0]:
+                    nursery.start_soon(fetch, entry)
+
+    def inode_for_entry(self, parent: Inode, entry: DirEntry, meta: ObjectMeta | None) -> Inode:
+        """The inode for a listed entry (readdirplus) whose stored metadata `meta` is known
+        (`known_meta`, `describe`): a file's HEAD, a directory's marker or None."""
+        if entry.kind == Kind.DIR:
+            return self._dir_inode(parent, entry.name, entry.key, meta)
+        assert meta is not None
         existing = self._inodes.child(parent.ino, entry.name)
-        if (existing is not None and existing.key == entry.key and existing.etag == entry.etag
-                and (existing.meta_complete or existing.expires_at_s > self._clock())):
-            existing.expires_at_s = max(existing.expires_at_s, self._expiry())
+        if (existing is not None and existing.key == meta.key and existing.etag == meta.etag
+                and existing.meta_complete and existing.expires_at_s > self._clock()):
             return existing
-        return self._upsert_entry(parent, entry)
+        return self.inode_from_head(parent, entry.name, meta)
 
     def remember_meta(self, meta: ObjectMeta) -> None:
-        """Metadata of one object version, for listings of it (bounded LRU)."""
+        """Metadata of one object version, for listings of it (for the stat TTL)."""
         self._metas[(meta.key, meta.etag)] = meta
-
-    async def fill_metadata(self, entries: list[DirEntry], parallel: int) -> None:
-        """HEAD (bounded parallel) every listed object and directory marker whose metadata is
-        not known yet, so readdir shows symlinks and stored modes, owners and mtimes. Done
-        for `listing_metadata=head`, and always with `allow_other`: the kernel decides other
-        users' access from what readdir hands it, so it must never be a guessed default."""
-        files = [e for e in entries if e.kind != Kind.DIR and e.etag is not None
-                 and (e.key, e.etag) not in self._metas]
-        dirs = [e for e in entries if e.kind == Kind.DIR and e.key not in self._markers]
-        if not files and not dirs:
-            return
-        limiter = trio.CapacityLimiter(parallel)
-
-        async def head(entry: DirEntry) -> None:
-            async with limiter:
-                try:
-                    self.remember_meta(await self._store.head_object(entry.key))
-                except NotFound:
-                    pass
-
-        async def marker(entry: DirEntry) -> None:
-            async with limiter:
-                await self._marker(entry.key)
-
-        with one_error():
-            async with trio.open_nursery() as nursery:
-                for entry in files:
-                    nursery.start_soon(head, entry)
-                for entry in dirs:
-                    nursery.start_soon(marker, entry)
 
     async def _marker(self, prefix: str) -> ObjectMeta | None:
         """The metadata of a directory's marker object (COSFS keeps mode/uid/gid/mtime
         there), None for an implicit directory."""
-        if prefix in self._markers:
-            return self._markers[prefix]
+        known = self._markers.get(prefix, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
         try:
             meta: ObjectMeta | None = await self._store.head_object(prefix)
         except NotFound:
             meta = None
         self._markers[prefix] = meta
         return meta
-
-    def _dir_attr(self, entry: DirEntry) -> Attr:
-        meta = self._markers.get(entry.key)
-        if meta is None:
-            return self.attr_from_entry(entry)
-        return self.attr_from_meta(Kind.DIR, meta)
 
     async def lookup(self, parent: Inode, name: str) -> Inode:
         """The child `name` of `parent`, from caches when fresh, else from COS (_lookup_remote)."""
@@ -466,7 +496,7 @@ class Namespace:
         if dirty is not None:
             return self.inode_for_dirty(parent, name, dirty)
         if parent.key + name + "/" in self._local_dirs:
-            return self._upsert_entry(parent, DirEntry(name, Kind.DIR, parent.key + name + "/"))
+            return self._dir_inode(parent, name, parent.key + name + "/", self._markers.get(parent.key + name + "/"))
         listing = self._listings.get(parent.key)
         unread = listing is None
         if unread:
@@ -478,9 +508,10 @@ class Namespace:
         entry = _find(self._merge_dirty(parent.key, listing), name)
         if entry is None:
             raise NotFound(parent.key + name)
-        if unread:  # a page no readdir has shown: what the name is, not its stored metadata
-            return await self._lookup_remote(parent, name, entry.kind)
-        return self.inode_for_entry(parent, entry)
+        known, meta = self.known_meta(entry)
+        if known:
+            return self.inode_for_entry(parent, entry, meta)
+        return await self._lookup_remote(parent, name, entry.kind)
 
     async def _lookup_remote(self, parent: Inode, name: str, listed_as: Kind | None) -> Inode:
         """HEAD `name` and LIST `name/`: the LIST first, so a directory costs that one request
@@ -490,6 +521,7 @@ class Namespace:
         key = parent.key + name
         head: ObjectMeta | None = None
         has_children = False
+        marker: ObjectMeta | None = None
 
         async def do_head() -> None:
             nonlocal head
@@ -499,7 +531,7 @@ class Namespace:
                 pass
 
         async def do_list() -> None:
-            nonlocal has_children
+            nonlocal has_children, marker
             prefix = key + "/"
             big = prefix in self._big_dirs
             page = await self._store.list_objects(prefix, delimiter="/", max_keys=1 if big else MAX_LIST_KEYS)
@@ -511,7 +543,7 @@ class Namespace:
                 # that usually follows (ls, find and du list what they just looked up).
                 self._unread[prefix] = self._entries(prefix, [page])
             if page.entries and page.entries[0].key == prefix:
-                await self._marker(prefix)  # an explicit directory: its metadata
+                marker = await self._marker(prefix)  # an explicit directory: its metadata
             else:
                 self._markers[prefix] = None
 
@@ -529,7 +561,7 @@ class Namespace:
             if not has_children:
                 await do_head()
         if has_children:
-            return self._upsert_entry(parent, DirEntry(name, Kind.DIR, key + "/"))
+            return self._dir_inode(parent, name, key + "/", marker)
         if head is not None:
             return self.inode_from_head(parent, name, head)
         self._negative[(parent.key, name)] = True
@@ -582,17 +614,23 @@ class Namespace:
         return self.inode_from_head(parent, inode.name, head)
 
     async def readlink(self, inode: Inode) -> str:
-        """A symlink's target. Its size is checked before any GET and the GET asks for no more
-        than PATH_MAX bytes, so a huge object posing as a symlink cannot fill memory."""
+        """A symlink's target (kept per version: a version's bytes never change). Its size
+        is checked before any GET and the GET asks for no more than PATH_MAX bytes, so a huge
+        object posing as a symlink cannot fill memory."""
         if not inode.meta_complete:
             inode = await self.refresh(inode)
+        known = self._link_targets.get((inode.key, inode.etag))
+        if known is not None:
+            return known
         size = inode.attr.size_bytes
         if size > PATH_MAX or size == 0:
             raise InvalidName(f"{inode.key} is {size} bytes: not a symbolic link target (at most {PATH_MAX})")
         _, body = await self._store.get_object(inode.key, byte_range=(0, size - 1), if_match=inode.etag)
         if len(body) != size:
             raise InvalidName(f"{inode.key}: the symbolic link's target changed size while it was read")
-        return body.decode("utf-8", "surrogateescape")
+        target = body.decode("utf-8", "surrogateescape")
+        self._link_targets[(inode.key, inode.etag)] = target
+        return target
 
     async def is_empty(self, directory: Inode) -> bool:
         """No object below the prefix but its own marker, and nothing staged below it."""
@@ -678,6 +716,7 @@ class Namespace:
         if len(body) >= PATH_MAX:
             raise NameTooLong(f"a symbolic link target of {len(body)} bytes")
         result = await self._store.put_object(key, body, WriteOptions(user_meta=meta))
+        self._link_targets[(key, result.etag)] = target
         now = time.time()
         head = ObjectMeta(key, len(body), result.etag, now, "application/octet-stream", result.crc64, dict(meta))
         self.note_entry(parent.key, DirEntry(name, Kind.SYMLINK, key, len(body), result.etag, now))

@@ -123,9 +123,8 @@ OPTIONS: list[Option] = [
            "negative_cache_expire)", origin="COSFS/s3fs"),
     Option("disable_noobj_cache", "flag", False, "'no such file' answers are not cached (negative_cache_expire=0)",
            origin="s3fs"),
-    Option("listing_metadata", "choice", "list", "list: readdir shows sizes and times from LIST only (no HEAD per "
-           "entry; default modes); head: also HEAD each listed object once per version (bounded parallel) so "
-           "listings show symlinks and stored modes, owners and mtimes (rsync, cp -a, tar c)", ("list", "head")),
+    Option("multireq_max", "int", 32, "HEADs in flight at once while readdir reads the stored type, mode, owner "
+           "and times of the entries a listing gives (a LIST carries none of them)", origin="COSFS/s3fs", minimum=1),
     # --- data caching ---
     Option("cache_dir", "str", "", "local cache directory (default /var/cache/cosfs/BUCKET as root, else "
            "~/.cache/cosfs/BUCKET)"),
@@ -238,8 +237,6 @@ OPTIONS += [
     _alias("stat_cache_interval_expire", "stat_cache_expire", "s3fs", note="stat_cache_interval_expire: cosfs "
            "counts the time from when an entry was cached, not from its last use"),
     # Tuning of things cosfs does differently.
-    _noted("multireq_max", "int", "COSFS/s3fs", "multireq_max: readdir sends no HEAD per entry (listing_metadata="
-           "list); with listing_metadata=head, 16 HEADs run in parallel"),
     _noted("list_object_max_keys", "int", "COSFS/s3fs", "list_object_max_keys: each LIST asks for 1000 keys, "
            "COS's largest page"),
     _noted("listobjectsv2", "flag", "s3fs", "listobjectsv2: cosfs lists with ListObjects (V1), which COS answers"),

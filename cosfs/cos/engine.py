@@ -53,7 +53,7 @@ from cosfs.cos import xml as cosxml
 from cosfs.cos.codecs import content_length, etag_of, http_time, ignored_if_match, md5_b64
 from cosfs.cos.endpoint import COPY_SUFFIXES, Addressing, addressing_for, dialect_for
 from cosfs.cos.retry import Decision, RetryPolicy, classify_status, is_transient_exception
-from cosfs.cos.wire import ThreadedTransport
+from cosfs.cos.wire import INLINE, ThreadedTransport
 from cosfs.errors import (
     ConfigError,
     CosError,
@@ -80,6 +80,8 @@ wire_log = logging.getLogger("cosfs.http")  # curldbg: one line per request and 
 
 # Bodies at least this big are hashed in a worker thread (hashlib releases the GIL).
 THREAD_HASH_BYTES = 1024 * 1024
+# Request bodies up to this size are sent on the trio thread (see `_send_attempts`).
+INLINE_BODY_BYTES = 256 * 1024
 # Retries up to this attempt number are logged at DEBUG, later ones at WARNING.
 QUIET_RETRIES = 2
 
@@ -337,8 +339,9 @@ class RequestEngine:
     def _now(self) -> float:
         return self._clock() + self._clock_offset_s
 
-    def _build(self, call: Call, creds: auth.Credentials | None) -> httpx.Request:
-        """The signed request of one attempt; unsigned when `creds` is None (public_bucket)."""
+    def _build(self, call: Call, creds: auth.Credentials | None, *, inline: bool = False) -> httpx.Request:
+        """The signed request of one attempt; unsigned when `creds` is None (public_bucket).
+        `inline`: a small exchange, sent and read whole on the trio thread."""
         addr = self.addressing
         headers: dict[str, str] = {"host": addr.host_header}
         headers.update(self.dialect.outgoing(call.headers)[0])
@@ -374,10 +377,10 @@ class RequestEngine:
         url = httpx.URL(scheme=addr.scheme, host=addr.host, port=addr.port, raw_path=target.encode("ascii"))
         stream = BodyStream(call.body)
         call.streams.append(stream)
-        return httpx.Request(
-            call.method, url, headers=headers, stream=stream,
-            extensions={"timeout": (call.timeout or self._timeout).as_dict()},
-        )
+        extensions = {"timeout": (call.timeout or self._timeout).as_dict()}
+        if inline:
+            extensions[INLINE] = True
+        return httpx.Request(call.method, url, headers=headers, stream=stream, extensions=extensions)
 
     async def _read_body(self, response: httpx.Response, method: str) -> bytes:
         chunks = [chunk async for chunk in raw_chunks(response)]
@@ -464,6 +467,10 @@ class RequestEngine:
         `accept_after_retry` likewise, but only after an earlier attempt may have taken effect.
         `check_200` treats an `<Error>` body in a 2xx reply as that error.
         """
+        # Small exchanges cost less on the trio thread than a worker-thread trip; object data
+        # (streamed GETs, whole-object GETs, large bodies) goes through the worker threads.
+        inline = (not stream and len(call.body) <= INLINE_BODY_BYTES
+                  and not (call.method == "GET" and call.key and not call.params))
         attempt = 0  # failed attempts that were followed by backoff
         tries = 0
         resigned = refreshed = False
@@ -472,7 +479,7 @@ class RequestEngine:
             self.stats.requests[call.op] += 1
             self.stats.bytes_out += len(call.body)
             creds = await self._credentials.get()
-            request = self._build(call, creds)
+            request = self._build(call, creds, inline=inline)
             status: int | None = None
             cause: BaseException | None = None
             failure: CosfsError

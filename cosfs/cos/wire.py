@@ -27,6 +27,7 @@ Scope: plain HTTP and HTTPS; a proxy is left to httpx's transport (the client pi
 
 from __future__ import annotations
 
+import math
 import select
 import socket
 import ssl
@@ -37,6 +38,8 @@ import h11
 import httpx
 import trio
 
+# A request whose extensions set this is exchanged whole on the trio thread (see _exchange_inline).
+INLINE = "cosfs_inline"
 # A response head larger than this is refused (COS heads are a few hundred bytes).
 MAX_HEAD_BYTES = 64 * 1024
 # Body pieces handed up per worker-thread trip: large enough that the trip costs nothing per
@@ -223,7 +226,8 @@ class _Exchange:
         else:
             self.left = None
             assert self.h11 is not None
-            self.h11.receive_data(bytes(rest))
+            if rest:  # (h11 takes receive_data(b"") for the end of the stream)
+                self.h11.receive_data(bytes(rest))
 
     # --- body ------------------------------------------------------------------------------
 
@@ -301,6 +305,86 @@ class _Exchange:
             raise httpx.ReadError(f"reading the response: {exc}") from exc
 
 
+async def _send_inline(sock: socket.socket, pieces: list[bytes]) -> None:
+    """sendall on a non-blocking socket (plain or TLS), waiting in trio."""
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            try:
+                sent = sock.send(view)
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            except ssl.SSLWantReadError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                raise httpx.WriteError(f"sending the request: {exc}") from exc
+            view = view[sent:]
+
+
+async def _recv_inline(sock: socket.socket, size: int) -> bytes:
+    """One recv on a non-blocking socket (plain or TLS), waiting in trio."""
+    while True:
+        try:
+            return sock.recv(size)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            await trio.lowlevel.wait_readable(sock)
+        except ssl.SSLWantWriteError:
+            await trio.lowlevel.wait_writable(sock)
+        except OSError as exc:
+            raise httpx.ReadError(f"reading the response: {exc}") from exc
+
+
+async def _exchange_inline(conn: _Connection, request: httpx.Request,
+                           body: list[bytes]) -> tuple[h11.Response, bytes, bool]:
+    """One whole request and response on the trio thread (a small exchange: a thread trip
+    would cost more than the socket calls). h11 frames both ways; the response body is
+    read to its end. The connection is left reusable only when both sides are done."""
+    sock = conn.sock
+    assert sock is not None
+    timeouts = _timeouts(request)
+    protocol = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+    try:
+        pieces = [protocol.send(h11.Request(method=request.method, target=request.url.raw_path,
+                                            headers=list(request.headers.raw)))]
+        for chunk in filter(None, body):
+            pieces.extend(protocol.send_with_data_passthrough(h11.Data(data=chunk)))
+        pieces.append(protocol.send(h11.EndOfMessage()))
+    except h11.LocalProtocolError as exc:
+        raise httpx.LocalProtocolError(str(exc)) from exc
+    sock.setblocking(False)
+    with trio.move_on_after(timeouts.get("write") or math.inf) as scope:
+        await _send_inline(sock, [piece for piece in pieces if piece])
+    if scope.cancelled_caught:
+        raise httpx.WriteTimeout("sending the request: timed out")
+    head: h11.Response | None = None
+    received: list[bytes] = []
+    while True:
+        event = _Exchange._next_event(protocol)
+        if event is h11.NEED_DATA:
+            with trio.move_on_after(timeouts.get("read") or math.inf) as scope:
+                data = await _recv_inline(sock, RECV_BYTES)
+            if scope.cancelled_caught:
+                raise httpx.ReadTimeout("reading the response: timed out")
+            protocol.receive_data(data)  # b"": the server closed the connection
+        elif isinstance(event, h11.Response):
+            head = event
+        elif isinstance(event, h11.Data):
+            received.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            break
+        elif isinstance(event, h11.ConnectionClosed):
+            if head is None:
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+        # an InformationalResponse (100 Continue) is skipped
+    assert head is not None
+    reusable = (protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
+                and not protocol.trailing_data[0])
+    return head, b"".join(received), reusable
+
+
 class _ResponseBody(httpx.AsyncByteStream):
     """The body of one response, read in worker threads; its connection back to the pool
     when it was read to the end."""
@@ -363,6 +447,8 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         body = [bytes(chunk) if not isinstance(chunk, bytes) else chunk async for chunk in request.stream]
+        if request.extensions.get(INLINE):
+            return await self._handle_inline(request, origin, body)
         await self._slots.acquire()
         try:
             conn = self._take(origin)
@@ -380,6 +466,30 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             headers=[(bytes(name), bytes(value)) for name, value in response.headers],
             stream=_ResponseBody(self, exchange),
             extensions={"http_version": b"HTTP/" + response.http_version, "reason_phrase": response.reason},
+            request=request,
+        )
+
+    async def _handle_inline(self, request: httpx.Request, origin: tuple[str, str, int],
+                             body: list[bytes]) -> httpx.Response:
+        """A small exchange, whole on the trio thread (connecting, when needed, in a thread)."""
+        async with self._slots:
+            conn = self._take(origin)
+            reusable = False
+            try:
+                if conn.sock is None:
+                    exchange = _Exchange(conn, request, [], self._tls, self._local_address)
+                    await self._in_thread(exchange, exchange.connect)
+                head, content, reusable = await _exchange_inline(conn, request, body)
+            finally:
+                if reusable and not self._closed:
+                    self._idle.setdefault(conn.origin, []).append(conn)
+                else:
+                    conn.kill()
+        return httpx.Response(
+            head.status_code,
+            headers=[(bytes(name), bytes(value)) for name, value in head.headers],
+            stream=httpx.ByteStream(content),
+            extensions={"http_version": b"HTTP/" + head.http_version, "reason_phrase": head.reason},
             request=request,
         )
 

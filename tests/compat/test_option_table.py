@@ -130,6 +130,7 @@ CHECKS = {
     "disable_noobj_cache": ("disable_noobj_cache", lambda s: s.fs.negative_ttl_s == 0),
     "enable_negative_cache": ("enable_negative_cache", lambda s: s.fs.negative_ttl_s > 0),
     "parallel_count": ("parallel_count=3", lambda s: s.fs.parallel_fetches == 3),
+    "multireq_max": ("multireq_max=50", lambda s: s.fs.listing_parallel == 50 and s.cos.max_connections >= 50),
     "parallel_upload": ("parallel_upload=4", lambda s: s.fs.parallel_fetches == 4),
     "multipart_size": ("multipart_size=10", lambda s: s.fs.part_size_bytes == 10 * MiB),
     "multipart_threshold": ("multipart_threshold=50", lambda s: s.fs.multipart_threshold_bytes == 50 * MiB),

@@ -292,9 +292,8 @@ def test_encryption_and_storage_class_reach_cos(cos_server, mount_factory):
 
 def test_noted_options_log_what_cosfs_does_instead(cos_server, mount_factory, expect_log):
     expect_log(r"^WARNING cosfs\.options: nocopyapi: ", count=1, why="nocopyapi asks for what cosfs never does")
-    m = mount_factory(cos_server, "nocopyapi", "nodnscache", "multireq_max=30", "curldbg")
+    m = mount_factory(cos_server, "nocopyapi", "nodnscache", "curldbg")
     (m.path / "f.txt").write_bytes(b"x")
     log = m.log()
     assert "INFO cosfs.options: nodnscache: cosfs keeps no DNS cache of its own" in log
-    assert "INFO cosfs.options: multireq_max: " in log
     assert re.search(r"INFO cosfs\.http: PUT http://\S+/f\.txt -> 200 OK", log)  # curldbg

@@ -126,7 +126,7 @@ def test_replaced_under_an_open_file_gives_estale_never_mixed(cos_server, sdk, m
         os.close(fd)
 
 
-def test_cold_ls_costs_list_only_and_warm_reread_costs_nothing(cos_server, sdk, mount_factory):
+def test_cold_ls_costs_a_list_and_a_head_per_object_and_warm_reread_costs_nothing(cos_server, sdk, mount_factory):
     for i in range(1100):
         put(sdk, cos_server.bucket, f"many/f{i:04d}", b"x" * (i % 7))
     for i in range(50):
@@ -136,14 +136,15 @@ def test_cold_ls_costs_list_only_and_warm_reread_costs_nothing(cos_server, sdk, 
     before = len(cos_server.access_lines())
     listing = subprocess.run(["ls", "-l", str(m.path / "few")], capture_output=True, text=True, check=True)
     assert len(listing.stdout.splitlines()) == 51
-    # One LIST and no HEAD: the lookup's LIST of few/ found children (a directory, whatever
-    # object may share its name) and its page is the listing readdir shows.
-    assert count_requests(cos_server, before) == {"LIST": 1}
+    # One LIST: the lookup's LIST of few/ found children (a directory, whatever object may
+    # share its name) and its page is the listing readdir shows; a HEAD per object for what
+    # a LIST does not say (type, mode, owner, stored times).
+    assert count_requests(cos_server, before) == {"LIST": 1, "HEAD": 50}
     before = len(cos_server.access_lines())
     listing = subprocess.run(["ls", "-l", str(m.path / "many")], capture_output=True, text=True, check=True)
     assert len(listing.stdout.splitlines()) == 1101
-    # The lookup's page (truncated: not kept), then ceil(1100/1000) = 2 pages; no HEAD.
-    assert count_requests(cos_server, before) == {"LIST": 3}
+    # The lookup's page (truncated: not kept), then ceil(1100/1000) = 2 pages; a HEAD each.
+    assert count_requests(cos_server, before) == {"LIST": 3, "HEAD": 1100}
     before = len(cos_server.access_lines())
     subprocess.run(["ls", "-l", str(m.path / "many")], capture_output=True, check=True)
     assert count_requests(cos_server, before) == {}

@@ -1010,15 +1010,14 @@ def test_listing_keeps_what_this_mount_knows(cos_server, bucket, mount_factory):
 
 def test_fresh_mount_listing_shows_symlinks_and_stored_metadata(cos_server, bucket, mount_factory):
     """A fresh mount, listed before anything is looked up (ls -l, find, tar c, cp -a, rsync
-    from the mount all do this): with listing_metadata=head (README: the option for copies
-    out of the mount) symbolic links show as links, and stat after the listing gives the
-    stored mode/mtime. (The default, LIST only, shows them as small regular files.)"""
+    from the mount all do this): symbolic links show as links, and stat after the listing
+    gives the stored mode/mtime."""
     m = mount_factory(cos_server)
     write_file(m.path / "target", b"t")
     os.symlink("target", m.path / "link")
     os.chmod(m.path / "target", 0o600)
     os.utime(m.path / "target", (1_300_000_000, 1_300_000_000))
-    m2 = mount_factory(cos_server, "listing_metadata=head")
+    m2 = mount_factory(cos_server)
     found = subprocess.run(["find", ".", "-type", "l"], cwd=m2.path, capture_output=True, text=True, check=True)
     assert found.stdout.split() == ["./link"]
     assert stat.S_ISLNK(os.lstat(m2.path / "link").st_mode)
