@@ -127,7 +127,7 @@ class FsConfig:
     part_size_bytes: int = 8 * MiB  # multipart part size (grown to fit 10,000 parts)
     multipart_threshold_bytes: int = 16 * MiB  # larger files upload as multipart
     write_back_delay_s: float = 0.0  # 0: close() waits for the upload
-    listing_parallel: int = 32  # multireq_max: HEADs in flight while readdir describes a listing
+    listing_parallel: int = 64  # multireq_max: HEADs in flight while readdir describes a listing
     xattrs: bool = True  # False (noxattr): the kernel is told xattrs are not supported at all
     owner_uid: int = 0  # who mounted: with root, the only one who may read the mount's status
     owner_gid: int = 0

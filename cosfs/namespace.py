@@ -225,11 +225,12 @@ class Namespace:
         return self._merge_dirty(directory.key, listing)
 
     def _list_siblings_ahead(self, prefix: str) -> None:
-        """A tree walk (find, du, cp -r, tar, rsync) lists sibling directories one after the
-        other, in listing order. Once two neighbours were listed in a row, LIST the next
-        LISTING_AHEAD siblings in the background (a few at a time) and HEAD their first
-        entries, so the walk finds them described instead of waiting for each in turn. A
-        single `ls` starts nothing."""
+        """A tree walk (find, du, cp -r, tar, rsync) reads a folder, then its subdirectories
+        one after the other, in listing order. Once the first subdirectory of a folder a
+        readdir read, or two neighbours in a row, are read, LIST the next LISTING_AHEAD
+        siblings in the background (a few at a time) and HEAD their first entries, so the
+        walk finds them described instead of waiting for each in turn. A single `ls` of a
+        folder whose parent was not read starts nothing."""
         if self._nursery is None or prefix == self._inodes.get(ROOT_INO).key:
             return
         parent = prefix[: prefix.rstrip("/").rfind("/") + 1]
@@ -239,8 +240,8 @@ class Namespace:
         index = bisect.bisect_left(siblings, prefix[len(parent):-1], key=lambda e: e.name)
         window = range(max(0, index - SCAN_ENTRIES), index)
         previous = next((siblings[i] for i in reversed(window) if siblings[i].kind == Kind.DIR), None)
-        if previous is None or previous.key not in self._listings:
-            return
+        if previous is not None and previous.key not in self._listings:
+            return  # (the parent's listing is cached: a readdir read it)
         following = (e for e in siblings[index + 1:index + 1 + SCAN_ENTRIES] if e.kind == Kind.DIR)
         for entry in itertools.islice(following, LISTING_AHEAD):
             if not self._known(entry.key) and entry.key not in self._ahead:

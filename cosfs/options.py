@@ -123,7 +123,7 @@ OPTIONS: list[Option] = [
            "negative_cache_expire)", origin="COSFS/s3fs"),
     Option("disable_noobj_cache", "flag", False, "'no such file' answers are not cached (negative_cache_expire=0)",
            origin="s3fs"),
-    Option("multireq_max", "int", 32, "HEADs in flight at once while readdir reads the stored type, mode, owner "
+    Option("multireq_max", "int", 64, "HEADs in flight at once while readdir reads the stored type, mode, owner "
            "and times of the entries a listing gives (a LIST carries none of them)", origin="COSFS/s3fs", minimum=1),
     # --- data caching ---
     Option("cache_dir", "str", "", "local cache directory (default /var/cache/cosfs/BUCKET as root, else "

@@ -71,6 +71,7 @@ from cosfs.cos.codecs import (
     object_meta,
     quote_etag,
     reply_crc64,
+    reply_headers,
     reply_shape,
     sse_headers,
     stray_names,
@@ -451,7 +452,7 @@ class CosClient:
             if meta.size_bytes == position + len(body):
                 return AppendResult(next_position=meta.size_bytes, etag=meta.etag, crc64=meta.crc64)
             raise reply.error
-        next_text = reply.response.headers.get("x-cos-next-append-position", "").strip()
+        next_text = reply_headers(reply.response).get("x-cos-next-append-position", "").strip()
         next_position = int(next_text) if next_text.isdigit() else position + len(body)
         return AppendResult(next_position=next_position, etag=etag_of(reply.response),
                             crc64=reply_crc64(reply.response))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import email.utils
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -51,6 +52,11 @@ def http_time(value: str | None) -> float:
     that an odd date never fails a request."""
     if not value:
         return 0.0
+    return _http_time(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_time(value: str) -> float:
     try:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError):
@@ -70,28 +76,37 @@ def content_range(value: str | None) -> tuple[int, int, int | None] | None:
         return None
 
 
+def reply_headers(response: httpx.Response) -> dict[str, str]:
+    """The reply's headers as a plain dict of lower-cased names (the last of repeated
+    ones), built once per reply: httpx's Headers decodes every header at each lookup."""
+    headers = response.extensions.get("cosfs_headers")
+    if headers is None:
+        headers = response.extensions["cosfs_headers"] = {k.lower(): v for k, v in response.headers.multi_items()}
+    return headers
+
+
 def content_length(response: httpx.Response) -> int | None:
     """The announced body length; None when absent or not a number (the body then tells)."""
-    text = response.headers.get("content-length", "").strip()
+    text = reply_headers(response).get("content-length", "").strip()
     return int(text) if text.isdigit() else None
 
 
 def etag_of(response: httpx.Response) -> str:
     """The reply's ETag without its quotes, as `ObjectMeta` and `PartInfo` hold ETags."""
-    return response.headers.get("etag", "").strip().strip('"')
+    return reply_headers(response).get("etag", "").strip().strip('"')
 
 
 def reply_crc64(response: httpx.Response) -> int | None:
     """The object's CRC64 as the server states it (x-cos-hash-crc64ecma); None from a server
     without CRC64 (S3-compatible, not COS), which is never failed for it."""
-    return crc64.parse_header(response.headers.get("x-cos-hash-crc64ecma"))
+    return crc64.parse_header(reply_headers(response).get("x-cos-hash-crc64ecma"))
 
 
 def object_meta(key: str, response: httpx.Response, dialect: Dialect, size: int | None = None) -> ObjectMeta:
     """The `ObjectMeta` a HEAD or GET reply states. `size` overrides Content-Length, which
     for a ranged GET is the range's, not the object's. User metadata is read under either
     prefix (x-cos-meta-*, x-amz-meta-*), as `dialect` knows them."""
-    h = response.headers
+    h = reply_headers(response)
     if size is None:
         size = content_length(response) or 0
     return ObjectMeta(
@@ -101,7 +116,7 @@ def object_meta(key: str, response: httpx.Response, dialect: Dialect, size: int 
         last_modified_s=http_time(h.get("last-modified")),
         content_type=h.get("content-type", "application/octet-stream"),
         crc64=reply_crc64(response),
-        user_meta=dialect.user_meta(h.multi_items()),
+        user_meta=dialect.user_meta(h.items()),
         storage_class=dialect.header(h, "storage-class", "STANDARD") or "STANDARD",
         appendable=h.get("x-cos-object-type", "").lower() == "appendable",
     )
@@ -140,12 +155,12 @@ def reply_shape(response: httpx.Response, first: int, last: int | None,
     ranged GETs so) is the range when it names exactly the bytes asked for, the whole object
     when it names all of them (checked first: a whole object keeps its CRC64 check), and
     refused otherwise."""
-    span = content_range(response.headers.get("content-range"))
+    span = content_range(reply_headers(response).get("content-range"))
     if response.status_code == 206:
         return span, span_problem(span, first, last, length)
     if span is None:
-        if response.headers.get("content-range"):
-            return None, f"200 with an unusable Content-Range {response.headers['content-range']!r}"
+        if reply_headers(response).get("content-range"):
+            return None, f"200 with an unusable Content-Range {reply_headers(response)['content-range']!r}"
         return None, None
     got_first, got_last, total = span
     if got_first == 0 and total is not None and got_last == total - 1 and length in (None, total):

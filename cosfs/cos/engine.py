@@ -50,10 +50,10 @@ import trio
 
 from cosfs.cos import auth, crc64, rules
 from cosfs.cos import xml as cosxml
-from cosfs.cos.codecs import content_length, etag_of, http_time, ignored_if_match, md5_b64
+from cosfs.cos.codecs import content_length, etag_of, http_time, ignored_if_match, md5_b64, reply_headers
 from cosfs.cos.endpoint import COPY_SUFFIXES, Addressing, addressing_for, dialect_for
 from cosfs.cos.retry import Decision, RetryPolicy, classify_status, is_transient_exception
-from cosfs.cos.wire import INLINE, ThreadedTransport
+from cosfs.cos.wire import ThreadedTransport
 from cosfs.errors import (
     ConfigError,
     CosError,
@@ -275,6 +275,11 @@ class RequestEngine:
         # nothing we use (no redirects, cookies, auth flows or default headers: every request
         # is built and signed whole in `_build`) and cost ~90 us of the trio thread per request.
         self.transport = transport or _transport(config)
+        # Where small exchanges go straight to our own transport (None: through httpx's).
+        addr = self.addressing
+        self._origin = ((addr.scheme, addr.host, addr.port or (443 if addr.scheme == "https" else 80))
+                        if isinstance(self.transport, ThreadedTransport) else None)
+        self._origin_url = f"{addr.scheme}://{addr.host_header}"
         self.dialect = dialect_for(config.signature)
         self._foreign_noted: set[str] = set()
 
@@ -339,9 +344,9 @@ class RequestEngine:
     def _now(self) -> float:
         return self._clock() + self._clock_offset_s
 
-    def _build(self, call: Call, creds: auth.Credentials | None, *, inline: bool = False) -> httpx.Request:
-        """The signed request of one attempt; unsigned when `creds` is None (public_bucket).
-        `inline`: a small exchange, sent and read whole on the trio thread."""
+    def _signed(self, call: Call, creds: auth.Credentials | None) -> tuple[str, dict[str, str]]:
+        """(raw target, headers) of one attempt, signed with a fresh time; unsigned when
+        `creds` is None (public_bucket)."""
         addr = self.addressing
         headers: dict[str, str] = {"host": addr.host_header}
         headers.update(self.dialect.outgoing(call.headers)[0])
@@ -373,14 +378,38 @@ class RequestEngine:
             )
         headers["user-agent"] = self._config.user_agent
         headers["accept-encoding"] = "identity"
-        target = raw_path + ("?" + query if query else "")
+        return raw_path + ("?" + query if query else ""), headers
+
+    def _build(self, call: Call, creds: auth.Credentials | None) -> httpx.Request:
+        """The signed httpx request of one attempt (see `_signed`)."""
+        target, headers = self._signed(call, creds)
+        addr = self.addressing
         url = httpx.URL(scheme=addr.scheme, host=addr.host, port=addr.port, raw_path=target.encode("ascii"))
         stream = BodyStream(call.body)
         call.streams.append(stream)
-        extensions = {"timeout": (call.timeout or self._timeout).as_dict()}
+        return httpx.Request(call.method, url, headers=headers, stream=stream,
+                             extensions={"timeout": (call.timeout or self._timeout).as_dict()})
+
+    async def _exchange(self, call: Call, creds: auth.Credentials | None, inline: bool) -> httpx.Response:
+        """One attempt: small exchanges whole on the trio thread (`ThreadedTransport.exchange`),
+        others as an httpx request through the transport."""
         if inline:
-            extensions[INLINE] = True
-        return httpx.Request(call.method, url, headers=headers, stream=stream, extensions=extensions)
+            target, headers = self._signed(call, creds)
+            timeout = call.timeout or self._timeout
+            response = await self.transport.exchange(  # type: ignore[attr-defined]
+                self._origin, call.method, target, headers, call.body, connect_s=timeout.connect, read_s=timeout.read,
+                write_s=timeout.write)
+            if wire_log.isEnabledFor(logging.INFO):
+                wire_log.info("%s %s%s -> %d %s", call.method, self._origin_url, target, response.status_code,
+                              response.reason_phrase)
+            return response
+        request = self._build(call, creds)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        if wire_log.isEnabledFor(logging.INFO):
+            wire_log.info("%s %s -> %d %s", request.method, request.url, response.status_code,
+                          response.reason_phrase)
+        return response
 
     async def _read_body(self, response: httpx.Response, method: str) -> bytes:
         chunks = [chunk async for chunk in raw_chunks(response)]
@@ -407,8 +436,8 @@ class RequestEngine:
     def _error(self, call: Call, response: httpx.Response, body: bytes) -> CosError:
         info = cosxml.parse_error(body) if body else None
         status = response.status_code
-        request_id = (info.request_id if info else "") or self.dialect.header(response.headers, "request-id")
-        code = ((info.code if info else "") or self.dialect.header(response.headers, "error-code")
+        request_id = (info.request_id if info else "") or self.dialect.header(reply_headers(response), "request-id")
+        code = ((info.code if info else "") or self.dialect.header(reply_headers(response), "error-code")
                 or self._synthesised_code(status, call))
         message = info.message if info else ""
         if not message and code == "NoSuchBucket":
@@ -421,12 +450,12 @@ class RequestEngine:
         if info is None:
             return None
         status = rules.status_for(info.code)
-        request_id = info.request_id or self.dialect.header(response.headers, "request-id")
+        request_id = info.request_id or self.dialect.header(reply_headers(response), "request-id")
         message = (info.message + " " if info.message else "") + "(error inside a 200 reply)"
         return cos_error(status, info.code or "InternalError", message, request_id, info.resource or (call.key or ""))
 
     def _learn_clock(self, response: httpx.Response) -> None:
-        server_s = http_time(response.headers.get("date"))
+        server_s = http_time(reply_headers(response).get("date"))
         if server_s:
             self._clock_offset_s = server_s - self._clock()
             log.info("server clock differs by %.0f s; signing with the server's time", self._clock_offset_s)
@@ -469,7 +498,7 @@ class RequestEngine:
         """
         # Small exchanges cost less on the trio thread than a worker-thread trip; object data
         # (streamed GETs, whole-object GETs, large bodies) goes through the worker threads.
-        inline = (not stream and len(call.body) <= INLINE_BODY_BYTES
+        inline = (self._origin is not None and not stream and len(call.body) <= INLINE_BODY_BYTES
                   and not (call.method == "GET" and call.key and not call.params))
         attempt = 0  # failed attempts that were followed by backoff
         tries = 0
@@ -479,16 +508,11 @@ class RequestEngine:
             self.stats.requests[call.op] += 1
             self.stats.bytes_out += len(call.body)
             creds = await self._credentials.get()
-            request = self._build(call, creds, inline=inline)
             status: int | None = None
             cause: BaseException | None = None
             failure: CosfsError
             try:
-                response = await self.transport.handle_async_request(request)
-                response.request = request
-                if wire_log.isEnabledFor(logging.INFO):
-                    wire_log.info("%s %s -> %d %s", request.method, request.url, response.status_code,
-                                  response.reason_phrase)
+                response = await self._exchange(call, creds, inline)
             except httpx.TransportError as exc:
                 if not is_transient_exception(exc):
                     raise ProtocolError(f"{call.what()}: {describe(exc)}") from exc

@@ -23,7 +23,8 @@ import httpx
 import trio
 
 from cosfs.cos import crc64
-from cosfs.cos.codecs import bytes_spec, content_length, content_range, object_meta, quote_etag, reply_shape
+from cosfs.cos.codecs import (bytes_spec, content_length, content_range, object_meta, quote_etag, reply_headers,
+                               reply_shape)
 from cosfs.cos.engine import Call, RequestEngine, Truncated, describe, raw_chunks, retry_log_level
 from cosfs.errors import IntegrityError, ProtocolError, TransientError
 
@@ -84,7 +85,7 @@ class ObjectStream:
             self.meta = object_meta(key, response, engine.dialect, size=total if total is not None else self._last + 1)
         else:
             if length is None:  # a whole object named by its Content-Range (rclone), streamed
-                whole = content_range(response.headers.get("content-range"))
+                whole = content_range(reply_headers(response).get("content-range"))
                 length = whole[2] if whole is not None else None
             self.meta = object_meta(key, response, engine.dialect, size=length or 0)
             if length is not None:

@@ -38,8 +38,8 @@ import h11
 import httpx
 import trio
 
-# A request whose extensions set this is exchanged whole on the trio thread (see _exchange_inline).
-INLINE = "cosfs_inline"
+from cosfs.cos import http1
+
 # A response head larger than this is refused (COS heads are a few hundred bytes).
 MAX_HEAD_BYTES = 64 * 1024
 # Body pieces handed up per worker-thread trip: large enough that the trip costs nothing per
@@ -100,6 +100,31 @@ def _timeouts(request: httpx.Request) -> dict[str, float | None]:
     return request.extensions.get("timeout", {})
 
 
+def _connect(conn: _Connection, tls: ssl.SSLContext | None, local_address: str | None,
+             connect_s: float | None) -> None:
+    """Worker thread: open the connection's socket (TCP, then TLS for https)."""
+    scheme, host, port = conn.origin
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_s,
+                                        source_address=(local_address, 0) if local_address else None)
+    except socket.timeout as exc:
+        raise httpx.ConnectTimeout(f"connecting to {host}:{port}: timed out") from exc
+    except OSError as exc:
+        raise httpx.ConnectError(f"connecting to {host}:{port}: {exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if scheme == "https":
+        assert tls is not None
+        try:
+            sock = tls.wrap_socket(sock, server_hostname=host)
+        except socket.timeout as exc:
+            sock.close()
+            raise httpx.ConnectTimeout(f"TLS handshake with {host}:{port}: timed out") from exc
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise httpx.ConnectError(f"TLS handshake with {host}:{port}: {exc}") from exc
+    conn.sock = sock
+
+
 class _Exchange:
     """Worker-thread half of one request and response on one connection."""
 
@@ -122,26 +147,7 @@ class _Exchange:
     # --- head ------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        scheme, host, port = self.conn.origin
-        try:
-            sock = socket.create_connection((host, port), timeout=self.connect_s,
-                                            source_address=(self.local_address, 0) if self.local_address else None)
-        except socket.timeout as exc:
-            raise httpx.ConnectTimeout(f"connecting to {host}:{port}: timed out") from exc
-        except OSError as exc:
-            raise httpx.ConnectError(f"connecting to {host}:{port}: {exc}") from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if scheme == "https":
-            assert self.tls is not None
-            try:
-                sock = self.tls.wrap_socket(sock, server_hostname=host)
-            except socket.timeout as exc:
-                sock.close()
-                raise httpx.ConnectTimeout(f"TLS handshake with {host}:{port}: timed out") from exc
-            except (OSError, ssl.SSLError) as exc:
-                sock.close()
-                raise httpx.ConnectError(f"TLS handshake with {host}:{port}: {exc}") from exc
-        self.conn.sock = sock
+        _connect(self.conn, self.tls, self.local_address, self.connect_s)
 
     def send_and_read_head(self) -> h11.Response:
         if self.conn.sock is None:
@@ -336,53 +342,28 @@ async def _recv_inline(sock: socket.socket, size: int) -> bytes:
             raise httpx.ReadError(f"reading the response: {exc}") from exc
 
 
-async def _exchange_inline(conn: _Connection, request: httpx.Request,
-                           body: list[bytes]) -> tuple[h11.Response, bytes, bool]:
+async def _exchange_inline(sock: socket.socket, method: str, head: bytes, body: bytes,
+                           read_s: float | None, write_s: float | None) -> http1.ResponseReader:
     """One whole request and response on the trio thread (a small exchange: a thread trip
-    would cost more than the socket calls). h11 frames both ways; the response body is
-    read to its end. The connection is left reusable only when both sides are done."""
-    sock = conn.sock
-    assert sock is not None
-    timeouts = _timeouts(request)
-    protocol = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
-    try:
-        pieces = [protocol.send(h11.Request(method=request.method, target=request.url.raw_path,
-                                            headers=list(request.headers.raw)))]
-        for chunk in filter(None, body):
-            pieces.extend(protocol.send_with_data_passthrough(h11.Data(data=chunk)))
-        pieces.append(protocol.send(h11.EndOfMessage()))
-    except h11.LocalProtocolError as exc:
-        raise httpx.LocalProtocolError(str(exc)) from exc
+    would cost more than the socket calls), framed by `http1`; the body read to its end.
+    `write_s` bounds the sending, `read_s` the wait for each piece of the reply."""
     sock.setblocking(False)
-    with trio.move_on_after(timeouts.get("write") or math.inf) as scope:
-        await _send_inline(sock, [piece for piece in pieces if piece])
+    with trio.move_on_after(math.inf if write_s is None else write_s) as scope:
+        await _send_inline(sock, [head + body] if len(body) < 65536 else [head, body])
     if scope.cancelled_caught:
         raise httpx.WriteTimeout("sending the request: timed out")
-    head: h11.Response | None = None
-    received: list[bytes] = []
-    while True:
-        event = _Exchange._next_event(protocol)
-        if event is h11.NEED_DATA:
-            with trio.move_on_after(timeouts.get("read") or math.inf) as scope:
-                data = await _recv_inline(sock, RECV_BYTES)
-            if scope.cancelled_caught:
-                raise httpx.ReadTimeout("reading the response: timed out")
-            protocol.receive_data(data)  # b"": the server closed the connection
-        elif isinstance(event, h11.Response):
-            head = event
-        elif isinstance(event, h11.Data):
-            received.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            break
-        elif isinstance(event, h11.ConnectionClosed):
-            if head is None:
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
-        # an InformationalResponse (100 Continue) is skipped
-    assert head is not None
-    reusable = (protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
-                and not protocol.trailing_data[0])
-    return head, b"".join(received), reusable
+    reader = http1.ResponseReader(method)
+    read_timeout = math.inf if read_s is None else read_s
+    while not reader.done:
+        with trio.move_on_after(read_timeout) as scope:
+            data = await _recv_inline(sock, RECV_BYTES)
+        if scope.cancelled_caught:
+            raise httpx.ReadTimeout("reading the response: timed out")
+        try:
+            reader.feed(data)  # b"": the server closed the connection
+        except http1.FramingError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+    return reader
 
 
 class _ResponseBody(httpx.AsyncByteStream):
@@ -447,8 +428,6 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         body = [bytes(chunk) if not isinstance(chunk, bytes) else chunk async for chunk in request.stream]
-        if request.extensions.get(INLINE):
-            return await self._handle_inline(request, origin, body)
         await self._slots.acquire()
         try:
             conn = self._take(origin)
@@ -469,29 +448,36 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             request=request,
         )
 
-    async def _handle_inline(self, request: httpx.Request, origin: tuple[str, str, int],
-                             body: list[bytes]) -> httpx.Response:
-        """A small exchange, whole on the trio thread (connecting, when needed, in a thread)."""
+    async def exchange(self, origin: tuple[str, str, int], method: str, target: str, headers: dict[str, str],
+                       body: bytes, *, connect_s: float | None, read_s: float | None,
+                       write_s: float | None) -> httpx.Response:
+        """A small exchange, whole on the trio thread (connecting, when needed, in a thread),
+        without httpx's request model: the engine's signed target and headers go out as
+        they are, the reply comes back read to its end."""
+        try:
+            head = http1.request_head(method, target, list(headers.items()))
+        except http1.FramingError as exc:
+            raise httpx.LocalProtocolError(str(exc)) from exc
         async with self._slots:
             conn = self._take(origin)
-            reusable = False
+            reader = None
             try:
                 if conn.sock is None:
-                    exchange = _Exchange(conn, request, [], self._tls, self._local_address)
-                    await self._in_thread(exchange, exchange.connect)
-                head, content, reusable = await _exchange_inline(conn, request, body)
+                    await trio.to_thread.run_sync(conn.run, _connect, conn, self._tls, self._local_address, connect_s,
+                                                  abandon_on_cancel=True, limiter=self._threads)
+                assert conn.sock is not None
+                reader = await _exchange_inline(conn.sock, method, head, body, read_s, write_s)
             finally:
-                if reusable and not self._closed:
+                if reader is not None and reader.reusable and not self._closed:
                     self._idle.setdefault(conn.origin, []).append(conn)
                 else:
                     conn.kill()
-        return httpx.Response(
-            head.status_code,
-            headers=[(bytes(name), bytes(value)) for name, value in head.headers],
-            stream=httpx.ByteStream(content),
-            extensions={"http_version": b"HTTP/" + head.http_version, "reason_phrase": head.reason},
-            request=request,
-        )
+        response_head = reader.head
+        assert response_head is not None
+        return httpx.Response(response_head.status, headers=response_head.headers,
+                              stream=httpx.ByteStream(bytes(reader.body)),
+                              extensions={"http_version": b"HTTP/1.%d" % response_head.http_minor,
+                                          "reason_phrase": response_head.reason.encode("latin-1")})
 
     def _take(self, origin: tuple[str, str, int]) -> _Connection:
         idle = self._idle.get(origin)

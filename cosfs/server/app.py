@@ -29,7 +29,6 @@ Authorization value), and `main` creates the file with mode 0600.
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
 import logging
 import os
@@ -48,7 +47,7 @@ from cosfs.server.authn import Authenticator, parse_query
 from cosfs.server.common import BUCKET_RE, CosError, Ctx, Query
 from cosfs.server.faults import FaultInjector
 from cosfs.server.http import BodyTimeout, ClientGone, FileBody, Request, ResetConnection, Response, invalid_header
-from cosfs.server.responses import error_xml
+from cosfs.server.responses import error_xml, http_date
 from cosfs.server.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class App:
         return f"{self._id_prefix}{self._counter:08x}{secrets.token_hex(4)}"
 
     def base_headers(self, request_id: str) -> list[tuple[str, str]]:
-        return [("Server", "tencent-cos"), ("Date", email.utils.formatdate(usegmt=True)),
+        return [("Server", "tencent-cos"), ("Date", http_date(time.time())),
                 ("x-cos-request-id", request_id)]
 
     def error_response(self, status: int, code: str, message: str, resource: str = "/",

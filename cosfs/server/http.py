@@ -35,6 +35,7 @@ MAX_HEADER_BYTES = 64 * 1024
 RECEIVE_BYTES = 1024 * 1024
 SENDFILE_CHUNK = 16 * 1024 * 1024
 FILE_PIECE_BYTES = 1024 * 1024
+COALESCE_BYTES = 256 * 1024  # a body up to this size is sent with its head in one send
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 DRAIN_TIMEOUT_S = 5.0
 
@@ -204,7 +205,10 @@ class Connection:
             raise ClientGone(f"unexpected {type(event).__name__} in a request body")
 
     async def _send(self, event) -> None:
-        data = self.conn.send(event)
+        await self._send_events(event)
+
+    async def _send_events(self, *events) -> None:
+        data = b"".join(self.conn.send(event) or b"" for event in events)
         if not data:
             return
         with trio.move_on_after(self.limits.io_timeout_s):
@@ -279,8 +283,14 @@ class Connection:
         headers = [(name.encode("latin-1"), encode_header_value(value)) for name, value in response.headers]
         body = response.body
         try:
-            await self._send(h11.Response(status_code=response.status, headers=headers, reason=reason))
             is_head = request is not None and request.method == "HEAD"
+            head = h11.Response(status_code=response.status, headers=headers, reason=reason)
+            if isinstance(body, bytes) and body and not is_head and len(body) <= COALESCE_BYTES:
+                # A small body goes out with its head in one send (one packet, one wake-up).
+                await self._send_events(head, h11.Data(data=body), h11.EndOfMessage())
+                response.sent_bytes = len(body)
+                return
+            await self._send(head)
             if isinstance(body, FileBody):
                 if not is_head and body.length:
                     response.sent_bytes = await self._sendfile(body)

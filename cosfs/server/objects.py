@@ -116,6 +116,8 @@ async def put_object(ctx: Ctx, bucket: Bucket) -> Response:
 
 def _record_headers(ctx: Ctx, record: ObjectRecord) -> list[tuple[str, str]]:
     headers = object_headers(record)
+    if not ctx.query:
+        return headers
     overrides = {header: ctx.query[param] for param, header in RESPONSE_OVERRIDES.items() if param in ctx.query}
     if overrides:
         lowered = {name.lower() for name in overrides}

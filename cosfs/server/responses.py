@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import time
 from collections.abc import Iterable
 from urllib.parse import quote
@@ -17,8 +18,13 @@ OWNER_ACL_ID = f"qcs::cam::uin/{OWNER_ID}:uin/{OWNER_ID}"
 
 
 def http_date(ts: float) -> str:
-    """RFC 1123 date, as in Last-Modified."""
-    return email.utils.formatdate(ts, usegmt=True)
+    """RFC 1123 date, as in Last-Modified (whole seconds: formatted once per second)."""
+    return _http_date_of_second(int(ts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date_of_second(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def iso_time(ts: float) -> str:
