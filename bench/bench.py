@@ -1096,7 +1096,7 @@ def tables(result: dict) -> str:
 
 
 def goals(result: dict) -> str:
-    """Issue 10's goals against this run's medians: one line each, met or not."""
+    """The speed goals (issues 10 and 18) against this run's medians: one line each, met or not."""
     sizes = Sizes(**result["sizes"])
     samples = result["samples"]
     value, cpu, fetched, requests = (medians(samples, f) for f in ("value", "cpu_s", "fetched_bytes", "requests"))
@@ -1137,13 +1137,15 @@ def goals(result: dict) -> str:
         goal("QD8 (8 jobs) scales with the parallelism", f"{r:.2f} x QD1 on 2 cores", None)
     against("500 small-file creates, durable close, >= 2 x s3fs", "creates_close", ("s3fs",), 2)
     against("find over the tree in at most rclone's time", "find", ("rclone",), 1, "x rclone's speed")
+    against("ls -l >= 2 x s3fs (both HEAD each entry)", "ls", ("s3fs",), 2)
     if ("ls", "cosfs") in requests:
         n = requests[("ls", "cosfs")]
-        goal("ls -l: one LIST, no HEAD", f"{n:.0f} request(s)", n <= 1)
+        goal("ls -l: one LIST + one HEAD per object (types, modes, owners)", f"{n:.0f} request(s)",
+             n <= sizes.ls + 1)
     rss = [s["rss_mib"] for s in samples if s["tool"] == "cosfs" and s.get("rss_mib") is not None]
     if rss:
         goal("daemon peak RSS under 200 MiB throughout", f"{max(rss):.0f} MiB at most", max(rss) < 200)
-    return markdown(["goal (issue 10)", "this run", "met"], lines)
+    return markdown(["goal", "this run", "met"], lines)
 
 
 def describe(result: dict) -> str:
