@@ -110,7 +110,7 @@ def unmount(path: Path, process: subprocess.Popen | None) -> None:
 
 
 def start_mount(server: ServerProcess, tmp_path: Path, *options: str, name: str = "mnt",
-                bucket: str | None = None) -> Mounted:
+                bucket: str | None = None, env: dict[str, str] | None = None) -> Mounted:
     require_fuse()
     mountpoint = tmp_path / name
     mountpoint.mkdir(exist_ok=True)
@@ -126,7 +126,7 @@ def start_mount(server: ServerProcess, tmp_path: Path, *options: str, name: str 
         process = subprocess.Popen(
             [sys.executable, "-m", "cosfs", "mount", bucket or server.bucket, str(mountpoint), "-f", "-o",
              ",".join(opts)],
-            stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+            stdout=subprocess.DEVNULL, stderr=stderr, text=True, env={**os.environ, **(env or {})})
     try:
         wait_mounted(mountpoint, process, stderr_file=stderr_file)
     except BaseException:
