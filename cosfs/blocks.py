@@ -119,6 +119,7 @@ class BlockCache:
         self._memory = max(memory_bytes, 2 * block_size_bytes)
         self._disk: collections.OrderedDict[Ident, int] = collections.OrderedDict()
         self._disk_bytes = 0
+        self._reserved_bytes = 0  # blocks being written to the disk tier (counted against the capacity)
         self._hot: collections.OrderedDict[Ident, bytearray] = collections.OrderedDict()
         self._hot_bytes = 0
         self._open: collections.OrderedDict[Ident, int] = collections.OrderedDict()  # ident -> fd
@@ -404,6 +405,9 @@ class BlockCache:
             self._short_of_space = True
             return
         self._short_of_space = False
+        # Room is taken before the write is awaited: concurrent writes cannot all evict for
+        # themselves and then all land past the capacity.
+        self._reserved_bytes += len(data)
         try:
             await trio.to_thread.run_sync(_write_block_file, self._path(ident), data)
         except OSError as exc:
@@ -412,19 +416,25 @@ class BlockCache:
             else:
                 log.warning("block cache write failed: %s", exc)
             return
+        finally:
+            self._reserved_bytes -= len(data)
         self._disk[ident] = len(data)
         self._disk_bytes += len(data)
 
     def make_room(self, incoming_bytes: int) -> bool:
         """For staged writes (ensure_diskfree): evict cached blocks until `incoming_bytes` more
         leave ensure_diskfree free on the cache disk; False when even an empty cache cannot."""
-        return self._evict_disk(incoming_bytes)
+        return self._evict_disk(incoming_bytes, cached=False)
 
-    def _evict_disk(self, incoming: int) -> bool:
-        """Make room for `incoming` bytes, least recently used first, within the capacity and
-        ensure_diskfree; False when the disk's free space cannot be brought above it."""
-        while self._disk and self._disk_bytes + incoming > self._capacity:
+    def _evict_disk(self, incoming: int, *, cached: bool = True) -> bool:
+        """Make room for `incoming` bytes, least recently used first: within the capacity
+        when they are a cached block (`cached`), and above ensure_diskfree; False when that
+        cannot be done."""
+        counted = incoming if cached else 0
+        while self._disk and self._disk_bytes + self._reserved_bytes + counted > self._capacity:
             self._forget_disk(next(iter(self._disk)))
+        if self._disk_bytes + self._reserved_bytes + counted > self._capacity:
+            return False
         if not self._keep_free:
             return True
         free = self._free_bytes()
@@ -439,7 +449,7 @@ class BlockCache:
 
     def check_invariants(self) -> None:
         assert self._disk_bytes == sum(self._disk.values())
-        assert self._disk_bytes <= self._capacity
+        assert self._disk_bytes + self._reserved_bytes <= self._capacity
         assert self._hot_bytes == sum(len(b) for b in self._hot.values())
         assert self._hot_bytes <= self._memory or len(self._hot) <= 1
         assert len(self._open) <= self._open_limit and all(ident in self._disk for ident in self._open)

@@ -7,12 +7,10 @@ scenario once per step and checks that the next mount recovers every acknowledge
 shows nothing that was never written. Unset, `reached` costs one comparison.
 
 Steps (where, and what is on disk when it fires):
-- journal-saved     staging: a record (and its data) is durable
-- rekey-new-record  staging: a re-key's new record is durable, the old one not yet removed
-- truncate-journaled staging: a truncation is journaled, the data not yet shrunk
-- before-upload     write-back: journaled (not a new file sent in one PUT), base checked, nothing sent
+- journal-saved     write-back: an acknowledged state (its data and its record) is durable
+- before-upload     write-back: the base checked, nothing of this attempt sent
 - uploaded          write-back: the object is in COS, the record not yet dropped
-- part-uploaded     uploader: one part of a multipart upload is in COS
+- part-uploaded     uploader: one part of a multipart upload (streamed or at commit) is in COS
 - file-copied       rename of a file: the copy exists, the source is not yet deleted
 - rename-journaled  directory rename: journal entry written, nothing copied
 - rename-walked     directory rename: every key moved, staged files not yet re-keyed
@@ -23,8 +21,8 @@ from __future__ import annotations
 import os
 import signal
 
-STEPS = frozenset({"journal-saved", "rekey-new-record", "truncate-journaled", "before-upload", "uploaded",
-                   "part-uploaded", "file-copied", "rename-journaled", "rename-walked"})
+STEPS = frozenset({"journal-saved", "before-upload", "uploaded", "part-uploaded", "file-copied", "rename-journaled",
+                   "rename-walked"})
 
 _armed: tuple[str, int] | None = None
 _passed = 0

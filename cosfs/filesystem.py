@@ -19,18 +19,17 @@ a crash interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import mimetypes
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
-from cosfs import crashpoints, xattrs
+from cosfs import xattrs
 from cosfs.blocks import BlockCache, ObjectRef
 from cosfs.config import FsConfig
 from cosfs.cos.store import PutResult, WriteOptions
@@ -51,19 +50,14 @@ from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
 from cosfs.namespace import Gone, Namespace, check_name, root_attr
 from cosfs.posix import Caller, check_size, new_meta, posix_meta
 from cosfs.prefetch import Prefetcher, ReadAhead
-from cosfs.renames import RenameJournal
-from cosfs.staging import DirtyFile, StagingArea
 from cosfs.status import MountStatus, PendingFile
-from cosfs.uploader import Uploader
-from cosfs.writeback import ORPHAN_PREFIX, WriteBack
+from cosfs.write import Origin, Snapshot, StagingArea, WriteBack
 
 # readdir reply: (name, attr, next offset) -> whether the kernel took the entry
 ReaddirReply = Callable[[str, Attr, int], bool]
 
 RENAME_EXCHANGE = 2
 RENAME_NOREPLACE = 1
-# Orphan copies (unlinked-but-open files) are filled this many bytes at a time.
-COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +88,38 @@ def content_type_for(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
+class InodeTarget:
+    """An inode as the write side sees a file (cosfs.write.Target): its key now, and the
+    committed object it starts from."""
+
+    __slots__ = ("_inode", "_namespace")
+
+    def __init__(self, inode: Inode, namespace: Namespace) -> None:
+        self._inode = inode
+        self._namespace = namespace
+
+    @property
+    def key(self) -> str:
+        return self._inode.key
+
+    @property
+    def ino(self) -> int:
+        return self._inode.ino
+
+    def committed(self) -> ObjectRef | None:
+        inode = self._inode
+        return None if inode.etag is None else ObjectRef(inode.key, inode.etag, inode.attr.size_bytes)
+
+    async def origin(self) -> Origin:
+        inode = self._inode
+        if not inode.meta_complete or inode.etag is None:
+            inode = await self._namespace.refresh(inode)
+        size = inode.attr.size_bytes
+        base = ObjectRef(inode.key, inode.etag or "", size) if size else None
+        return Origin(base, size, WriteOptions(content_type=inode.content_type, user_meta=dict(inode.user_meta),
+                                               storage_class=None))
+
+
 class CosFilesystem:
     """The mount's core: it orchestrates the namespace, block cache, write-back and handles."""
 
@@ -102,19 +128,15 @@ class CosFilesystem:
         self.store = store
         self.config = config
         self.inodes = InodeTable(config.prefix, root_attr(config))
-        staging = StagingArea(cache_dir, owner)
-        self.namespace = Namespace(store, self.inodes, config, staging, clock)
         self.blocks = BlockCache(store, cache_dir, config.block_size_bytes, config.cache_size_bytes,
                                  config.parallel_fetches, memory_bytes=config.memory_budget_bytes // 2,
                                  keep_free_bytes=config.ensure_diskfree_bytes)
-        uploader = Uploader(store, self._read_dirty_range, part_bytes=config.part_size_bytes,
-                            multipart_threshold_bytes=config.multipart_threshold_bytes,
-                            parallel_parts=upload_parallelism(config),
-                            on_upload_id=lambda dirty: staging.save(dirty, data=False))
-        self.writeback = WriteBack(store, staging, uploader, RenameJournal(cache_dir, store, uploader.copy_key),
-                                   cache_dir, write_back_delay_s=config.write_back_delay_s,
-                                   parallel=config.parallel_fetches, on_committed=self._committed,
-                                   on_conflict=self.namespace.forget_version)
+        self.writeback = WriteBack(
+            store, cache_dir, labels=owner, read_base=self.blocks.read, make_room=self._make_room,
+            part_bytes=config.part_size_bytes, multipart_threshold_bytes=config.multipart_threshold_bytes,
+            parallel_parts=upload_parallelism(config), write_back_delay_s=config.write_back_delay_s,
+            parallel=config.parallel_fetches, on_committed=self._committed, on_conflict=self._forget_version)
+        self.namespace = Namespace(store, self.inodes, config, self.writeback.staging, clock)
         self.prefetcher = Prefetcher(self.blocks, config.fetch_size_bytes, config.stream_disk_bytes)
         self.files = FileHandles()
         self.dirs: HandleTable[DirHandle] = HandleTable()
@@ -130,7 +152,6 @@ class CosFilesystem:
         """Attach the nursery, load the block cache, and finish what a crash interrupted."""
         self.prefetcher.start(nursery)
         self.namespace.start(nursery)
-        self.writeback.uploader.start(nursery)
         self.blocks.load()
         await self.writeback.start(nursery)
 
@@ -138,31 +159,30 @@ class CosFilesystem:
         return await self.writeback.drain()
 
     def close(self) -> None:
-        """After the mount has ended: release what the caches hold open."""
+        """After the mount has ended: release what the caches and staging hold open."""
         self.blocks.close()
+        self.writeback.staging.close()
 
-    async def commit(self, key: str) -> None:
-        await self.writeback.commit(key)
+    def _target(self, inode: Inode) -> InodeTarget:
+        return InodeTarget(inode, self.namespace)
 
-    @contextlib.asynccontextmanager
-    async def _holding(self, inode: Inode, *others: str) -> AsyncIterator[None]:
-        """Hold the inode's key (and `others`) in the write-back's locks. A rename may move
-        the inode while we wait for its key: then wait for the key it has now."""
-        while True:
-            key = inode.key
-            async with self.writeback.locks.hold(key, *others):
-                if inode.key == key:
-                    yield
-                    return
+    def _make_room(self, size: int) -> bool:
+        if self.blocks.make_room(size):
+            return True
+        raise CacheFull(f"the cache disk would keep less than ensure_diskfree "
+                        f"({self.config.ensure_diskfree_bytes} bytes) free: the write was not staged")
 
     def _check_writable(self) -> None:
         if self.config.read_only:
             raise ReadOnly("the mount is read-only")
 
-    def _committed(self, key: str, dirty: DirtyFile, result: PutResult) -> None:
-        """WriteBack's news: `key` now holds what `dirty` staged."""
-        inodes = self.namespace.committed(key, dirty.size, result.etag, result.crc64, dirty.options)
-        self.files.pin({inode.ino for inode in inodes}, ObjectRef(key, result.etag, dirty.size))
+    def _committed(self, key: str, state: Snapshot, result: PutResult) -> None:
+        """WriteBack's news: `key` now holds `state`."""
+        inodes = self.namespace.committed(key, state.size, result.etag, result.crc64, state.options)
+        self.files.pin({inode.ino for inode in inodes}, ObjectRef(key, result.etag, state.size))
+
+    def _forget_version(self, key: str) -> None:
+        self.namespace.forget_version(key)
 
     # --- metadata ------------------------------------------------------------------------
 
@@ -247,11 +267,13 @@ class CosFilesystem:
         self._check_writable()
         parent = self._directory(parent_ino)
         check_name(name, parent.key)
-        key = parent.key + name + "/"
-        async with self.writeback.locks.hold(key, parent.key + name):
+        meta = new_meta(stat.S_IFDIR | (mode & 0o7777 & ~caller.umask), caller, parent.attr)
+
+        async def make() -> Inode:
             await self._refuse_existing(parent, name)
-            inode = await self.namespace.make_dir(parent, name, new_meta(stat.S_IFDIR | (mode & 0o7777 & ~caller.umask),
-                                                                         caller, parent.attr))
+            return await self.namespace.make_dir(parent, name, meta)
+
+        inode = await self.writeback.tree_change([parent.key + name + "/", parent.key + name], make)
         self._entries_changed(parent)
         self.inodes.remember(inode.ino)
         return self._shown(inode)
@@ -262,8 +284,7 @@ class CosFilesystem:
         inode = await self.namespace.lookup(parent, name)
         if inode.kind != Kind.DIR:
             raise NotADirectory(inode.key)
-        async with self.writeback.locks.hold(inode.key):
-            await self.namespace.remove_dir(parent, inode)
+        await self.writeback.tree_change([inode.key], lambda: self.namespace.remove_dir(parent, inode))
         self._entries_changed(parent)
 
     def _directory(self, ino: int) -> Inode:
@@ -285,11 +306,10 @@ class CosFilesystem:
         self._check_writable()
         parent = self._directory(parent_ino)
         check_name(name, parent.key)
-        key = parent.key + name
         meta = new_meta(stat.S_IFREG | (mode & 0o7777 & ~caller.umask), caller, parent.attr)
-        async with self.writeback.locks.hold(key):
-            self.writeback.discard_locked(key)
-            dirty = self.staging.start(key, None, 0, WriteOptions(content_type=content_type_for(name), user_meta=meta))
+        # (a rename of the parent while the key is awaited: the file is created under its new name)
+        dirty = await self.writeback.create(lambda: parent.key + name,
+                                            WriteOptions(content_type=content_type_for(name), user_meta=meta))
         self.namespace.forget_negative(parent.key, name)
         inode = self.namespace.inode_for_dirty(parent, name, dirty)
         self._entries_changed(parent)
@@ -312,12 +332,7 @@ class CosFilesystem:
         if dirty is None and (not inode.meta_complete or inode.expires_at_s <= self.namespace.now()):
             inode = await self.namespace.refresh(inode)
         if truncate:
-            async with self._holding(inode):
-                dirty = self.staging.get(inode.key)
-                if dirty is None:
-                    dirty = self.staging.start(inode.key, None, 0, self._options_of(inode))
-                else:
-                    self.writeback.truncate_locked(dirty, 0)
+            dirty = await self.writeback.open_truncate(self._target(inode))
             # O_TRUNC marks mtime and ctime, even of an empty file (POSIX open()).
             inode.attr = dataclasses.replace(inode.attr, size_bytes=0, mtime_ns=dirty.mtime_ns,
                                              ctime_ns=dirty.mtime_ns)
@@ -329,16 +344,12 @@ class CosFilesystem:
         inode.page_cache_etag = None
         return self._open_handle(inode, None, writable=write, keep_cache=False)
 
-    def _options_of(self, inode: Inode) -> WriteOptions:
-        return WriteOptions(content_type=inode.content_type, user_meta=dict(inode.user_meta), storage_class=None)
-
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self.files.get(fh)
         inode = self.inodes.get(handle.ino)
-        dirty = self.staging.get(inode.key)
-        if dirty is not None:
-            end = min(offset + size, dirty.size)
-            return await self._read_dirty_range(dirty, offset, end) if offset < end else b""
+        staged = await self.writeback.read(inode.key, offset, offset + size)
+        if staged is not None:
+            return staged
         ref = handle.ref
         if ref is None or ref.key != inode.key:
             # Opened while dirty (or renamed since): read the committed version now.
@@ -352,73 +363,32 @@ class CosFilesystem:
             inode.expires_at_s = 0.0
             raise
 
-    async def _read_dirty_range(self, dirty: DirtyFile, start: int, end: int) -> bytes:
-        """Bytes [start, end) of a dirty file: staged writes over base data over zeros."""
-        if dirty.written.covers(start, end):
-            return self.staging.read_staged(dirty, start, end)  # the common case: one read, no join
-        pieces = []
-        for a, b, source in dirty.pieces(start, end):
-            if source == "staged":
-                pieces.append(self.staging.read_staged(dirty, a, b))
-            elif source == "base":
-                assert dirty.base is not None
-                pieces.append(bytes(await self.blocks.read(dirty.base, a, b - a)))
-            else:
-                pieces.append(bytes(b - a))
-        return b"".join(pieces)
-
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         self._check_writable()
         check_size(offset + len(data))
         handle = self.files.get(fh)
         inode = self.inodes.get(handle.ino)
-        async with self._holding(inode):
-            dirty = await self._dirty_for(inode)
-            if not self.blocks.make_room(len(data)):
-                raise CacheFull(f"the cache disk would keep less than ensure_diskfree "
-                                f"({self.config.ensure_diskfree_bytes} bytes) free: the write was not staged")
-            self.staging.write(dirty, offset, data)
-            self.writeback.uploader.after_write(dirty, offset, offset + len(data))
+        dirty = await self.writeback.write(self._target(inode), offset, data)
         now_ns = dirty.mtime_ns
         inode.attr = dataclasses.replace(inode.attr, size_bytes=dirty.size, mtime_ns=now_ns, ctime_ns=now_ns)
         return len(data)
-
-    async def _dirty_for(self, inode: Inode) -> DirtyFile:
-        """The inode's dirty file, started from its committed object when there is none.
-        The caller holds the inode's key."""
-        dirty = self.staging.get(inode.key)
-        if dirty is not None:
-            return dirty
-        if not inode.meta_complete or inode.etag is None:
-            inode = await self.namespace.refresh(inode)
-            dirty = self.staging.get(inode.key)
-            if dirty is not None:
-                return dirty
-        base = ObjectRef(inode.key, inode.etag or "", inode.attr.size_bytes) if inode.attr.size_bytes else None
-        return self.staging.start(inode.key, base, inode.attr.size_bytes, self._options_of(inode))
 
     async def flush(self, fh: int) -> None:
         """close(): commit now (default) or journal and commit after write_back_delay_s."""
         handle = self.files.get(fh)
         if handle.writable:
-            await self.writeback.acknowledge(self.inodes.get(handle.ino).key)
+            inode = self.inodes.get(handle.ino)
+            await self.writeback.flush(lambda: inode.key)
 
     async def fsync(self, fh: int) -> None:
-        handle = self.files.get(fh)
-        await self.writeback.commit(self.inodes.get(handle.ino).key)
+        inode = self.inodes.get(self.files.get(fh).ino)
+        await self.writeback.fsync(lambda: inode.key)
 
     def release(self, fh: int) -> None:
         handle = self.files.pop(fh)
         inode = self.inodes.get(handle.ino)
         self.inodes.closed(handle.ino)
-        if inode.key.startswith(ORPHAN_PREFIX):
-            if not inode.open_count:
-                self.writeback.discard_locked(inode.key)  # nameless: no one else can hold it
-            return
-        dirty = self.staging.get(inode.key)
-        if handle.writable and dirty is not None and not dirty.clean:
-            # flush normally committed or scheduled it; make sure nothing is left behind.
-            self.writeback.schedule(inode.key, self.config.write_back_delay_s)
+        self.writeback.released(inode.key, writable=handle.writable, last_open=not inode.open_count)
 
     async def setattr(self, ino: int, *, size: int | None = None, mode: int | None = None, uid: int | None = None,
                       gid: int | None = None, mtime_ns: int | None = None, atime_ns: int | None = None,
@@ -429,19 +399,10 @@ class CosFilesystem:
             if inode.kind == Kind.DIR:
                 raise IsADirectory(inode.key)
             check_size(size)
-            async with self._holding(inode):
-                if size == 0 and inode.key not in self.staging:
-                    if not inode.meta_complete:
-                        inode = await self.namespace.refresh(inode)
-                    dirty = self.staging.start(inode.key, None, 0, self._options_of(inode))
-                else:
-                    dirty = await self._dirty_for(inode)
-                    self.writeback.truncate_locked(dirty, size)
-                self.staging.save(dirty)
+            # truncate(2) by path: nothing will flush it later, it is committed as a close is
+            dirty = await self.writeback.truncate(self._target(inode), size, by_path=fh is None)
             now_ns = dirty.mtime_ns
             inode.attr = dataclasses.replace(inode.attr, size_bytes=size, mtime_ns=now_ns, ctime_ns=now_ns)
-            if fh is None:  # truncate(2) by path: nothing will flush it later
-                await self.writeback.acknowledge(inode.key)
         if mode is not None or uid is not None or gid is not None or mtime_ns is not None or atime_ns is not None:
             self._check_writable()
             await self._change_meta(inode, mode=mode, uid=uid, gid=gid, mtime_ns=mtime_ns, atime_ns=atime_ns)
@@ -477,19 +438,13 @@ class CosFilesystem:
                           atime_ns=changed.shown_atime_ns, ctime_ns=now_ns)
         if xattr_edit is not None:
             xattr_edit(meta)
-        async with self._holding(inode):
-            dirty = self.staging.get(inode.key)
-            if dirty is not None:
-                dirty.options = dataclasses.replace(dirty.options, user_meta=meta)
-                dirty.mtime_ns = changed.mtime_ns
-                dirty.generation += 1
-                self.staging.save(dirty)
-                inode.user_meta = meta
-            else:
-                await self.namespace.rewrite_meta(inode, meta)
+        staged = await self.writeback.change_meta(self._target(inode), meta, changed.mtime_ns,
+                                                  lambda meta: self.namespace.rewrite_meta(inode, meta))
+        if staged:
+            inode.user_meta = meta
         inode.attr = changed
-        if dirty is not None and not self.inodes.get(inode.ino).open_count:
-            await self.writeback.acknowledge(inode.key)
+        if staged and not self.inodes.get(inode.ino).open_count:
+            await self.writeback.flush(lambda: inode.key)
 
     # --- status ----------------------------------------------------------------------------
 
@@ -554,51 +509,10 @@ class CosFilesystem:
         inode = await self.namespace.lookup(parent, name)
         if inode.kind == Kind.DIR:
             raise IsADirectory(inode.key)
-        async with self._holding(inode):
-            key = inode.key
-            orphan = await self._private_copy(inode)
-            try:
-                await self.namespace.remove_file(parent, name, key)
-            except BaseException:
-                if orphan is not None:
-                    self.writeback.discard_locked(orphan)
-                raise
-            self.writeback.discard_locked(key)
-            self._detach(inode, orphan)
+        await self.writeback.unlink(self._target(inode), lambda: self.namespace.remove_file(parent, name, inode.key),
+                                    keep_open_copy=bool(inode.open_count),
+                                    detached=lambda orphan: self._detach(inode, orphan))
         self._entries_changed(parent)
-
-    async def _private_copy(self, inode: Inode) -> str | None:
-        """An open file about to lose its name gets a private staged copy for its descriptors
-        (POSIX unlinked-but-open semantics): never uploaded, dropped at the last close. The
-        original is left untouched until the name is really gone (`_detach`), so a failed
-        unlink or rename changes nothing. The caller holds the inode's key."""
-        if not inode.open_count:
-            return None
-        orphan_key = self.writeback.orphan_key(inode.ino)
-        source = self.staging.get(inode.key)
-        if source is not None:
-            size, options = source.size, source.options
-
-            async def read(start: int, end: int) -> bytes:
-                return await self._read_dirty_range(source, start, end)
-        else:
-            if inode.etag is None:
-                inode = await self.namespace.refresh(inode)
-            size, options = inode.attr.size_bytes, self._options_of(inode)
-            ref = ObjectRef(inode.key, inode.etag or "", size)
-
-            async def read(start: int, end: int) -> bytes:
-                return bytes(await self.blocks.read(ref, start, end - start))
-        self.writeback.discard_locked(orphan_key)
-        orphan = self.staging.start(orphan_key, None, 0, options)
-        try:
-            for offset in range(0, size, COPY_CHUNK_BYTES):
-                self.staging.write(orphan, offset, await read(offset, min(size, offset + COPY_CHUNK_BYTES)))
-            self.staging.truncate(orphan, size)
-        except BaseException:
-            self.writeback.discard_locked(orphan_key)
-            raise
-        return orphan_key
 
     def _detach(self, inode: Inode, orphan_key: str | None) -> None:
         """The inode's name is gone: its open descriptors now use the private copy."""
@@ -613,9 +527,13 @@ class CosFilesystem:
         self._check_writable()
         parent = self._directory(parent_ino)
         check_name(name, parent.key)
-        async with self.writeback.locks.hold(parent.key + name, parent.key + name + "/"):
+        meta = new_meta(stat.S_IFLNK | 0o777, caller, parent.attr)
+
+        async def make() -> Inode:
             await self._refuse_existing(parent, name)
-            inode = await self.namespace.put_symlink(parent, name, target, new_meta(stat.S_IFLNK | 0o777, caller, parent.attr))
+            return await self.namespace.put_symlink(parent, name, target, meta)
+
+        inode = await self.writeback.tree_change([parent.key + name, parent.key + name + "/"], make)
         self._entries_changed(parent)
         self.inodes.remember(inode.ino)
         return inode.attr
@@ -637,9 +555,11 @@ class CosFilesystem:
         meta = new_meta(stat.S_IFMT(mode) | (mode & 0o7777 & ~caller.umask), caller, parent.attr)
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             meta["rdev"] = str(rdev)
-        async with self.writeback.locks.hold(parent.key + name, parent.key + name + "/"):
+        async def make() -> Inode:
             await self._refuse_existing(parent, name)
-            inode = await self.namespace.put_special(parent, name, meta)
+            return await self.namespace.put_special(parent, name, meta)
+
+        inode = await self.writeback.tree_change([parent.key + name, parent.key + name + "/"], make)
         self._entries_changed(parent)
         self.inodes.remember(inode.ino)
         return inode.attr
@@ -675,33 +595,19 @@ class CosFilesystem:
         if target is not None and target.kind == Kind.DIR:
             raise IsADirectory(target.key)
         new_key = new_parent.key + new_name
-        async with self._holding(source, new_key):
+
+        def moved(orphan: str | None) -> None:  # the keys are still held: no one sees it half done
             old_key = source.key
-            orphan = await self._private_copy(target) if target is not None else None
-            try:
-                dirty = self.staging.get(old_key)
-                if dirty is not None and dirty.base is None:
-                    # Never committed under the old name (or truncated): no server copy.
-                    await self.store.delete_object(old_key)
-                    self.writeback.uploader.abandon(dirty)
-                    self.staging.rekey(old_key, new_key)
-                else:
-                    if dirty is not None:
-                        await self.writeback.commit_locked(old_key)
-                    await self.writeback.uploader.copy_key(old_key, new_key, source.attr.size_bytes, source.etag)
-                    crashpoints.reached("file-copied")
-                    self.writeback.discard_locked(new_key)
-                    await self.store.delete_object(old_key)
-            except BaseException:
-                if orphan is not None:
-                    self.writeback.discard_locked(orphan)
-                raise
             if target is not None:
                 self._detach(target, orphan)
             self.namespace.moved(source, old_parent, new_parent, new_name, new_key)
             self.files.moved(old_key, new_key, prefix=False)
-        if new_key in self.staging and not source.open_count:
-            await self.writeback.acknowledge(new_key)
+
+        await self.writeback.rename_file(self._target(source), new_key,
+                                         open_replaced=self._target(target) if target is not None and
+                                         target.open_count else None, moved=moved)
+        if not source.open_count:
+            await self.writeback.flush(lambda: source.key)
 
     async def _rename_dir(self, source: Inode, old_parent: Inode, new_parent: Inode, new_name: str,
                           target: Inode | None) -> None:
@@ -713,8 +619,7 @@ class CosFilesystem:
         if target is not None:
             if target.kind != Kind.DIR:
                 raise NotADirectory(target.key)
-            async with self.writeback.locks.hold(target.key):
-                await self.namespace.remove_dir(new_parent, target)
+            await self.writeback.tree_change([target.key], lambda: self.namespace.remove_dir(new_parent, target))
         old_prefix = source.key
 
         def moved() -> None:  # inside the rename's barrier: no one sees the tree half moved

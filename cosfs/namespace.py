@@ -34,7 +34,7 @@ from cosfs.describe import ListingDescriber
 from cosfs.cos.store import MAX_KEY_BYTES, MAX_LIST_KEYS, ListEntry, ListPage, ObjectMeta, ObjectStore, WriteOptions
 from cosfs.errors import CosError, CosfsError, InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, one_error
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, kind_of_mode
-from cosfs.staging import ORPHAN_PREFIX, DirtyFile, StagingArea
+from cosfs.write import ORPHAN_PREFIX, DirtyFile, StagingArea
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,8 @@ class Namespace:
                     await self.describe(entries[:DESCRIBE_AHEAD])
         except CosfsError as exc:  # the walk's own readdir will try again and report
             log.debug("listing %s ahead failed: %s", prefix, exc)
+        except Exception:  # a bug: the walk lists it itself, the mount stays up
+            log.exception("listing %s ahead crashed", prefix)
         finally:
             self._ahead.discard(prefix)
 

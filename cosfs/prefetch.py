@@ -161,3 +161,5 @@ class Prefetcher:
             log.debug("read-ahead of %s blocks %d-%d failed: %s", ref.key, first, last, exc)
         except OSError as exc:
             log.warning("read-ahead of %s failed on local disk: %s", ref.key, exc)
+        except Exception:  # a bug: the reader fetches what it needs itself, the mount stays up
+            log.exception("read-ahead of %s blocks %d-%d crashed", ref.key, first, last)

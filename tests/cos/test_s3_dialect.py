@@ -494,21 +494,21 @@ async def test_the_uploaders_commit_carries_the_version_head_shows(s3, autojump_
     # What the mount pins after a multipart commit: before, rclone's "<md5>-N" from Complete,
     # which no later HEAD or GET answers (the file read back as replaced: ESTALE).
     from cosfs.ranges import RangeSet
-    from cosfs.staging import DirtyFile
-    from cosfs.uploader import Uploader
+    from cosfs.write.staging import DirtyFile
+    from cosfs.write.uploader import Uploader
 
     data = os.urandom(3 * MIN_PART_BYTES + 17)
 
-    async def read_range(dirty, start, end):
+    async def read_range(state, start, end):
         return data[start:end]
 
     async with s3_client(s3) as client:
         uploader = Uploader(client, read_range, part_bytes=MIN_PART_BYTES, multipart_threshold_bytes=MIN_PART_BYTES,
-                            parallel_parts=1)
-        dirty = DirtyFile(key="big", data_path=tmp_path / "big", base=None, base_limit=0, size=len(data),
+                            parallel_parts=1, on_upload=lambda dirty: None)
+        dirty = DirtyFile(id="x", key="big", data_path=tmp_path / "big", base=None, base_limit=0, size=len(data),
                           written=RangeSet([(0, len(data))]), options=WriteOptions(user_meta={"mode": "33188"}),
                           mtime_ns=0)
-        result = await uploader.commit(dirty)
+        result = await uploader.commit(dirty, dirty.state(), live=True)
         meta = await client.head_object("big")
         assert result.etag == meta.etag == hashlib.md5(data).hexdigest()
         assert meta.user_meta == {"mode": "33188"}
@@ -520,8 +520,8 @@ async def test_the_uploader_modifies_a_big_object_on_a_server_without_part_copy(
     # A change at the start of a 12 MiB object: the untouched parts are copied from the base,
     # by hand on rclone (before: every commit failed, EIO, retried forever).
     from cosfs.ranges import RangeSet
-    from cosfs.staging import DirtyFile
-    from cosfs.uploader import Uploader
+    from cosfs.write.staging import DirtyFile
+    from cosfs.write.uploader import Uploader
 
     base = os.urandom(12 * MiB + 5)
     s3.objects["big"] = (base, {})
@@ -533,10 +533,10 @@ async def test_the_uploader_modifies_a_big_object_on_a_server_without_part_copy(
 
     async with s3_client(s3) as client:
         uploader = Uploader(client, read_range, part_bytes=5 * MiB, multipart_threshold_bytes=MIN_PART_BYTES,
-                            parallel_parts=2)
-        dirty = DirtyFile(key="big", data_path=tmp_path / "big", base=ObjectRef("big", hashlib.md5(base).hexdigest(),
-                          len(base)), base_limit=len(base), size=len(base), written=RangeSet([(0, 5)]),
-                          options=WriteOptions(), mtime_ns=0)
-        result = await uploader.commit(dirty)
+                            parallel_parts=2, on_upload=lambda dirty: None)
+        dirty = DirtyFile(id="x", key="big", data_path=tmp_path / "big",
+                          base=ObjectRef("big", hashlib.md5(base).hexdigest(), len(base)), base_limit=len(base),
+                          size=len(base), written=RangeSet([(0, 5)]), options=WriteOptions(), mtime_ns=0)
+        result = await uploader.commit(dirty, dirty.state(), live=True)
     assert s3.objects["big"][0] == new
     assert result.etag == hashlib.md5(new).hexdigest()

@@ -11,18 +11,24 @@ import stat
 import pytest
 import trio
 
-import cosfs.staging
+import cosfs.write.journal
 from cosfs.config import FsConfig
 from cosfs.cos.memory import MemoryStore
 from cosfs.cos.store import WriteOptions
 from cosfs.errors import Conflict, InvalidName, TransientError
 from cosfs.filesystem import Caller, CosFilesystem
 from cosfs.inodes import ROOT_INO
-from cosfs.staging import StagingArea
+from cosfs.write.journal import Journal
 
 ME = Caller(1000, 1000, 0o022)
 MiB = 1024 * 1024
 OWNER = {"bucket": "one-1250000000", "endpoint": "http://127.0.0.1:1"}
+
+
+def recorded(tmp_path) -> dict[str, bytes]:
+    """What the journal holds for the next mount: key -> the acknowledged bytes."""
+    records, _ = Journal(tmp_path / "cache" / "staging", OWNER).load()
+    return {r.key: r.snapshot.data_path.read_bytes()[:r.snapshot.size] for r in records}
 
 
 async def start(store, tmp_path, nursery, owner=OWNER, **config) -> CosFilesystem:
@@ -66,7 +72,7 @@ async def test_failed_rename_over_a_pending_file_changes_neither_name(tmp_path):
             await fs.rename(ROOT_INO, "source", ROOT_INO, "target")
         assert await read_all(fs, "target") == b"acknowledged target bytes"
         assert await read_all(fs, "source") == b"source bytes"
-        await fs.commit("target")
+        await fs.writeback.fsync(lambda: "target")
         assert (await store.get_object("target"))[1] == b"acknowledged target bytes"
         assert (await store.get_object("source"))[1] == b"source bytes"
         nursery.cancel_scope.cancel()
@@ -91,52 +97,75 @@ async def test_failed_unlink_of_an_open_file_keeps_it(tmp_path):
         nursery.cancel_scope.cancel()
 
 
-async def test_crash_between_the_journal_steps_of_a_rekey_loses_nothing(tmp_path, monkeypatch):
-    """Issue item 1.5: re-keying writes the new record first; a crash before it (here: the
-    durable write fails as a crash would stop it) leaves the old record, never none."""
+async def test_a_rename_that_could_not_journal_its_new_name_keeps_the_old_one(tmp_path, monkeypatch):
+    """A rename of a staged file rewrites its one record with the new key (atomically): a
+    crash before that write leaves the old name's record, never none."""
     store = MemoryStore()
     async with trio.open_nursery() as nursery:
         fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
         await write_and_close(fs, "draft", b"acknowledged draft")
-        real = cosfs.staging.write_json_durably
+        real = cosfs.write.journal.write_json_durably
 
         def crash(path, record):
-            if record.get("renamed_from") == "draft":
-                raise OSError("simulated crash before the new record was durable")
+            if record.get("key") == "final":
+                raise OSError("simulated crash before the record was durable")
             real(path, record)
 
-        monkeypatch.setattr(cosfs.staging, "write_json_durably", crash)
+        monkeypatch.setattr(cosfs.write.journal, "write_json_durably", crash)
         with pytest.raises(OSError):
             await fs.rename(ROOT_INO, "draft", ROOT_INO, "final")
         nursery.cancel_scope.cancel()
     monkeypatch.undo()
-    recovered = StagingArea(tmp_path / "cache", OWNER).recover()
-    assert [d.key for d in recovered] == ["draft"]
-    assert StagingArea(tmp_path / "cache", OWNER).read_staged(recovered[0], 0, 18) == b"acknowledged draft"
+    assert recorded(tmp_path) == {"draft": b"acknowledged draft"}
 
 
-async def test_crash_after_the_new_record_of_a_rekey_keeps_only_the_new_name(tmp_path):
-    """Both records on disk (the old one's removal never reached the disk): the newer one,
-    which names the key it replaces, wins."""
+async def test_a_rename_over_a_staged_file_interrupted_keeps_the_newer_record(tmp_path):
+    """Renaming over a staged file writes the moved file's record first, then drops the
+    replaced one: if the drop never reached the disk, two records name the key and the
+    newer (the rename's) wins."""
     store = MemoryStore()
     async with trio.open_nursery() as nursery:
         fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
-        await write_and_close(fs, "draft", b"acknowledged draft")
+        await write_and_close(fs, "final", b"replaced")
         staging_dir = tmp_path / "cache" / "staging"
-        old_record = {p.name: p.read_bytes() for p in staging_dir.glob("*.json")}
-        old_data = {p.name: p.read_bytes() for p in staging_dir.glob("*.data")}
+        before = {p.name: p.read_bytes() for p in staging_dir.iterdir()}
+        await write_and_close(fs, "draft", b"acknowledged draft")
         await fs.rename(ROOT_INO, "draft", ROOT_INO, "final")
         nursery.cancel_scope.cancel()
-    for name, content in {**old_record, **old_data}.items():  # as if the unlinks were lost
+    for name, content in before.items():  # as if the replaced record's removal were lost
         (staging_dir / name).write_bytes(content)
-    recovered = StagingArea(tmp_path / "cache", OWNER).recover()
-    assert [d.key for d in recovered] == ["final"]
-    assert sorted(p.suffix for p in staging_dir.iterdir()) == [".data", ".json"]
+    assert recorded(tmp_path) == {"final": b"acknowledged draft"}
+    assert len(list(staging_dir.glob("*.json"))) == 1
 
 
-async def test_o_trunc_of_a_journaled_file_is_journaled_before_it_returns(tmp_path):
-    """Issue item 1.2: after open(O_TRUNC) of a file with a journaled change and a crash,
-    the next mount uploads the truncated file, never the old size as zeros."""
+async def test_lineage_of_a_rename_never_deletes_a_newer_file_of_the_old_name(tmp_path):
+    """Issue 19 item 1.2: first > f0; mv f0 f4; second > f0; +more >> f4; crash: both files
+    are recovered with what each close acknowledged."""
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
+        await write_and_close(fs, "f0", b"first")
+        await fs.rename(ROOT_INO, "f0", ROOT_INO, "f4")
+        await write_and_close(fs, "f0", b"second")
+        attr = await fs.lookup(ROOT_INO, "f4")
+        opened = await fs.open(attr.ino, write=True)
+        await fs.write(opened.fh, 5, b"+more")
+        await fs.flush(opened.fh)
+        fs.release(opened.fh)
+        nursery.cancel_scope.cancel()
+    assert recorded(tmp_path) == {"f0": b"second", "f4": b"first+more"}
+    async with trio.open_nursery() as nursery:
+        fs = await start(store, tmp_path, nursery)
+        await wait_for(lambda: len(fs.staging) == 0, "recovery")
+        assert {key: (await store.get_object(key))[1] for key in store.keys()} == {
+            "f0": b"second", "f4": b"first+more"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_o_trunc_of_a_journaled_file_leaves_its_acknowledged_state(tmp_path):
+    """After open(O_TRUNC) of a file with a journaled change, a write, and a crash before any
+    close, the next mount uploads what the last close acknowledged: never the old size as
+    zeros, never the bytes written since."""
     store = MemoryStore()
     async with trio.open_nursery() as nursery:
         fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
@@ -148,7 +177,7 @@ async def test_o_trunc_of_a_journaled_file_is_journaled_before_it_returns(tmp_pa
         fs = await start(store, tmp_path, nursery)
         await wait_for(lambda: len(fs.staging) == 0, "recovery")
         body = (await store.get_object("log.txt"))[1]
-        assert body in (b"", b"hi"), body
+        assert body == b"hello, world", body
         nursery.cancel_scope.cancel()
 
 
@@ -160,7 +189,7 @@ async def test_a_journal_of_another_bucket_is_never_replayed(tmp_path, caplog):
         await write_and_close(fs, "theirs.txt", b"belongs to bucket one")
         nursery.cancel_scope.cancel()
     other = {"bucket": "two-1250000000", "endpoint": OWNER["endpoint"]}
-    with caplog.at_level(logging.ERROR, logger="cosfs.staging"):
+    with caplog.at_level(logging.ERROR, logger="cosfs.write.journal"):
         async with trio.open_nursery() as nursery:
             fs = await start(store, tmp_path, nursery, owner=other)
             assert len(fs.staging) == 0
@@ -181,7 +210,7 @@ async def test_recovery_refuses_a_record_whose_data_is_missing(tmp_path):
         nursery.cancel_scope.cancel()
     (data,) = (tmp_path / "cache" / "staging").glob("*.data")
     data.write_bytes(b"01234")
-    assert StagingArea(tmp_path / "cache", OWNER).recover() == []
+    assert recorded(tmp_path) == {}
 
 
 async def test_edit_of_an_object_replaced_elsewhere_is_a_conflict_not_a_lost_update(tmp_path, caplog):
@@ -197,7 +226,7 @@ async def test_edit_of_an_object_replaced_elsewhere_is_a_conflict_not_a_lost_upd
         assert bytes(await fs.read(opened.fh, 0, 16)) == original[:16]
         await store.put_object("shared.bin", b"written by another host")
         await fs.write(opened.fh, 100, b"EDIT")
-        with caplog.at_level(logging.ERROR, logger="cosfs.writeback"), pytest.raises(Conflict):
+        with caplog.at_level(logging.ERROR, logger="cosfs.write.owner"), pytest.raises(Conflict):
             await fs.flush(opened.fh)
         fs.release(opened.fh)
         assert (await store.get_object("shared.bin"))[1] == b"written by another host"

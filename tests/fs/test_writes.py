@@ -126,11 +126,11 @@ def journal_records(tmp_path) -> list:
     return sorted((tmp_path / "cache" / "staging").glob("*.json"))
 
 
-async def test_a_new_small_file_is_journaled_only_when_its_put_fails(tmp_path):
-    """A durable close of a new file sends its PUT with no record on disk (nothing was
-    acknowledged before the PUT returns); a failed PUT journals it before close reports the
-    error, so the next mount uploads it; a file with a base object is journaled first (its
-    commit token must be on disk before the upload)."""
+async def test_a_durable_close_is_journaled_only_when_its_put_fails(tmp_path):
+    """A durable close sends its PUT with no record on disk, for a new file as for a changed
+    one (nothing is acknowledged before the PUT returns: the journal holds acknowledged
+    states only); a failed PUT journals it before close reports the error, so the next mount
+    uploads it."""
     store = MemoryStore()
     journaled_at_put: list[bool] = []
     put = store.put_object
@@ -148,7 +148,7 @@ async def test_a_new_small_file_is_journaled_only_when_its_put_fails(tmp_path):
         await fs.write(opened.fh, 0, b"F")
         await fs.flush(opened.fh)
         fs.release(opened.fh)
-        assert journaled_at_put == [False, True] and journal_records(tmp_path) == []
+        assert journaled_at_put == [False, False] and journal_records(tmp_path) == []
         assert (await store.get_object("new.txt"))[1] == b"Fresh"
         opened, _ = await fs.create(ROOT_INO, "failing.txt", 0o644, ME)
         await fs.write(opened.fh, 0, b"precious")

@@ -106,10 +106,7 @@ def full_states(tmp_path_factory) -> list[dict[str, bytes]]:
     return states
 
 
-# With durable close (write_back_delay=0) nothing is journaled before its upload, so the
-# steps of journaled files (a re-key of a record, a journaled truncation) never happen.
-JOURNALED_ONLY = {"rekey-new-record", "truncate-journaled"}
-CASES = [(step, "0") for step in sorted(STEPS - JOURNALED_ONLY)] + [(step, "3600") for step in sorted(STEPS)]
+CASES = [(step, "0") for step in sorted(STEPS)] + [(step, "3600") for step in sorted(STEPS)]
 # Later passes of the busiest steps: the crash lands further into the scenario.
 CASES += [("before-upload:5", "0"), ("uploaded:4", "0"), ("journal-saved:6", "3600"), ("uploaded:3", "3600")]
 
@@ -134,9 +131,9 @@ def test_every_acknowledged_state_survives_a_crash_at(step, delay, cos_server, m
     assert crashed
     subprocess.run([FUSERMOUNT, "-uz", str(mounted.path)], capture_output=True)
     assert not is_mounted(mounted.path)
-    expect_log(r"^WARNING cosfs\.writeback: finishing the upload of .* journaled by an earlier mount$",
+    expect_log(r"^WARNING cosfs\.write\.owner: finishing the upload of .* journaled by an earlier mount$",
                required=False, why="recovery of what the killed daemon had journaled")
-    expect_log(r"^WARNING cosfs\.renames: finishing the rename of .* interrupted by a crash$",
+    expect_log(r"^WARNING cosfs\.write\.renames: finishing the rename of .* interrupted by a crash$",
                required=False, why="recovery of a directory rename the killed daemon had journaled")
     again = mount_factory(cos_server, f"write_back_delay={delay}", name="crashing")
     sync(again.path)

@@ -91,7 +91,7 @@ def test_two_mounts_editing_one_object_never_lose_an_update(cos_server, bucket, 
         with pytest.raises(OSError) as raised:
             handle_a.close()
     assert raised.value.errno == errno.EIO
-    expect_log(r"^ERROR cosfs\.writeback: conflict on shared\.bin: the object was replaced by someone else .*"
+    expect_log(r"^ERROR cosfs\.write\.owner: conflict on shared\.bin: the object was replaced by someone else .*"
                r"kept in .*conflicts/", count=1, why="mount B replaced the object mount A was editing")
     expect_log(r"^WARNING cosfs\.fuse_ops: flush failed \(EIO\): shared\.bin changed in COS", count=1,
                why="the conflict fails close()")

@@ -216,3 +216,24 @@ def test_the_daemon_raises_its_open_files_limit_within_the_hard_one(monkeypatch,
     monkeypatch.setattr(resource, "setrlimit", lambda which, value: limits.__setitem__("now", value))
     assert mount.raise_open_files_limit() == raised
     assert limits["now"] == (raised, hard)
+
+
+async def test_concurrent_disk_writes_never_take_the_disk_tier_past_its_capacity(tmp_path):
+    """Issue 19 item 7: each block's room is taken before its write is awaited, so blocks
+    written at once cannot each evict for themselves and all land (capacity 4 blocks, 12
+    blocks fetched by 6 concurrent runs)."""
+    import trio
+
+    store = MemoryStore(clock=lambda: 1_700_000_000.0)
+    await store.put_object("big", bytes(range(256)) * 48)  # 12 blocks
+    meta = await store.head_object("big")
+    cache = BlockCache(store, tmp_path, BLOCK, 4 * BLOCK, 6, memory_bytes=0)
+    cache.load()
+    ref = ObjectRef("big", meta.etag, meta.size_bytes)
+    async with trio.open_nursery() as nursery:
+        for first in range(0, 12, 2):
+            nursery.start_soon(lambda first=first: cache.fetch_run(ref, first, first + 1, keep_on_disk=True))
+    cache.check_invariants()
+    assert cache.used_bytes <= 4 * BLOCK
+    assert bytes(await cache.read(ref, 0, 12 * BLOCK)) == bytes(range(256)) * 48
+    cache.close()

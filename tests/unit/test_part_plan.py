@@ -1,6 +1,6 @@
 from cosfs.cos.store import MAX_PARTS
 from cosfs.ranges import RangeSet
-from cosfs.uploader import MIN_COPY_PART_BYTES, part_size_for, plan_parts
+from cosfs.write.uploader import MIN_COPY_PART_BYTES, part_size_for, plan_parts
 
 MiB = 1024 * 1024
 

@@ -113,7 +113,7 @@ def test_kill_9_after_close_loses_nothing(cos_server, mount_factory, expect_log)
     assert not list(staging.glob("*.json")), "journal entries remain after recovery"
 
 
-RECOVERY = r"WARNING cosfs\.\w+: finishing the upload of {} journaled by an earlier mount$"
+RECOVERY = r"WARNING cosfs\.[\w.]+: finishing the upload of {} journaled by an earlier mount$"
 
 
 def expect_recovery(expect_log, keys) -> None:
@@ -189,7 +189,7 @@ def test_full_cache_disk_gives_enospc_and_corrupts_nothing(cos_server, mount_fac
                r"ensure_diskfree)", count=1, why="the cache disk is (nearly) full")
     expect_log(r"^WARNING cosfs\.fuse_ops: flush failed \(ENOSPC\): the cache disk is full", required=False,
                why="close() reports ENOSPC when the journal itself no longer fits")
-    expect_log(r"^WARNING cosfs\.\w+: will retry the upload of huge\.bin in \d+ s$", required=False,
+    expect_log(r"^WARNING cosfs\.[\w.]+: will retry the upload of huge\.bin in \d+ s$", required=False,
                why="the background commit of what was acknowledged fails on the full disk, unless the unlink "
                    "below comes first")
     expect_log(r"^WARNING cosfs\.blocks: block cache disk full under .*; serving from memory only$", required=False,

@@ -1,4 +1,4 @@
-"""Uploader: turns a dirty file into a committed object.
+"""Uploader: turns one state of a dirty file into a committed object.
 
 Small files are one PUT (Content-MD5, CRC64 checked by the client). Larger ones are a multipart
 upload: parts whose bytes are all untouched base data are copied server-side (Upload Part -
@@ -6,6 +6,12 @@ Copy with If-Match on the base ETag), the others are read from staging (plus bas
 ranges) and uploaded, a bounded number at a time. The whole-object CRC64 returned by Complete
 is checked against the parts' CRCs combined. On failure the multipart upload is aborted and
 the staged data stays, so nothing is lost.
+
+A file written sequentially from its start streams its parts while it is written (its live
+state); its owner starts the stream (and journals its upload id) and calls `after_write`
+after every change. Background work here (streamed parts, aborts) never raises into the
+nursery: a failure is logged, kept in the file's `last_error`, and the part is sent again at
+the commit.
 """
 
 from __future__ import annotations
@@ -19,12 +25,11 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from cosfs import crashpoints
-from cosfs.blocks import ObjectRef
 from cosfs.cos.store import (MAX_PARTS, MAX_SINGLE_COPY_BYTES, MIN_PART_BYTES, ObjectStore, PartInfo, PutResult,
                              WriteOptions)
 from cosfs.errors import CosfsError, one_error
 from cosfs.ranges import RangeSet
-from cosfs.staging import DirtyFile
+from cosfs.write.staging import DirtyFile, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,8 @@ def plan_parts(size: int, part_bytes: int, *, base_limit: int = 0, written: Rang
     return plans
 
 
-ReadRange = Callable[[DirtyFile, int, int], Awaitable[bytes]]
+ReadRange = Callable[[Snapshot, int, int], Awaitable[bytes]]
+UploadStarted = Callable[[DirtyFile], None]
 
 
 @dataclasses.dataclass
@@ -76,19 +82,17 @@ class StreamingUpload:
     Invariants: `versions[n]` counts the changes to part n's byte range since the stream
     began; `parts[n] = (info, version)` says part n was uploaded from the staged bytes as they
     were at that version, so it is current while the version is unchanged and its size still
-    matches the part's range. `started` is set once `upload_id` is known (or initiation failed,
-    then `failed` holds why and the commit falls back to a fresh upload).
+    matches the part's range. The upload belongs to `key`: it is abandoned when its file
+    changes key.
     """
 
     key: str
     part_bytes: int
-    upload_id: str | None = None
-    started: trio.Event = dataclasses.field(default_factory=trio.Event)
+    upload_id: str
     versions: dict[int, int] = dataclasses.field(default_factory=dict)
     parts: dict[int, tuple[PartInfo, int]] = dataclasses.field(default_factory=dict)
     in_flight: dict[int, trio.Event] = dataclasses.field(default_factory=dict)
     next_part: int = 1
-    failed: BaseException | None = None
 
     def part_range(self, number: int, size: int) -> tuple[int, int]:
         start = (number - 1) * self.part_bytes
@@ -111,43 +115,53 @@ class StreamingUpload:
 
 
 class Uploader:
-    """Commits dirty files, and streams parts of files written sequentially from the start
-    while they are being written. The state of an upload lives in its DirtyFile (`stream`,
-    progress counters); the uploader itself only holds the limiter and the nursery."""
+    """Commits states of dirty files, and streams parts of files written sequentially from
+    the start while they are being written. An upload's state lives in its DirtyFile
+    (`stream`, `upload_ids`, progress counters); the uploader holds the limiter and the
+    nursery. `on_upload` is told of every multipart upload it starts (the owner journals it)."""
 
-    def __init__(self, store: ObjectStore, read_range: ReadRange, *, part_bytes: int, multipart_threshold_bytes: int,
-                 parallel_parts: int, on_upload_id: Callable[[DirtyFile], None] | None = None) -> None:
+    def __init__(self, store: ObjectStore, read_state: ReadRange, *, part_bytes: int,
+                 multipart_threshold_bytes: int, parallel_parts: int, on_upload: UploadStarted) -> None:
         self._store = store
-        self._read = read_range
+        self._read = read_state
         self._part_bytes = part_bytes
         self._threshold = multipart_threshold_bytes
         self._limiter = trio.CapacityLimiter(parallel_parts)
         self._nursery: trio.Nursery | None = None
-        self._on_upload_id = on_upload_id
+        self._on_upload = on_upload
 
     def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
 
-    def _remember_upload(self, dirty: DirtyFile, upload_id: str) -> None:
-        """Journal the id, so a crash cannot leave an upload of ours behind unaborted."""
-        dirty.upload_ids.append(upload_id)
-        if self._on_upload_id is not None:
-            self._on_upload_id(dirty)
+    def _remember_upload(self, dirty: DirtyFile, key: str, upload_id: str) -> None:
+        dirty.upload_ids.append((key, upload_id))
+        self._on_upload(dirty)
 
     # --- streaming while the application writes --------------------------------------------
 
-    def after_write(self, dirty: DirtyFile, start: int, end: int) -> None:
-        """Called after every staged change (no await): start or feed the streaming upload."""
-        stream: StreamingUpload | None = dirty.stream
-        if stream is not None:
-            stream.touch(start, end)
-        elif (self._nursery is not None and dirty.base is None and dirty.size > self._threshold
-              and dirty.written.covers(0, dirty.size)
-              and dirty.size <= self._part_bytes * MAX_PARTS // 2):
-            stream = dirty.stream = StreamingUpload(dirty.key, part_size_for(0, self._part_bytes))
-            self._nursery.start_soon(self._initiate, dirty, stream, name=f"initiate {dirty.key}")
-        if stream is None or stream.failed is not None:
+    def wants_stream(self, dirty: DirtyFile) -> bool:
+        """A new file written from its start has just passed the multipart threshold."""
+        return (dirty.stream is None and self._nursery is not None and dirty.base is None
+                and dirty.size > self._threshold and dirty.written.covers(0, dirty.size)
+                and dirty.size <= self._part_bytes * MAX_PARTS // 2)
+
+    async def start_stream(self, dirty: DirtyFile) -> None:
+        """Begin the multipart upload that takes the file's parts while it is written (the
+        owner holds the key); on failure the file uploads at its commit instead."""
+        try:
+            upload_id = await self._store.create_multipart_upload(dirty.key, dirty.options)
+        except CosfsError as exc:
+            log.info("streaming upload of %s could not start (%s); it will upload at close", dirty.key, exc)
             return
+        self._remember_upload(dirty, dirty.key, upload_id)
+        dirty.stream = StreamingUpload(dirty.key, part_size_for(0, self._part_bytes), upload_id)
+
+    def after_write(self, dirty: DirtyFile, start: int, end: int) -> None:
+        """Called after every staged change (no await): feed the streaming upload."""
+        stream: StreamingUpload | None = dirty.stream
+        if stream is None:
+            return
+        stream.touch(start, end)
         # Parts that are complete and not the last can go now.
         while stream.next_part * stream.part_bytes < dirty.size:
             number = stream.next_part
@@ -159,51 +173,45 @@ class Uploader:
             stream.in_flight[number] = trio.Event()
             self._nursery.start_soon(self._stream_part, dirty, stream, number, name=f"part {number} of {dirty.key}")
 
-    async def _initiate(self, dirty: DirtyFile, stream: StreamingUpload) -> None:
-        try:
-            stream.upload_id = await self._store.create_multipart_upload(dirty.key, dirty.options)
-            self._remember_upload(dirty, stream.upload_id)
-        except CosfsError as exc:
-            stream.failed = exc
-            log.info("streaming upload of %s could not start (%s); it will upload at close", dirty.key, exc)
-        finally:
-            stream.started.set()
-
     async def _stream_part(self, dirty: DirtyFile, stream: StreamingUpload, number: int) -> None:
         try:
-            await stream.started.wait()
-            if stream.failed is None and dirty.stream is stream:
+            if dirty.stream is stream:
                 await self._upload_stream_part(dirty, stream, number)
         except CosfsError as exc:
             log.info("streamed part %d of %s failed (%s); it will be sent again at close", number, dirty.key, exc)
+        except Exception as exc:  # a bug: this part is sent again at the commit, the mount stays up
+            log.exception("streamed part %d of %s crashed; it will be sent again at close", number, dirty.key)
+            dirty.last_error = f"streamed part {number}: {exc!r}"
         finally:
             stream.in_flight.pop(number).set()
 
     async def _upload_stream_part(self, dirty: DirtyFile, stream: StreamingUpload, number: int) -> None:
         async with self._limiter:
-            assert stream.upload_id is not None
             version = stream.versions.get(number, 0)
             first, last = stream.part_range(number, dirty.size)
-            body = await self._read(dirty, first, last)
-            info = await self._store.upload_part(dirty.key, stream.upload_id, number, body)
+            if last - first != stream.part_bytes:
+                return  # the file shrank under this (never last) part: it is sent again at the commit
+            body = await self._read(dirty.state(), first, last)
+            info = await self._store.upload_part(stream.key, stream.upload_id, number, body)
             crashpoints.reached("part-uploaded")
             stream.parts[number] = (dataclasses.replace(info, size_bytes=len(body)), version)
 
     def abandon(self, dirty: DirtyFile) -> None:
-        """The file's streamed upload is no longer wanted (unlink, truncate to zero...)."""
+        """The file's streamed upload is no longer wanted (unlink, truncate, rename...)."""
         stream: StreamingUpload | None = dirty.stream
         dirty.stream = None
         if stream is not None and self._nursery is not None:
-            if stream.upload_id in dirty.upload_ids:
-                dirty.upload_ids.remove(stream.upload_id)  # never resumed: it is being aborted
+            if (stream.key, stream.upload_id) in dirty.upload_ids:
+                dirty.upload_ids.remove((stream.key, stream.upload_id))  # never resumed: being aborted
             self._nursery.start_soon(self._abort_stream, stream, name=f"abort {stream.key}")
 
     async def _abort_stream(self, stream: StreamingUpload) -> None:
-        await stream.started.wait()
-        for event in list(stream.in_flight.values()):
-            await event.wait()
-        if stream.upload_id is not None:
+        try:
+            for event in list(stream.in_flight.values()):
+                await event.wait()
             await self.abort(stream.key, stream.upload_id)
+        except Exception:  # never raised into the nursery: the next mount aborts what is journaled
+            log.exception("aborting the streamed upload of %s crashed", stream.key)
 
     async def abort(self, key: str, upload_id: str) -> None:
         try:
@@ -211,29 +219,31 @@ class Uploader:
         except CosfsError as exc:
             log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, exc)
 
-    async def _finish_stream(self, dirty: DirtyFile, stream: StreamingUpload) -> PutResult:
-        """Complete a streamed upload: send the parts that are missing or changed since."""
-        await stream.started.wait()
+    async def _finish_stream(self, dirty: DirtyFile, stream: StreamingUpload, state: Snapshot) -> PutResult:
+        """Complete a streamed upload of the live `state`: send the parts missing or changed."""
         for event in list(stream.in_flight.values()):
             await event.wait()
-        if stream.failed is not None or stream.upload_id is None:
-            raise stream.failed or CosfsError("streaming upload never started")
-        count = max(1, -(-dirty.size // stream.part_bytes))
-        dirty.uploaded = sum(stream.part_range(n, dirty.size)[1] - stream.part_range(n, dirty.size)[0]
-                             for n in range(1, count + 1) if stream.current(n, dirty.size))
+        count = max(1, -(-state.size // stream.part_bytes))
+        dirty.uploaded = sum(stream.part_range(n, state.size)[1] - stream.part_range(n, state.size)[0]
+                             for n in range(1, count + 1) if stream.current(n, state.size))
 
         async def resend(number: int) -> None:
-            await self._upload_stream_part(dirty, stream, number)
-            first, last = stream.part_range(number, dirty.size)
+            async with self._limiter:
+                version = stream.versions.get(number, 0)
+                first, last = stream.part_range(number, state.size)
+                body = await self._read(state, first, last)
+                info = await self._store.upload_part(stream.key, stream.upload_id, number, body)
+                crashpoints.reached("part-uploaded")
+                stream.parts[number] = (dataclasses.replace(info, size_bytes=len(body)), version)
             dirty.uploaded += last - first
 
         with one_error():
             async with trio.open_nursery() as nursery:
                 for number in range(1, count + 1):
-                    if not stream.current(number, dirty.size):
+                    if not stream.current(number, state.size):
                         nursery.start_soon(resend, number)
         parts = [stream.parts[n][0] for n in range(1, count + 1)]
-        return await self._store.complete_multipart_upload(dirty.key, stream.upload_id, parts)
+        return await self._store.complete_multipart_upload(stream.key, stream.upload_id, parts)
 
     # --- key-level copy --------------------------------------------------------------------
 
@@ -260,80 +270,101 @@ class Uploader:
 
     # --- commit ----------------------------------------------------------------------------
 
-    def single_put(self, dirty: DirtyFile) -> bool:
-        """Whether `commit` would send the file as one PUT and nothing else (no multipart
+    def single_put(self, state: Snapshot, dirty: DirtyFile) -> bool:
+        """Whether `commit` would send `state` as one PUT and nothing else (no multipart
         upload, streamed or earlier, to finish or abort)."""
-        return dirty.size <= self._threshold and dirty.stream is None and not dirty.upload_ids
+        return state.size <= self._threshold and dirty.stream is None and not dirty.upload_ids
 
-    async def commit(self, dirty: DirtyFile) -> PutResult:
-        """Upload the dirty file's current content as its key's new object."""
-        dirty.uploading_total = dirty.size
+    async def commit(self, dirty: DirtyFile, state: Snapshot, *, live: bool) -> PutResult:
+        """Upload `state` of the dirty file as its key's new object. `live`: the state is the
+        file's live one (its streamed parts, if any, are of it)."""
+        key = dirty.key
+        dirty.uploading_total = state.size
         dirty.uploaded = 0
         stream: StreamingUpload | None = dirty.stream
-        if stream is not None:
+        if live and stream is not None:
             dirty.stream = None
-            if dirty.size > self._threshold and stream.failed is None:
+            if state.size > self._threshold and stream.key == key:
                 try:
-                    return await self._finish_stream(dirty, stream)
+                    result = await self._finish_stream(dirty, stream, state)
                 except CosfsError as exc:
-                    log.info("finishing the streamed upload of %s failed (%s); uploading afresh", dirty.key, exc)
+                    log.info("finishing the streamed upload of %s failed (%s); uploading afresh", key, exc)
+                else:
+                    dirty.upload_ids.remove((stream.key, stream.upload_id))
+                    await self._abort_others(dirty)
+                    return result
             with trio.CancelScope(shield=True):
                 await self._abort_stream(stream)
+            if (stream.key, stream.upload_id) in dirty.upload_ids:
+                dirty.upload_ids.remove((stream.key, stream.upload_id))
             dirty.uploaded = 0
-        if dirty.size <= self._threshold:
-            body = await self._read(dirty, 0, dirty.size)
-            result = await self._store.put_object(dirty.key, body, dirty.options)
-            dirty.uploaded = dirty.size
-            for upload_id in dirty.upload_ids:  # left by earlier, larger versions of the file
-                await self.abort(dirty.key, upload_id)
+        if state.size <= self._threshold:
+            body = await self._read(state, 0, state.size)
+            result = await self._store.put_object(key, body, state.options)
+            dirty.uploaded = state.size
+            await self._abort_others(dirty)
             return result
-        return await self._multipart(dirty)
+        return await self._multipart(dirty, state)
 
-    async def _multipart(self, dirty: DirtyFile) -> PutResult:
-        plans = plan_parts(dirty.size, part_size_for(dirty.size, self._part_bytes),
-                           base_limit=dirty.base_limit if dirty.base is not None else 0, written=dirty.written)
+    async def _abort_others(self, dirty: DirtyFile, keep: str | None = None) -> None:
+        """Abort the multipart uploads of ours left by earlier attempts (but the stream's)."""
+        stream = dirty.stream
+        for pair in list(dirty.upload_ids):
+            if pair[1] == keep or (stream is not None and pair == (stream.key, stream.upload_id)):
+                continue
+            await self.abort(*pair)
+            dirty.upload_ids.remove(pair)
+
+    async def _multipart(self, dirty: DirtyFile, state: Snapshot) -> PutResult:
+        key = dirty.key
+        plans = plan_parts(state.size, part_size_for(state.size, self._part_bytes),
+                           base_limit=state.base_limit if state.base is not None else 0,
+                           written=RangeSet(state.written))
         resumed = await self._resumable(dirty)
         if resumed is not None:
             upload_id, kept = resumed
-            log.info("resuming the multipart upload of %s: %d part(s) already in COS", dirty.key, len(kept))
+            log.info("resuming the multipart upload of %s: %d part(s) already in COS", key, len(kept))
         else:
-            upload_id, kept = await self._store.create_multipart_upload(dirty.key, dirty.options), {}
-            self._remember_upload(dirty, upload_id)
+            upload_id, kept = await self._store.create_multipart_upload(key, state.options), {}
+            self._remember_upload(dirty, key, upload_id)
         parts: dict[int, PartInfo] = {}
-        base = dirty.base
         try:
             with one_error():
                 async with trio.open_nursery() as nursery:
                     for plan in plans:
-                        nursery.start_soon(self._one_part, dirty, upload_id, plan, base, parts, kept.get(plan.number))
+                        nursery.start_soon(self._one_part, dirty, state, upload_id, plan, parts, kept.get(plan.number))
             ordered = [parts[plan.number] for plan in plans]
-            result = await self._store.complete_multipart_upload(dirty.key, upload_id, ordered)
+            result = await self._store.complete_multipart_upload(key, upload_id, ordered)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self.abort(dirty.key, upload_id)
+                await self.abort(key, upload_id)
             raise
-        for other in dirty.upload_ids:
-            if other != upload_id:
-                await self.abort(dirty.key, other)
+        dirty.upload_ids.remove((key, upload_id))
+        await self._abort_others(dirty)
         return result
 
     async def _resumable(self, dirty: DirtyFile) -> tuple[str, dict[int, PartInfo]] | None:
-        """The newest journaled upload of ours that still exists, with its uploaded parts
-        (after a crash: the next mount resumes it instead of sending every part again)."""
-        for upload_id in reversed(dirty.upload_ids):
+        """The newest journaled upload of ours for this key that still exists, with its
+        uploaded parts (after a crash: the next mount resumes it instead of sending every
+        part again; a part is kept only if its MD5 is the staged bytes')."""
+        stream = dirty.stream
+        for key, upload_id in reversed(dirty.upload_ids):
+            if key != dirty.key or (stream is not None and upload_id == stream.upload_id):
+                continue
             try:
-                parts = await self._store.list_parts(dirty.key, upload_id)
+                parts = await self._store.list_parts(key, upload_id)
             except CosfsError:
                 continue
             return upload_id, {p.part_number: p for p in parts}
         return None
 
-    async def _one_part(self, dirty: DirtyFile, upload_id: str, plan: PartPlan, base: ObjectRef | None,
+    async def _one_part(self, dirty: DirtyFile, state: Snapshot, upload_id: str, plan: PartPlan,
                         parts: dict[int, PartInfo], kept: PartInfo | None = None) -> None:
+        base = state.base
         async with self._limiter:
             if kept is not None and not plan.copy and kept.size_bytes == plan.end - plan.start:
                 # Reuse a part an interrupted upload sent, if its bytes are still these.
-                body = await self._read(dirty, plan.start, plan.end)
+                body = await self._read(state, plan.start, plan.end)
                 if hashlib.md5(body).hexdigest() == kept.etag.strip('"'):
                     parts[plan.number] = dataclasses.replace(kept, crc64=None)
                     dirty.uploaded += plan.end - plan.start
@@ -343,7 +374,7 @@ class Uploader:
                     dirty.key, upload_id, plan.number, base.key, (plan.start, plan.end - 1),
                     source_if_match=base.etag)
             else:
-                body = await self._read(dirty, plan.start, plan.end)
+                body = await self._read(state, plan.start, plan.end)
                 info = await self._store.upload_part(dirty.key, upload_id, plan.number, body)
                 crashpoints.reached("part-uploaded")
             if info.size_bytes is None:
