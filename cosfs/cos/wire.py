@@ -40,6 +40,9 @@ import trio
 
 from cosfs.cos import http1
 
+# Requests sent again, once, on a new connection when a pooled one turns out dropped by the
+# server before it answered (POSTs: a multipart Complete, an append, a multi-delete are not).
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # A response head larger than this is refused (COS heads are a few hundred bytes).
 MAX_HEAD_BYTES = 64 * 1024
 # Body pieces handed up per worker-thread trip: large enough that the trip costs nothing per
@@ -140,6 +143,7 @@ class _Exchange:
         self.read_s = timeouts.get("read")
         self.write_s = timeouts.get("write")
         self.h11: h11.Connection | None = None
+        self.answered = False  # a byte of the reply has come
         self.left: int | None = None  # Content-Length bytes still to hand up; None: h11 frames
         self.done = False
         self.reusable = False
@@ -206,10 +210,18 @@ class _Exchange:
                 return event
             if len(received) > MAX_HEAD_BYTES:
                 raise httpx.RemoteProtocolError(f"response head longer than {MAX_HEAD_BYTES} bytes")
-            data = self._recv(RECV_BYTES)
+            try:
+                data = self._recv(RECV_BYTES)
+            except httpx.ReadError as exc:
+                if not received and not self.answered:
+                    raise _Unanswered(str(exc)) from exc
+                raise
             if not data:
+                if not received and not self.answered:
+                    raise _Unanswered("the server closed the connection without sending a response")
                 raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
             received += data
+            self.answered = True
 
     @staticmethod
     def _next_event(protocol: h11.Connection):
@@ -354,16 +366,30 @@ async def _exchange_inline(sock: socket.socket, method: str, head: bytes, body: 
         raise httpx.WriteTimeout("sending the request: timed out")
     reader = http1.ResponseReader(method)
     read_timeout = math.inf if read_s is None else read_s
+    received = 0
     while not reader.done:
         with trio.move_on_after(read_timeout) as scope:
-            data = await _recv_inline(sock, RECV_BYTES)
+            try:
+                data = await _recv_inline(sock, RECV_BYTES)
+            except httpx.ReadError as exc:
+                if not received:
+                    raise _Unanswered(str(exc)) from exc
+                raise
         if scope.cancelled_caught:
             raise httpx.ReadTimeout("reading the response: timed out")
+        if not data and not received:
+            raise _Unanswered("the server closed the connection without sending a response")
+        received += len(data)
         try:
             reader.feed(data)  # b"": the server closed the connection
         except http1.FramingError as exc:
             raise httpx.RemoteProtocolError(str(exc)) from exc
     return reader
+
+
+class _Unanswered(httpx.RemoteProtocolError):
+    """The connection closed before any byte of a reply (a server that dropped an idle
+    keep-alive connection as the request went out, or a request it never read)."""
 
 
 class _ResponseBody(httpx.AsyncByteStream):
@@ -431,12 +457,21 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         await self._slots.acquire()
         try:
             conn = self._take(origin)
-            exchange = _Exchange(conn, request, body, self._tls, self._local_address)
-            try:
-                response = await self._in_thread(exchange, exchange.send_and_read_head)
-            except BaseException:
-                conn.kill()
-                raise
+            reused = conn.sock is not None
+            while True:
+                exchange = _Exchange(conn, request, body, self._tls, self._local_address)
+                try:
+                    response = await self._in_thread(exchange, exchange.send_and_read_head)
+                except (_Unanswered, httpx.WriteError):
+                    conn.kill()
+                    if reused and request.method in IDEMPOTENT:
+                        conn, reused = _Connection(origin), False  # a pooled connection the server dropped
+                        continue
+                    raise
+                except BaseException:
+                    conn.kill()
+                    raise
+                break
         except BaseException:
             self._slots.release()
             raise
@@ -460,18 +495,30 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             raise httpx.LocalProtocolError(str(exc)) from exc
         async with self._slots:
             conn = self._take(origin)
-            reader = None
-            try:
-                if conn.sock is None:
-                    await trio.to_thread.run_sync(conn.run, _connect, conn, self._tls, self._local_address, connect_s,
-                                                  abandon_on_cancel=True, limiter=self._threads)
-                assert conn.sock is not None
-                reader = await _exchange_inline(conn.sock, method, head, body, read_s, write_s)
-            finally:
-                if reader is not None and reader.reusable and not self._closed:
-                    self._idle.setdefault(conn.origin, []).append(conn)
-                else:
+            reused = conn.sock is not None
+            while True:
+                try:
+                    if conn.sock is None:
+                        await trio.to_thread.run_sync(conn.run, _connect, conn, self._tls, self._local_address,
+                                                      connect_s, abandon_on_cancel=True, limiter=self._threads)
+                    assert conn.sock is not None
+                    reader = await _exchange_inline(conn.sock, method, head, body, read_s, write_s)
+                except (_Unanswered, httpx.WriteError):
                     conn.kill()
+                    if reused and method in IDEMPOTENT:
+                        # A pooled connection the server had dropped: once more on a new one.
+                        # (The engine's retries and their logs are for failures of the server.)
+                        conn, reused = _Connection(origin), False
+                        continue
+                    raise
+                except BaseException:
+                    conn.kill()
+                    raise
+                break
+            if reader.reusable and not self._closed:
+                self._idle.setdefault(conn.origin, []).append(conn)
+            else:
+                conn.kill()
         response_head = reader.head
         assert response_head is not None
         return httpx.Response(response_head.status, headers=response_head.headers,

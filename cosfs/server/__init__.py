@@ -12,6 +12,7 @@ Modules, each with one job:
                staging, bucket.json (ACL, CORS)
 - `responses`  XML documents
 - `faults`     the --fault spec and its dice
+- `framing`    `frame=` faults: responses written chunked, split, with 100 Continue, closed
 - `common`     the error type, the parsed request, shared limits
 
 The COS rules themselves (listing, conditionals, ranges, part checks, append positions,

@@ -8,6 +8,8 @@ SPEC is a comma-separated list of ``name=value``:
 - ``truncate=P`` for GET bodies: send the headers (full Content-Length) but close after
                  half of the body, with probability P
 - ``delay=D``    wait D before every response: ``50ms``, ``0.2s`` or a bare number of ms
+- ``frame=M+M``  write every response re-framed (cosfs/server/framing.py): chunked,
+                 extensions, split, continue, close, idle-close
 - ``seed=N``     seed of the random generator, for reproducible runs
 
 Faults apply to bucket and object requests only.
@@ -18,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+
+from cosfs.server import framing
 
 _PROBABILITIES = {"503": "slowdown", "500": "internal", "reset": "reset", "truncate": "truncate"}
 
@@ -33,11 +37,12 @@ class FaultSpec:
     reset: float = 0.0
     truncate: float = 0.0
     delay_s: float = 0.0
+    frame: frozenset[str] = frozenset()
     seed: int | None = None
 
     @property
     def active(self) -> bool:
-        return any((self.slowdown, self.internal, self.reset, self.truncate, self.delay_s))
+        return any((self.slowdown, self.internal, self.reset, self.truncate, self.delay_s, self.frame))
 
 
 def _parse_delay(value: str) -> float:
@@ -50,7 +55,7 @@ def _parse_delay(value: str) -> float:
 
 def parse_fault_spec(text: str) -> FaultSpec:
     """Parse '503=0.1,reset=0.02,delay=50ms,seed=7' into a FaultSpec; raise FaultSpecError."""
-    values: dict[str, float | int | None] = {}
+    values: dict[str, object] = {}
     for item in text.split(","):
         item = item.strip()
         if not item:
@@ -70,6 +75,14 @@ def parse_fault_spec(text: str) -> FaultSpec:
         elif name == "delay":
             probability = _parse_delay(value)
             field = "delay_s"
+        elif name == "frame":
+            modes = frozenset(m.strip().lower() for m in value.split("+") if m.strip())
+            unknown = modes - framing.MODES
+            if not modes or unknown:
+                raise FaultSpecError(f"fault frame: unknown mode(s) {sorted(unknown) or value!r} "
+                                     f"(known: {', '.join(sorted(framing.MODES))})")
+            probability = modes  # type: ignore[assignment]
+            field = "frame"
         elif name == "seed":
             try:
                 probability = int(value)
@@ -77,7 +90,7 @@ def parse_fault_spec(text: str) -> FaultSpec:
                 raise FaultSpecError(f"fault seed: {value!r} is not an integer") from None
             field = "seed"
         else:
-            raise FaultSpecError(f"unknown fault {name!r} (known: 503, 500, reset, truncate, delay, seed)")
+            raise FaultSpecError(f"unknown fault {name!r} (known: 503, 500, reset, truncate, delay, frame, seed)")
         if field in values:
             raise FaultSpecError(f"fault {name} given twice")
         values[field] = probability
@@ -112,3 +125,9 @@ class FaultInjector:
 
     def truncate(self) -> bool:
         return bool(self.spec.truncate) and self._random.random() < self.spec.truncate
+
+    def framed(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes,
+               bodiless: bool) -> tuple[list[bytes], bool]:
+        """A response as `frame=` writes it (see framing.frame)."""
+        return framing.frame(status, reason, headers, body, bodiless=bodiless, modes=self.spec.frame,
+                             rng=self._random)

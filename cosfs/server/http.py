@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable
 import h11
 import trio
 
+from cosfs.server.faults import FaultInjector
+
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -162,13 +164,16 @@ class Connection:
     """One client connection: h11 state, socket, and the request/response cycle."""
 
     def __init__(self, stream: trio.abc.Stream, handler: Handler, error_response: ErrorResponder,
-                 after_response: AfterResponse, limits: Limits) -> None:
+                 after_response: AfterResponse, limits: Limits, faults: FaultInjector | None = None) -> None:
         self.stream = stream
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.handler = handler
         self.error_response = error_response
         self.after_response = after_response
         self.limits = limits
+        # `frame=` fault injection: responses re-framed, and whether to close after this one
+        self._reframe = faults if faults is not None and faults.spec.frame else None
+        self._close_after = False
 
     async def _receive_more(self, timeout_s: float) -> None:
         with trio.move_on_after(timeout_s):
@@ -282,6 +287,9 @@ class Connection:
             pass
         headers = [(name.encode("latin-1"), encode_header_value(value)) for name, value in response.headers]
         body = response.body
+        if self._reframe is not None:
+            await self._send_reframed(request, response, reason, headers)
+            return
         try:
             is_head = request is not None and request.method == "HEAD"
             head = h11.Response(status_code=response.status, headers=headers, reason=reason)
@@ -303,6 +311,40 @@ class Connection:
         finally:
             if isinstance(body, FileBody):
                 os.close(body.fd)
+
+    async def _send_reframed(self, request: Request | None, response: Response, reason: bytes,
+                             headers: list[tuple[bytes, bytes]]) -> None:
+        """`frame=` fault injection: the response h11 would send, written as framing.py says
+        (h11 is still told it, so its state machine stays in step)."""
+        assert self._reframe is not None
+        body = response.body
+        bodiless = (request is not None and request.method == "HEAD") or response.status in (204, 304)
+        try:
+            if isinstance(body, FileBody):
+                data = b"" if bodiless else await trio.to_thread.run_sync(os.pread, body.fd, body.length, body.offset)
+            else:
+                data = b"" if bodiless else (body or b"")
+        finally:
+            if isinstance(body, FileBody):
+                os.close(body.fd)
+        self.conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+        if data:
+            self.conn.send(h11.Data(data=data))
+        self.conn.send(h11.EndOfMessage())
+        pieces, self._close_after = self._reframe.framed(
+            response.status, reason.decode("latin-1"), [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
+            data, bodiless)
+        for number, piece in enumerate(pieces):
+            if number:
+                await trio.sleep(0.001 if number == 1 else 0)
+            with trio.move_on_after(self.limits.io_timeout_s):
+                try:
+                    await self.stream.send_all(piece)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+                    raise ClientGone(str(exc)) from None
+                continue
+            raise ClientGone("the client stopped reading the response")
+        response.sent_bytes = len(data)
 
     async def _drain(self) -> bool:
         """Discard the rest of an unread request body so the connection can be reused."""
@@ -383,7 +425,7 @@ class Connection:
                 await self.send_response(request, response)
             finally:
                 self.after_response(request, response, trio.current_time() - start)
-            if self.conn.our_state is h11.MUST_CLOSE:
+            if self.conn.our_state is h11.MUST_CLOSE or self._close_after:
                 return
             if self.conn.their_state is h11.SEND_BODY:
                 try:

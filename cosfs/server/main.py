@@ -246,7 +246,7 @@ async def _serve(app: App, host: str, port: int, bucket_names: list[str], limits
 
     def make_connection(stream: trio.abc.Stream) -> Connection:
         return Connection(stream, app.handle, lambda status, code, message: app.error_response(status, code, message),
-                          app.after_response, limits)
+                          app.after_response, limits, app.faults)
 
     slots = trio.Semaphore(limits.max_connections)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -207,3 +207,34 @@ async def test_an_answer_sent_before_the_body_was_read_is_the_response(scripted)
     async with httpx.AsyncClient(transport=ThreadedTransport()) as client:
         response = await client.put(server.url(), content=b"x" * (64 * 1024 * 1024))
     assert response.status_code == 403 and response.content == b"denied"
+
+
+@pytest.mark.parametrize("path", ["worker threads", "inline"])
+async def test_a_pooled_connection_dropped_by_the_server_is_replaced_once_for_idempotent_requests(scripted, path):
+    """A server (or load balancer) that drops an idle keep-alive connection just as a request
+    goes out on it: the request is sent again on a new connection, once, without an error
+    (the engine's retries are for failures of the server); a POST is never sent twice."""
+    server = scripted([(ok(b"one"), "keep"), (b"", "close"), (ok(b"two"), "keep"),
+                       (ok(b"three"), "keep"), (b"", "close")])
+    transport = ThreadedTransport(max_connections=1)
+    client = httpx.AsyncClient(transport=transport)
+    origin = ("http", "127.0.0.1", server.port)
+
+    async def get() -> bytes:
+        if path == "inline":
+            response = await transport.exchange(origin, "GET", "/k", {"host": "x"}, b"", connect_s=5, read_s=5,
+                                                write_s=5)
+            return await response.aread()
+        return (await client.get(server.url())).content
+
+    try:
+        assert await get() == b"one"
+        assert await get() == b"two"
+        assert server.connections == 2
+        assert await get() == b"three"
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            await transport.exchange(origin, "POST", "/k?uploads", {"host": "x"}, b"", connect_s=5, read_s=5,
+                                     write_s=5)
+        assert server.connections == 2
+    finally:
+        await client.aclose()

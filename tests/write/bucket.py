@@ -42,7 +42,9 @@ class Bucket:
         return response["Body"].get_raw_stream().read()
 
     def get_to(self, key: str, path) -> None:
-        self.sdk.get_object(Bucket=self.name, Key=key)["Body"].get_stream_to_file(str(path))
+        # (not the SDK's get_stream_to_file: with a chunked reply it writes the first chunk only)
+        with open(path, "wb") as handle:
+            handle.write(self.get(key))
 
     def meta(self, key: str) -> dict[str, str]:
         """The x-cos-meta-* headers without the prefix."""
