@@ -171,27 +171,6 @@ class CosTooLarge(CosError, TooLarge):
     pass
 
 
-def cos_error(status: int, code: str, message: str = "", request_id: str = "", resource: str = "") -> CosError:
-    """The typed exception for a COS error response."""
-    if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"):
-        cls: type[CosError] = CosTransient
-    elif status == 404:
-        cls = CosNotFound
-    elif status == 403 or status == 401:
-        cls = CosAccessDenied
-    elif status == 412:
-        cls = CosPreconditionFailed
-    elif status == 409:
-        cls = CosConflict
-    elif status in (405, 501):
-        cls = CosUnsupported
-    elif code == "EntityTooLarge":
-        cls = CosTooLarge
-    else:
-        cls = CosError
-    return cls(status, code, message, request_id, resource)
-
-
 ERRNO_FOR: dict[type[BaseException], int] = {
     NotFound: errno.ENOENT,
     AccessDenied: errno.EACCES,

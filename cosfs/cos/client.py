@@ -98,7 +98,9 @@ from cosfs.errors import (
     CosfsError,
     IntegrityError,
     InvalidName,
+    NotFound,
     ProtocolError,
+    TransientError,
     Unsupported,
 )
 
@@ -613,28 +615,46 @@ class CosClient:
         call = Call("complete_multipart_upload", "POST", key, params=[("uploadId", upload_id)],
                     headers=headers, body=body, payload_sha256=sha, timeout=self._engine.complete_timeout)
         expected = combined_crc(ordered)
-        reply = await self._engine.send(call, check_200=True, accept_after_retry={"NoSuchUpload"})
-        if reply.error is not None:
-            # An earlier attempt may have completed the upload: accept what the object proves.
-            meta = await self.head_object(key)
-            sizes = [p.size_bytes for p in ordered]
-            size_ok = None in sizes or meta.size_bytes == sum(sizes)  # type: ignore[arg-type]
-            if expected is not None and meta.crc64 is not None:
-                done = meta.crc64 == expected and size_ok
-            else:
-                done = meta.etag.endswith(f"-{len(ordered)}") and size_ok
-            if done:
-                return PutResult(etag=meta.etag, crc64=meta.crc64)
-            raise reply.error
-        result = _parsed(call, cosxml.parse_complete_result, reply.body)
+        try:
+            reply = await self._engine.send(call, check_200=True, accept_after_retry={"NoSuchUpload"})
+            if reply.error is not None:
+                raise reply.error
+            result = _parsed(call, cosxml.parse_complete_result, reply.body)
+        except (TransientError, ProtocolError, CosError) as exc:
+            # An ambiguous end (a timeout, a cut or unreadable reply, NoSuchUpload after an
+            # attempt that may have landed): what the object shows decides, never a guess.
+            if isinstance(exc, CosError) and exc.code != "NoSuchUpload":
+                raise
+            landed = await self._completed_anyway(key, ordered, expected)
+            if landed is None:
+                raise
+            log.info("%s: the reply was lost (%s) but the object is the parts': completed", call.what(), exc)
+            return landed
         server_crc = reply_crc64(reply.response)
         if server_crc is None:
             server_crc = result.crc64
         self._compare_crc(call, server_crc, expected)
         done = PutResult(etag=result.etag, crc64=server_crc if server_crc is not None else expected)
-        if self._engine.dialect.name == "s3":
+        if self._engine.dialect.name == "s3" or not done.etag:
+            # S3 servers may answer an ETag HEAD does not repeat; some answer none at all.
             return await self._committed_version(call, done, ordered)
         return done
+
+    async def _completed_anyway(self, key: str, parts: Sequence[PartInfo], expected_crc: int | None) -> PutResult | None:
+        """After an ambiguous Complete: the object, if it is these parts joined (their size,
+        and their combined CRC64, or without CRCs an ETag of as many parts), else None."""
+        try:
+            meta = await self.head_object(key)
+        except NotFound:
+            return None
+        sizes = [p.size_bytes for p in parts]
+        if None not in sizes and meta.size_bytes != sum(sizes):  # type: ignore[arg-type]
+            return None
+        if expected_crc is not None and meta.crc64 is not None:
+            done = meta.crc64 == expected_crc
+        else:
+            done = meta.etag.endswith(f"-{len(parts)}")
+        return PutResult(etag=meta.etag, crc64=meta.crc64, last_modified_s=meta.last_modified_s) if done else None
 
     async def _committed_version(self, call: Call, done: PutResult, parts: Sequence[PartInfo]) -> PutResult:
         """After Complete on an S3 server: the version HEAD shows. The ETag a Complete answers

@@ -50,9 +50,17 @@ import trio
 
 from cosfs.cos import auth, crc64, rules
 from cosfs.cos import xml as cosxml
-from cosfs.cos.codecs import content_length, etag_of, http_time, ignored_if_match, md5_b64, reply_headers
+from cosfs.cos.codecs import (
+    content_length,
+    etag_of,
+    http_time,
+    ignored_if_match,
+    md5_b64,
+    reply_headers,
+)
 from cosfs.cos.endpoint import COPY_SUFFIXES, Addressing, addressing_for, dialect_for
-from cosfs.cos.retry import Decision, RetryPolicy, classify_status, is_transient_exception
+from cosfs.cos.outcomes import Decision, cos_error
+from cosfs.cos.retry import RetryPolicy, classify_status, is_transient_exception
 from cosfs.cos.wire import ThreadedTransport
 from cosfs.errors import (
     ConfigError,
@@ -62,7 +70,6 @@ from cosfs.errors import (
     Stale,
     TransientError,
     Unsupported,
-    cos_error,
 )
 
 # Through a proxy, httpx's transport reads a socket 64 KiB at a time, and every read costs a

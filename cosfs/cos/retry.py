@@ -3,7 +3,7 @@
 Decisions for a failed attempt:
 
 * `RETRY` (with backoff): 5xx except 501, `SlowDown`, `RequestTimeout`, `ServiceUnavailable`,
-  `InternalError`, 409 `UploadConflict`/`PathConflict`, and every transport failure
+  `InternalError`, 409 `UploadConflict`, and every transport failure
   (`httpx.TransportError`: connect errors, resets, timeouts, truncated bodies).
 * `RESIGN` (once, no wait): the signature expired (`Request has expired`) or
   `RequestTimeTooSkewed`; the client signs again with a fresh (optionally corrected) time.
@@ -12,6 +12,8 @@ Decisions for a failed attempt:
   provider for fresh keys and tries again.
 * `FAIL`: every other 4xx (and 501).
 
+Which answer gets which decision, and which exception, is one table: cosfs.cos.outcomes.
+
 Backoff is exponential with full jitter: attempt n (0-based) waits
 `uniform(0, min(max_delay, base * 2**n))`.
 """
@@ -19,46 +21,19 @@ Backoff is exponential with full jitter: attempt n (0-based) waits
 from __future__ import annotations
 
 import dataclasses
-import enum
 import random
 
 import httpx
 
+from cosfs.cos.outcomes import Decision, outcome
 
-class Decision(enum.Enum):
-    RETRY = "retry"
-    RESIGN = "resign"
-    REFRESH = "refresh"
-    FAIL = "fail"
-
-
-TRANSIENT_CODES = frozenset(
-    {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "KmsInternalException",
-     "KmsFreqControl", "UploadConflict", "PathConflict"}
-)
-RESIGN_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired"})
-TOKEN_CODES = frozenset(
-    {"ExpiredToken", "InvalidToken", "TokenExpired", "InvalidSecurityToken", "ExpiredTokenException",
-     "InvalidTokenException"}
-)
+__all__ = ["Decision", "RetryPolicy", "classify_status", "is_transient_exception"]
 
 
 def classify_status(status: int, code: str = "", message: str = "") -> Decision:
-    """The decision for an HTTP error response with its COS error code and message."""
-    if code in TOKEN_CODES:
-        return Decision.REFRESH
-    if code in RESIGN_CODES:
-        return Decision.RESIGN
-    lowered = message.lower()
-    if status in (400, 401, 403) and "expired" in lowered and "token" in lowered:
-        return Decision.REFRESH
-    if status in (401, 403) and "expired" in lowered:
-        return Decision.RESIGN
-    if code in TRANSIENT_CODES:
-        return Decision.RETRY
-    if status >= 500 and status != 501:
-        return Decision.RETRY
-    return Decision.FAIL
+    """The decision for an HTTP error response with its COS error code and message (the
+    table in cosfs.cos.outcomes)."""
+    return outcome(status, code, message)[0]
 
 
 def is_transient_exception(exc: BaseException) -> bool:

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from cosfs.cos import xml as cosxml
+from cosfs.cos.outcomes import cos_error
 from cosfs.cos.store import (
     MAX_DELETE_KEYS,
     MAX_KEY_BYTES,
@@ -42,7 +43,7 @@ from cosfs.cos.store import (
     MAX_SINGLE_PUT_BYTES,
     MIN_PART_BYTES,
 )
-from cosfs.errors import CosError, ProtocolError, cos_error
+from cosfs.errors import CosError, ProtocolError
 
 __all__ = ["MAX_DELETE_KEYS", "MAX_KEY_BYTES", "MAX_LIST_KEYS", "MAX_PARTS", "MAX_PART_BYTES", "MIN_PART_BYTES"]
 

@@ -212,3 +212,19 @@ def test_git_repository_on_the_mount(cos_server, bucket, mount_factory):
     log = run(*GIT, "log", "--format=%s", cwd=m2.path / "repo").stdout.splitlines()
     assert log == ["second commit", "first commit"]
     assert run(*GIT, "status", "--porcelain", cwd=m2.path / "repo").stdout == ""
+
+
+def test_directory_modes_times_and_renames(cos_server, bucket, mount_factory):
+    """chmod, utime and rename of directories: self-copies of their markers and key walks
+    (run through every framing of the re-framing server too, see conftest)."""
+    m = mount_factory(cos_server)
+    (m.path / "top" / "inner").mkdir(parents=True)
+    (m.path / "top" / "inner" / "f.txt").write_bytes(b"inside")
+    os.chmod(m.path / "top", 0o750)
+    os.utime(m.path / "top" / "inner", (1_200_000_000, 1_200_000_000))
+    os.rename(m.path / "top", m.path / "moved")
+    assert sorted(bucket.keys()) == ["moved/", "moved/inner/", "moved/inner/f.txt"]
+    assert (m.path / "moved" / "inner" / "f.txt").read_bytes() == b"inside"
+    fresh = mount_factory(cos_server)
+    assert stat.S_IMODE(os.stat(fresh.path / "moved").st_mode) == 0o750
+    assert int(os.stat(fresh.path / "moved" / "inner").st_mtime) == 1_200_000_000

@@ -467,3 +467,29 @@ async def test_a_part_without_md5_is_still_checked_when_the_crc64_goes_away(fake
             await client.upload_part("k", "u1", 2, b"second")
         await client.upload_part("k", "u1", 3, b"third")
     assert _part_md5s(fake)[-1]  # no CRC64 any more: MD5 again
+
+
+@pytest.mark.parametrize("reply", ["no etag", "cut", "garbled", "lost"])
+async def test_an_ambiguous_complete_is_decided_by_the_object_never_aborted_blind(fake, autojump_clock, reply):
+    """Issue 20, section 2: a Complete answered without an ETag, with a cut or unreadable
+    body, or not at all: the client HEADs the key and accepts the upload as completed when the
+    object is the parts (size and combined CRC64), with HEAD's version; no Abort is sent.
+    When the object is not theirs, the error stands (and only then may the caller abort)."""
+    fake.objects["k"] = (b"abc", {})  # what Complete made before its reply went wrong
+    parts = [PartInfo(1, "e1", 3, crc64.crc64(b"abc"))]
+    replies = {
+        "no etag": lambda r: httpx.Response(200, content=b"<CompleteMultipartUploadResult><Key>k</Key>"
+                                                         b"</CompleteMultipartUploadResult>"),
+        "cut": lambda r: httpx.Response(200, content=b"<CompleteMultipartUploadResult><ETag>\"e-"),
+        "garbled": lambda r: httpx.Response(200, content=b"\x00\x01 not xml"),
+        "lost": "reset",
+    }
+    async with make_client(fake, retries=0) as client:
+        fake.script = [replies[reply]]
+        result = await client.complete_multipart_upload("k", "u", parts)
+        head = await client.head_object("k")
+        assert (result.etag, result.crc64) == (head.etag, crc64.crc64(b"abc"))
+        assert not [r for r in fake.requests if r.method == "DELETE"]
+        fake.script = [replies[reply]]
+        with pytest.raises((TransientError, ProtocolError)):  # the object is not what these parts make
+            await client.complete_multipart_upload("k", "u", [PartInfo(1, "e1", 3, 42)])

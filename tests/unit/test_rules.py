@@ -38,7 +38,7 @@ def code_of(excinfo) -> str:
     ("InvalidRange", 416, errors.CosError),
     ("MissingContentLength", 411, errors.CosError),
     ("MethodNotAllowed", 405, errors.CosUnsupported),
-    ("NotImplemented", 501, errors.CosTransient),  # >= 500: cos_error calls every 5xx transient
+    ("NotImplemented", 501, errors.CosUnsupported),  # not retried: the server will not do it
     ("SlowDown", 503, errors.CosTransient),
     ("InternalError", 500, errors.CosTransient),
     ("KmsInternalException", 500, errors.CosTransient),
