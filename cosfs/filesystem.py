@@ -539,7 +539,9 @@ class CosFilesystem:
         return inode.attr
 
     def link(self) -> None:
-        raise NotPermitted("hard links cannot be stored in COS")
+        """ENOTSUP, as COSFS and s3fs answer (EPERM would read as "hard links exist here, not
+        for you" to the suites and scripts written for them)."""
+        raise Unsupported("hard links cannot be stored in COS")
 
     async def mknod(self, parent_ino: int, name: str, mode: int, rdev: int, caller: Caller) -> Attr:
         """A regular file (created and committed empty), or a FIFO, socket or device node

@@ -386,22 +386,23 @@ def test_eloop(cos_server, bucket, mount_factory, conformance):
     check.verify()
 
 
-def test_link_is_refused_with_eperm(cos_server, bucket, mount_factory, conformance):
-    """Hard links cannot be stored in COS: link(2) answers EPERM ("the filesystem containing
-    oldpath and newpath does not support the creation of hard links") and creates nothing."""
+def test_link_is_refused_with_enotsup(cos_server, bucket, mount_factory, conformance):
+    """Hard links cannot be stored in COS: link(2) answers ENOTSUP, as COSFS and s3fs do
+    (their link handler returns -ENOTSUP), and creates nothing; the kernel itself refuses a
+    directory with EPERM before asking the filesystem."""
     m = mount_factory(cos_server).path
     check = conformance
     check.base = str(m)
     d = m / "d"
-    rule = "link(2) EPERM: the filesystem does not support the creation of hard links"
+    rule = "link(2) of a filesystem without hard links: ENOTSUP, as s3fs and COSFS answer"
     check.table([
         ok("mkdir", d, 0o755, what="fixture: mkdir d", rule="mkdir(2)"),
         ok("open", d / "f", CREAT, 0o644, what="fixture: create d/f", rule="open(2)"),
         ok("mkdir", d / "sub", 0o755, what="fixture: mkdir d/sub", rule="mkdir(2)"),
         ok("symlink", "f", d / "l", what="fixture: symlink d/l", rule="symlink(2)"),
-        err("EPERM", "link", d / "f", d / "f2", what="link of a regular file", rule=rule),
-        err("EPERM", "link", d / "f", d / "sub" / "f2", what="link into another directory", rule=rule),
-        err("EPERM", "link", d / "l", d / "l2", what="link of a symlink", rule=rule),
+        err("ENOTSUP", "link", d / "f", d / "f2", what="link of a regular file", rule=rule),
+        err("ENOTSUP", "link", d / "f", d / "sub" / "f2", what="link into another directory", rule=rule),
+        err("ENOTSUP", "link", d / "l", d / "l2", what="link of a symlink", rule=rule),
         err("EPERM", "link", d / "sub", d / "sub2", what="link of a directory",
             rule="link(2) EPERM: oldpath is a directory"),
         err("ENOENT", "lstat", d / "f2", what="a refused link created nothing", rule="POSIX: a failed call has no effect"),

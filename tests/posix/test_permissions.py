@@ -181,8 +181,8 @@ def nobody_rows(m):
             rule="mknod(2) EPERM: creating a device node needs privilege (CAP_MKNOD)"),
         err("EPERM", "mknod", pub / "blk", stat.S_IFBLK | 0o644, 8, 1, what="mknod of a block device by nobody",
             rule="mknod(2) EPERM"),
-        err("EPERM", "link", pub / "mine", pub / "mine_link", what="link of one's own file (refused by design)",
-            rule="link(2) EPERM: the filesystem does not support hard links"),
+        err("ENOTSUP", "link", pub / "mine", pub / "mine_link", what="link of one's own file (refused by design)",
+            rule="link(2) of a filesystem without hard links: ENOTSUP, as s3fs and COSFS answer"),
         # --- the sticky directory --------------------------------------------------------------------
         err(("EPERM", "EACCES"), "unlink", st / "rootfile", what="unlink of root's file in a sticky directory",
             rule=STICKY),

@@ -181,7 +181,7 @@ def cases(root):
                         rule="rmdir(2) ENOTEMPTY")],
          {"sub": UNCHANGED, ".": UNCHANGED})
     case("failed_link_eperm", failed, file_setup,
-         lambda c: [err("EPERM", "link", c / "f", c / "g", what="link (refused by design)", rule="link(2) EPERM")],
+         lambda c: [err("ENOTSUP", "link", c / "f", c / "g", what="link (refused by design)", rule="link(2): ENOTSUP, as s3fs")],
          {"f": UNCHANGED, ".": UNCHANGED})
     case("failed_rename_enotempty", failed,
          lambda c: mkdir_setup(c, "a") + mkdir_setup(c, "b") + file_setup(c, "b/x"),
