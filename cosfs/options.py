@@ -240,6 +240,8 @@ OPTIONS += [
     _noted("list_object_max_keys", "int", "COSFS/s3fs", "list_object_max_keys: each LIST asks for 1000 keys, "
            "COS's largest page"),
     _noted("listobjectsv2", "flag", "s3fs", "listobjectsv2: cosfs lists with ListObjects (V1), which COS answers"),
+    _noted("insecure_logging", "flag", "s3fs", "insecure_logging: cosfs never writes keys, tokens or signatures to its "
+           "logs, with this option or without; its debug output is dbglevel=debug and curldbg", level=WARNING),
     _noted("tmpdir", "str", "COSFS/s3fs", "tmpdir: writes are staged under cache_dir/staging"),
     _noted("fd_page_size", "str", "COSFS", "fd_page_size: COSFS no longer uses it; cosfs caches in block_size "
            "blocks"),

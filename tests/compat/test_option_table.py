@@ -45,7 +45,7 @@ S3FS_PARSED = {
     "sigv2", "sigv4", "mp_umask", "umask", "uid", "gid", "allow_other", "nonempty", "nomultipart",
     "streamupload", "max_thread_count", "enable_content_md5", "enable_unsigned_payload", "ecs", "iam_role",
     "imdsv1only", "ibm_iam_auth", "ibm_iam_endpoint", "credlib", "credlib_opts", "use_xattr", "noxmlns",
-    "nomixupload", "nocopyapi", "norenameapi", "use_path_request_style", "listobjectsv2", "noua",
+    "nomixupload", "nocopyapi", "norenameapi", "use_path_request_style", "listobjectsv2", "noua", "insecure_logging",
     "cipher_suites", "instance_name", "complement_stat", "compat_dir", "notsup_compat_dir", "use_wtf8",
     "use_session_token", "requester_pays", "mime", "proxy", "proxy_cred_file", "ipresolve", "logfile",
     "dbglevel", "curldbg", "no_time_stamp_msg", "set_check_cache_sigusr1", "update_parent_dir_stat",
