@@ -598,14 +598,18 @@ class CosFilesystem:
             raise IsADirectory(target.key)
         new_key = new_parent.key + new_name
 
-        def moved(orphan: str | None) -> None:  # the keys are still held: no one sees it half done
+        def moved(orphan: str | None, etag: str | None) -> None:  # the keys are still held: no one sees it half done
             old_key = source.key
             if target is not None:
                 self._detach(target, orphan)
+            if etag is not None:  # the copy's version (a copy of a multipart object has a new ETag)
+                source.etag = etag
+                source.page_cache_etag = None
+            source.content_type = content_type_for(new_name)
             self.namespace.moved(source, old_parent, new_parent, new_name, new_key)
             self.files.moved(old_key, new_key, prefix=False)
 
-        await self.writeback.rename_file(self._target(source), new_key,
+        await self.writeback.rename_file(self._target(source), new_key, content_type=content_type_for(new_name),
                                          open_replaced=self._target(target) if target is not None and
                                          target.open_count else None, moved=moved)
         if not source.open_count:

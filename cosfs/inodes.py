@@ -248,10 +248,14 @@ class InodeTable:
         self._by_name[(new_parent, new_name)] = ino
 
     def rekey_below(self, old_prefix: str, new_prefix: str) -> None:
-        """After a directory rename: every inode whose key starts with old_prefix."""
+        """After a directory rename: every inode whose key starts with old_prefix, and the
+        numbers kept for names below it that the kernel forgot (so st_ino of everything
+        under a renamed directory stays what it was, as POSIX requires)."""
         for inode in list(self._by_ino.values()):
             if inode.ino != ROOT_INO and inode.key.startswith(old_prefix):
                 self._rekey(inode, new_prefix + inode.key[len(old_prefix):])
+        for key, kind in [entry for entry in self._retired if entry[0].startswith(old_prefix)]:
+            self._retired[(new_prefix + key[len(old_prefix):], kind)] = self._retired.pop((key, kind))
 
     def children_with_key(self, key: str) -> list[Inode]:
         """Inodes (named or not) that stand for `key`: after a commit all of them see it."""

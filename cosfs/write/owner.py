@@ -605,15 +605,18 @@ class WriteBack:
             raise
         return orphan_key
 
-    async def rename_file(self, source: Target, new_key: str, *, open_replaced: Target | None,
-                          moved: Callable[[str | None], None]) -> None:
+    async def rename_file(self, source: Target, new_key: str, *, content_type: str, open_replaced: Target | None,
+                          moved: Callable[[str | None, str | None], None]) -> None:
         """rename(2) of a file: a never-committed file is re-keyed (its record names the new
         key at once); a committed one is copied (after committing what is staged) and the
-        old key deleted. Until the copy succeeded nothing of either name changes. The file
+        old key deleted; either takes `content_type` (the new name's). Until the copy
+        succeeded nothing of either name changes. The file
         it replaces, if open (`open_replaced`), gets a private copy first; `moved(that copy's
-        key)` updates names and handles before the keys are given back."""
+        key, the new object's ETag or None)` updates names and handles before the keys are
+        given back."""
         async with self._holding(lambda: source.key, new_key) as old_key:
             orphan = await self._private_copy(open_replaced) if open_replaced is not None else None
+            etag: str | None = None
             try:
                 dirty = self.staging.get(old_key)
                 replaced = self.staging.get(new_key)
@@ -624,6 +627,9 @@ class WriteBack:
                     if replaced is not None:
                         self.staging.detach(replaced)
                     self.staging.rekey(dirty, new_key)
+                    if dirty.options.content_type != content_type:
+                        self.staging.edit(dirty, dataclasses.replace(dirty.options, content_type=content_type),
+                                          dirty.mtime_ns)
                     if dirty.acknowledged:
                         self.journal.save(dirty)  # the record names the new key now
                     else:
@@ -635,7 +641,8 @@ class WriteBack:
                         await self._commit_locked(dirty, live=True)
                     version = source.committed()
                     assert version is not None, old_key
-                    await self.uploader.copy_key(old_key, new_key, version.size_bytes, version.etag)
+                    etag = await self.uploader.copy_key(old_key, new_key, version.size_bytes, version.etag,
+                                                        content_type=content_type)
                     crashpoints.reached("file-copied")
                     self._discard_locked(new_key)
                     await self._store.delete_object(old_key)
@@ -643,7 +650,7 @@ class WriteBack:
                 if orphan is not None:
                     self._discard_locked(orphan)
                 raise
-            moved(orphan)
+            moved(orphan, etag)
             renamed = self.staging.get(new_key)
             if renamed is not None and renamed.acknowledged and self._delay_s > 0:
                 self.schedule(new_key, self._delay_s)

@@ -247,14 +247,23 @@ class Uploader:
 
     # --- key-level copy --------------------------------------------------------------------
 
-    async def copy_key(self, source: str, dest: str, size: int, if_match: str | None = None) -> None:
+    async def copy_key(self, source: str, dest: str, size: int, if_match: str | None = None,
+                       content_type: str | None = None) -> str:
         """Server-side copy of an object of any size (multipart copy above the single-copy
-        limit), only while the source has ETag `if_match` when one is given."""
+        limit), only while the source has ETag `if_match` when one is given. With
+        `content_type`, the copy takes it (its other metadata kept): a rename gives the
+        object the type its new name says, as COSFS and s3fs do. Returns the copy's ETag."""
         if size <= MAX_SINGLE_COPY_BYTES:
-            await self._store.copy_object(source, dest, source_if_match=if_match)
-            return
+            replace = None
+            if content_type is not None:
+                head = await self._store.head_object(source, if_match=if_match)
+                if head.content_type != content_type:
+                    replace = WriteOptions(content_type=content_type, user_meta=dict(head.user_meta),
+                                           storage_class=head.storage_class)
+            return (await self._store.copy_object(source, dest, source_if_match=if_match,
+                                                  replace_metadata=replace)).etag
         head = await self._store.head_object(source, if_match=if_match)
-        options = WriteOptions(content_type=head.content_type, user_meta=dict(head.user_meta))
+        options = WriteOptions(content_type=content_type or head.content_type, user_meta=dict(head.user_meta))
         upload_id = await self._store.create_multipart_upload(dest, options)
         try:
             parts = []
@@ -262,11 +271,12 @@ class Uploader:
             for plan in plan_parts(head.size_bytes, part_bytes, base_limit=head.size_bytes):
                 parts.append(await self._store.upload_part_copy(dest, upload_id, plan.number, source,
                                                                 (plan.start, plan.end - 1), source_if_match=head.etag))
-            await self._store.complete_multipart_upload(dest, upload_id, parts)
+            done = await self._store.complete_multipart_upload(dest, upload_id, parts)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.abort(dest, upload_id)
             raise
+        return done.etag
 
     # --- commit ----------------------------------------------------------------------------
 
