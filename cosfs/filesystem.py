@@ -47,7 +47,7 @@ from cosfs.errors import (
 )
 from cosfs.handles import DirHandle, FileHandle, FileHandles, HandleTable
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind
-from cosfs.namespace import Gone, Namespace, check_name, root_attr
+from cosfs.namespace import MAX_NAME_BYTES, Gone, Namespace, check_name, root_attr
 from cosfs.posix import Caller, check_size, new_meta, posix_meta
 from cosfs.prefetch import Prefetcher, ReadAhead
 from cosfs.status import MountStatus, PendingFile
@@ -74,7 +74,7 @@ class FsStats:
     free_blocks: int
     total_inodes: int
     free_inodes: int
-    max_name_bytes: int = 255
+    max_name_bytes: int = MAX_NAME_BYTES
 
 
 def upload_parallelism(config: FsConfig) -> int:

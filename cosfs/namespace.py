@@ -5,7 +5,8 @@ Rules (also in docs/semantics.md):
   marker `a/b/` exists (explicit, as COSFS writes) or when any key starts with `a/b/` (implicit).
 - A directory shadows a file of the same name: if both `a/b` and `a/b/...` exist, `b` is a
   directory and the object `a/b` is not reachable through the mount.
-- Keys whose segments cannot be file names (empty from `//`, `.`, `..`, over 255 bytes, NUL)
+- Keys whose segments cannot be file names (empty from `//`, `.`, `..`, over 1,024 bytes: the
+  FUSE limit, NUL)
   are skipped with one warning per key.
 - A LIST gives each entry's size, time and ETag, never its type, mode, owner or stored
   times (x-cos-meta-*): no attribute reaches the kernel before that metadata is known, from
@@ -38,7 +39,9 @@ from cosfs.write import ORPHAN_PREFIX, DirtyFile, StagingArea
 
 log = logging.getLogger(__name__)
 
-MAX_NAME_BYTES = 255
+# A name's limit: FUSE's (the kernel's FUSE_NAME_MAX), not a local disk's 255, so that every
+# key COS can store (850 bytes) shows, as in s3fs.
+MAX_NAME_BYTES = 1024
 # Sibling directories listed ahead of a tree walk, and how many LISTs of them run at once.
 LISTING_AHEAD = 8
 LISTING_AHEAD_PARALLEL = 4
@@ -492,6 +495,8 @@ class Namespace:
         if parent.kind != Kind.DIR:
             raise NotADirectory(parent.key)
         check_name(name)
+        if len((parent.key + name).encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+            raise NameTooLong(f"the object key would be more than COS's {MAX_KEY_BYTES} bytes")
         existing = self._inodes.child(parent.ino, name)
         if existing is not None and existing.expires_at_s > self._clock():
             return existing

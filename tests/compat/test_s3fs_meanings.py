@@ -4,6 +4,7 @@ seen at the next open, and absent names trusted only for negative_cache_expire."
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -59,3 +60,19 @@ def test_a_rename_keeps_st_ino_of_what_it_moves(cos_server, mount_factory):
     after = {name: os.stat(p / new).st_ino for name, new in (("x/f", "y/f"), ("x/s", "y/s2"),
                                                               ("x/s/deep", "y/s2/deep"))}
     assert after == before
+
+
+def test_names_longer_than_255_bytes_are_shown_and_created(cos_server, mount_factory):
+    """s3fs shows and creates them; FUSE allows 1,024 bytes a name. A name whose key COS
+    cannot store (850 bytes) is refused with ENAMETOOLONG."""
+    bucket = Bucket(cos_server)
+    bucket.put("long/" + "a" * 400, b"stored elsewhere")
+    m = mount_factory(cos_server)
+    assert os.listdir(m.path / "long") == ["a" * 400]
+    assert (m.path / "long" / ("a" * 400)).read_bytes() == b"stored elsewhere"
+    (m.path / "long" / ("é" * 150)).write_bytes(b"300 bytes of name")
+    assert bucket.get("long/" + "é" * 150) == b"300 bytes of name"
+    assert os.statvfs(m.path).f_namemax == 1024
+    with pytest.raises(OSError) as info:
+        (m.path / "long" / ("b" * 900)).write_bytes(b"too long for COS")
+    assert info.value.errno == errno.ENAMETOOLONG

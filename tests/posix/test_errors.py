@@ -253,65 +253,64 @@ def test_eisdir_enotempty_einval(cos_server, bucket, mount_factory, conformance)
     check.verify()
 
 
-def test_enametoolong(cos_server, bucket, mount_factory, conformance, expect_log):
-    """NAME_MAX (255 bytes per component, counted in bytes, not characters) and PATH_MAX
-    (4096 bytes with the NUL: a longer path is refused by the kernel)."""
-    # BUG: a path whose key is over COS's 850-byte limit is accepted by open(O_CREAT), then
-    # every upload fails with KeyTooLong (close gives EIO, retried, left staged at unmount);
-    # it should be refused at create with ENAMETOOLONG. Declared optional: gone once fixed.
-    expect_log(r"KeyTooLong|will retry the upload of d/n{255}/|file\(s\) could not be uploaded", required=False,
-               why="BUG: a key over 850 bytes is accepted at create and fails at every upload")
+def test_enametoolong(cos_server, bucket, mount_factory, conformance):
+    """NAME_MAX is FUSE's 1,024 bytes per component (statvfs f_namemax; counted in bytes, not
+    characters), as in s3fs, so that every key COS stores can be a name; a name whose key
+    COS cannot store (over 850 bytes) is refused with ENAMETOOLONG, never taken and failed at
+    upload; PATH_MAX (4096 bytes with the NUL) is the kernel's."""
     m = mount_factory(cos_server).path
     check = conformance
     check.base = str(m)
     d = m / "d"
     check.table([ok("mkdir", d, 0o755, what="fixture: mkdir d", rule="mkdir(2)"),
                  ok("open", d / "f", CREAT, 0o644, what="fixture: create d/f", rule="open(2)")])
-    n255, n256 = "n" * 255, "n" * 256
-    wide255, wide258 = "日" * 85, "日" * 86  # 3 bytes each: 255 and 258 bytes
+    n255, n300 = "n" * 255, "n" * 300
+    wide300 = "日" * 100  # 3 bytes each: 300 bytes
+    n1025 = "n" * 1025  # over FUSE's NAME_MAX: the kernel refuses it before cosfs sees it
+    nkey = "k" * 849  # d/ + 849 = 851 bytes: a key COS cannot store
     long_path = d / ("x/" * 2100)  # 4200 bytes > PATH_MAX
-    rule = "open(2)/mkdir(2)/... ENAMETOOLONG: a component is longer than NAME_MAX (255 bytes)"
+    kernel = "open(2)/mkdir(2)/... ENAMETOOLONG: a component is longer than NAME_MAX (FUSE: 1024 bytes)"
+    cos = "ENAMETOOLONG: the component makes a key longer than COS's 850 bytes"
     rows = [
-        # exactly NAME_MAX works, for every kind of entry
-        ok("open", d / n255, CREAT, 0o644, what="create with a 255-byte name", rule="POSIX NAME_MAX: 255 bytes is allowed"),
-        ok("stat", d / n255, what="stat of a 255-byte name", rule="NAME_MAX", value=lambda v: stat.S_ISREG(v["mode"]),
+        # up to NAME_MAX works, for every kind of entry
+        ok("open", d / n255, CREAT, 0o644, what="create with a 255-byte name", rule="NAME_MAX"),
+        ok("unlink", d / n255, what="unlink of a 255-byte name", rule="unlink(2), NAME_MAX"),
+        ok("open", d / n300, CREAT, 0o644, what="create with a 300-byte name", rule="NAME_MAX 1024 (FUSE, s3fs)"),
+        ok("stat", d / n300, what="stat of a 300-byte name", rule="NAME_MAX", value=lambda v: stat.S_ISREG(v["mode"]),
            shows="a regular file"),
-        ok("rename", d / n255, d / ("m" * 255), what="rename to a 255-byte name", rule="rename(2), NAME_MAX"),
-        ok("unlink", d / ("m" * 255), what="unlink of a 255-byte name", rule="unlink(2), NAME_MAX"),
-        ok("mkdir", d / n255, 0o755, what="mkdir with a 255-byte name", rule="mkdir(2), NAME_MAX"),
-        ok("rmdir", d / n255, what="rmdir of a 255-byte name", rule="rmdir(2), NAME_MAX"),
-        ok("symlink", "f", d / n255, what="symlink with a 255-byte name", rule="symlink(2), NAME_MAX"),
-        ok("readlink", d / n255, what="readlink of a 255-byte name", rule="readlink(2)", value=lambda v: v == "f",
+        ok("rename", d / n300, d / ("m" * 300), what="rename to a 300-byte name", rule="rename(2), NAME_MAX"),
+        ok("unlink", d / ("m" * 300), what="unlink of a 300-byte name", rule="unlink(2), NAME_MAX"),
+        ok("mkdir", d / n300, 0o755, what="mkdir with a 300-byte name", rule="mkdir(2), NAME_MAX"),
+        ok("rmdir", d / n300, what="rmdir of a 300-byte name", rule="rmdir(2), NAME_MAX"),
+        ok("symlink", "f", d / n300, what="symlink with a 300-byte name", rule="symlink(2), NAME_MAX"),
+        ok("readlink", d / n300, what="readlink of a 300-byte name", rule="readlink(2)", value=lambda v: v == "f",
            shows="'f'"),
-        ok("unlink", d / n255, what="unlink of a 255-byte symlink name", rule="unlink(2)"),
-        ok("open", d / wide255, CREAT, 0o644, what="create with 85 three-byte characters (255 bytes)",
+        ok("unlink", d / n300, what="unlink of a 300-byte symlink name", rule="unlink(2)"),
+        ok("open", d / wide300, CREAT, 0o644, what="create with 100 three-byte characters (300 bytes)",
            rule="NAME_MAX counts bytes"),
-        ok("unlink", d / wide255, what="unlink of a 255-byte multibyte name", rule="unlink(2)"),
+        ok("unlink", d / wide300, what="unlink of a 300-byte multibyte name", rule="unlink(2)"),
         ok("symlink", "t" * 1000, d / "long_target", what="symlink with a 1000-byte target",
            rule="symlink(2): the target may be any string up to PATH_MAX"),
         ok("readlink", d / "long_target", what="readlink returns the 1000-byte target whole", rule="readlink(2)",
            value=lambda v: v == "t" * 1000, shows="the 1000-byte target"),
-        # one byte more is refused by every call that takes the name
-        err("ENAMETOOLONG", "open", d / n256, CREAT, 0o644, what="create with a 256-byte name", rule=rule),
-        err("ENAMETOOLONG", "open", d / wide258, CREAT, 0o644, what="create with 86 three-byte characters (258 bytes)",
-            rule=rule + "; NAME_MAX counts bytes"),
-        err("ENAMETOOLONG", "mkdir", d / n256, 0o755, what="mkdir with a 256-byte name", rule=rule),
-        err("ENAMETOOLONG", "symlink", "f", d / n256, what="symlink with a 256-byte name", rule="symlink(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "rename", d / "f", d / n256, what="rename to a 256-byte name", rule="rename(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "mkfifo", d / n256, 0o644, what="mkfifo with a 256-byte name", rule="mknod(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "mknod", d / n256, stat.S_IFREG | 0o644, what="mknod with a 256-byte name",
-            rule="mknod(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "link", d / "f", d / n256, what="link to a 256-byte name", rule="link(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "stat", d / n256, what="stat of a 256-byte name", rule="stat(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "lstat", d / n256 / "x", what="lstat below a 256-byte component", rule="stat(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "open", d / n256, RDONLY, what="open of a 256-byte name", rule="open(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "unlink", d / n256, what="unlink of a 256-byte name", rule="unlink(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "rmdir", d / n256, what="rmdir of a 256-byte name", rule="rmdir(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "chmod", d / n256, 0o600, what="chmod of a 256-byte name", rule="chmod(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "chown", d / n256, 0, 0, what="chown of a 256-byte name", rule="chown(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "truncate", d / n256, 0, what="truncate of a 256-byte name", rule="truncate(2) ENAMETOOLONG"),
-        err("ENAMETOOLONG", "utimensat", d / n256, None, None, what="utimensat of a 256-byte name",
-            rule="utimensat(2) ENAMETOOLONG"),
+        # a name past NAME_MAX is refused by every call that takes it (the kernel)
+        err("ENAMETOOLONG", "open", d / n1025, CREAT, 0o644, what="create with a 1025-byte name", rule=kernel),
+        err("ENAMETOOLONG", "mkdir", d / n1025, 0o755, what="mkdir with a 1025-byte name", rule=kernel),
+        err("ENAMETOOLONG", "symlink", "f", d / n1025, what="symlink with a 1025-byte name", rule=kernel),
+        err("ENAMETOOLONG", "rename", d / "f", d / n1025, what="rename to a 1025-byte name", rule=kernel),
+        err("ENAMETOOLONG", "link", d / "f", d / n1025, what="link to a 1025-byte name", rule=kernel),
+        err("ENAMETOOLONG", "stat", d / n1025, what="stat of a 1025-byte name", rule=kernel),
+        err("ENAMETOOLONG", "unlink", d / n1025, what="unlink of a 1025-byte name", rule=kernel),
+        # a name within NAME_MAX whose key COS cannot store: refused the same way, by cosfs
+        err("ENAMETOOLONG", "open", d / nkey, CREAT, 0o644, what="create of a name whose key is 851 bytes", rule=cos),
+        err("ENAMETOOLONG", "mkdir", d / nkey, 0o755, what="mkdir of such a name", rule=cos),
+        err("ENAMETOOLONG", "symlink", "f", d / nkey, what="symlink of such a name", rule=cos),
+        err("ENAMETOOLONG", "rename", d / "f", d / nkey, what="rename to such a name", rule=cos),
+        err("ENAMETOOLONG", "mkfifo", d / nkey, 0o644, what="mkfifo of such a name", rule=cos),
+        err("ENAMETOOLONG", "stat", d / nkey, what="stat of such a name", rule=cos),
+        err("ENAMETOOLONG", "open", d / nkey, RDONLY, what="open of such a name", rule=cos),
+        err("ENAMETOOLONG", "chmod", d / nkey, 0o600, what="chmod of such a name", rule=cos),
+        err("ENAMETOOLONG", "truncate", d / nkey, 0, what="truncate of such a name", rule=cos),
         # PATH_MAX: checked by the kernel before the filesystem sees the path
         err("ENAMETOOLONG", "stat", long_path, what="stat of a path longer than PATH_MAX",
             rule="stat(2) ENAMETOOLONG: pathname is too long (PATH_MAX)"),
@@ -325,19 +324,19 @@ def test_enametoolong(cos_server, bucket, mount_factory, conformance, expect_log
         ok("listdir", d, what="refused names created nothing", rule="POSIX: a failed call has no effect",
            value=lambda v: v == ["f", "long_target"], shows="['f', 'long_target']"),
     ]
-    # A path under PATH_MAX may still make a key over COS's 850-byte limit: refusing it is
-    # ENAMETOOLONG (the name is too long for this filesystem), never EIO.
+    # A path under PATH_MAX of components under NAME_MAX may still make a key over COS's
+    # 850-byte limit: refusing it is ENAMETOOLONG (too long for this filesystem), never EIO.
     deep = d / n255 / ("o" * 255) / ("p" * 255) / ("q" * 255)
     rows += [
         ok("mkdir", d / n255, 0o755, what="fixture: mkdir of a 255-byte name", rule="mkdir(2)"),
         ok("mkdir", d / n255 / ("o" * 255), 0o755, what="fixture: 2 levels of 255 bytes", rule="mkdir(2)"),
         ok("mkdir", d / n255 / ("o" * 255) / ("p" * 255), 0o755, what="fixture: 3 levels of 255 bytes",
            rule="mkdir(2)"),
-        err(("ok", "ENAMETOOLONG"), "open", deep, CREAT, 0o644,
-            what="a path of 1000+ bytes (over COS's key limit, under PATH_MAX) is created or refused "
-                 "with ENAMETOOLONG, never EIO", rule="open(2) ENAMETOOLONG: pathname was too long"),
-        err(("ok", "ENAMETOOLONG"), "mkdir", str(deep) + "_dir", 0o755,
-            what="a directory path of 1000+ bytes is made or refused with ENAMETOOLONG, never EIO",
+        err("ENAMETOOLONG", "open", deep, CREAT, 0o644,
+            what="a path of 1000+ bytes (over COS's key limit, under PATH_MAX) is refused with ENAMETOOLONG, "
+                 "never EIO", rule="open(2) ENAMETOOLONG: " + cos),
+        err("ENAMETOOLONG", "mkdir", str(deep) + "_dir", 0o755,
+            what="a directory path of 1000+ bytes is refused with ENAMETOOLONG, never EIO",
             rule="mkdir(2) ENAMETOOLONG"),
     ]
     check.table(rows)
