@@ -345,6 +345,7 @@ def mount_settings(args: argparse.Namespace):
         default_dir_mode=0o777 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
         stat_ttl_s=float(values["stat_cache_expire"]),
         negative_ttl_s=0.0 if values["disable_noobj_cache"] else negative_ttl,
+        close_to_open=not values["nocto"],
         max_stat_entries=int(values["max_stat_cache_size"]),
         block_size_bytes=int(values["block_size"]),
         cache_size_bytes=int(values["cache_size"]),

@@ -111,6 +111,9 @@ class FsConfig:
     default_dir_mode: int = 0o755
     stat_ttl_s: float = 60.0  # positive stat and listing cache
     negative_ttl_s: float = 10.0
+    # Close-to-open: every open of a committed file asks COS for its version (nocto: the
+    # stat TTL is trusted instead).
+    close_to_open: bool = True
     max_stat_entries: int = 100_000
     max_listed_dirs: int = 1_000
     block_size_bytes: int = 1 * MiB

@@ -112,7 +112,7 @@ class InodeTarget:
 
     async def origin(self) -> Origin:
         inode = self._inode
-        if not inode.meta_complete or inode.etag is None:
+        if not inode.meta_complete or (inode.etag is None and inode.attr.size_bytes):
             inode = await self._namespace.refresh(inode)
         size = inode.attr.size_bytes
         base = ObjectRef(inode.key, inode.etag or "", size) if size else None
@@ -329,8 +329,17 @@ class CosFilesystem:
         if write or truncate:
             self._check_writable()
         dirty = self.staging.get(inode.key)
-        if dirty is None and (not inode.meta_complete or inode.expires_at_s <= self.namespace.now()):
-            inode = await self.namespace.refresh(inode)
+        if dirty is None and self.config.close_to_open and not truncate:
+            inode = await self.namespace.revalidate(inode)  # (O_TRUNC replaces whatever is there)
+        elif dirty is None and (not inode.meta_complete or inode.expires_at_s <= self.namespace.now()):
+            try:
+                inode = await self.namespace.refresh(inode)
+            except NotFound:
+                if not (truncate and inode.meta_complete):
+                    raise
+                # Gone from COS: O_TRUNC makes it again, with the metadata it had.
+                inode.etag = None
+                inode.attr = dataclasses.replace(inode.attr, size_bytes=0)
         if truncate:
             dirty = await self.writeback.open_truncate(self._target(inode))
             # O_TRUNC marks mtime and ctime, even of an empty file (POSIX open()).

@@ -13,6 +13,7 @@ import logging
 import os
 
 import pyfuse3
+import trio
 
 from cosfs.errors import CosfsError, InvalidName, errno_for, first_error
 from cosfs.filesystem import Caller, CosFilesystem
@@ -55,6 +56,47 @@ def decode_name(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidName("file names must be UTF-8 to become object keys") from None
+
+
+class KernelNotices:
+    """The kernel's caches, told to forget (cosfs.kernel_cache.KernelCache) through libfuse's
+    notifications. Entries go through a queue that one task drains in a worker thread (the
+    kernel takes the directory's lock, which a process waiting on a request of ours may
+    hold); attributes are forgotten at once (no lock without write-back caching)."""
+
+    QUEUE = 10_000  # entries waiting: past it, the kernel keeps one until its entry_timeout
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[tuple[int, str]](self.QUEUE)
+
+    def forget_attributes(self, ino: int) -> None:
+        try:
+            pyfuse3.invalidate_inode(ino, attr_only=True)
+        except OSError as exc:  # ENOENT: the kernel does not hold it
+            if exc.errno != errno.ENOENT:
+                log.warning("the kernel kept the attributes of inode %d: %s", ino, exc)
+
+    def forget_entry(self, parent_ino: int, name: str) -> None:
+        try:
+            self._send.send_nowait((parent_ino, name))
+        except trio.WouldBlock:
+            log.debug("kernel notices queue full: %r stays until entry_timeout", name)
+
+    async def run(self) -> None:
+        """Send the queued entry notices, one at a time, for the mount's lifetime."""
+        async for parent_ino, name in self._receive:
+            try:
+                await trio.to_thread.run_sync(self._forget_entry_now, parent_ino, name, abandon_on_cancel=True)
+            except Exception:  # the mount goes on; the kernel keeps the entry until its timeout
+                log.exception("the kernel could not be told to forget %r", name)
+
+    @staticmethod
+    def _forget_entry_now(parent_ino: int, name: str) -> None:
+        try:
+            pyfuse3.invalidate_entry(parent_ino, name.encode("utf-8", "surrogateescape"))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF):  # not known, or unmounted
+                raise
 
 
 class CosOperations(pyfuse3.Operations):

@@ -31,7 +31,7 @@ from cosfs.credentials import CredentialProvider
 from cosfs.errors import EXIT_CONFIG, AccessDenied, ConfigError, CosError, CosfsError, NotFound, TransientError
 from cosfs.filesystem import CosFilesystem
 from cosfs.durable import private_dir
-from cosfs.fuse_ops import CosOperations
+from cosfs.fuse_ops import CosOperations, KernelNotices
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,9 @@ async def _serve(settings: MountSettings, fs: CosFilesystem, cache_dir: Path, re
     try:
         async with trio.open_nursery() as nursery:
             await fs.start(nursery)
+            kernel = KernelNotices()
+            fs.namespace.kernel = kernel
+            nursery.start_soon(kernel.run, name="kernel-notices")
             nursery.start_soon(_stop_on_signals, fs, name="signals")
             if settings.metrics_address:
                 from cosfs.metrics import serve_metrics

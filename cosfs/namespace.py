@@ -33,8 +33,10 @@ from cachetools import LRUCache, TTLCache
 from cosfs.config import FsConfig
 from cosfs.describe import ListingDescriber
 from cosfs.cos.store import MAX_KEY_BYTES, MAX_LIST_KEYS, ListEntry, ListPage, ObjectMeta, ObjectStore, WriteOptions
-from cosfs.errors import CosError, CosfsError, InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, one_error
+from cosfs.errors import (CosError, CosfsError, InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound, Stale,
+                          one_error)
 from cosfs.inodes import ROOT_INO, Attr, Inode, InodeTable, Kind, kind_of_mode
+from cosfs.kernel_cache import KernelCache, NoKernel
 from cosfs.write import ORPHAN_PREFIX, DirtyFile, StagingArea
 
 log = logging.getLogger(__name__)
@@ -94,11 +96,16 @@ class Namespace:
     """Owner of the stat, negative and listing caches; turns COS answers into inodes.
 
     Invariants: a cached listing for prefix P holds every name under P as LIST returned it
-    (after shadowing and skipping), sorted by name; an unread listing (fetched before a
-    readdir asked) answers readdir, tells lookup whether a name is absent, a file or a
-    directory (not its metadata), and any change of ours under P drops it; the negative
-    cache holds (prefix, name) pairs for which both HEAD and LIST found nothing, and is
-    cleared for a name as soon as this mount creates it.
+    (after shadowing and skipping), sorted by name, with our own changes since; an unread
+    listing (fetched before a readdir asked) answers readdir, tells lookup whether a name is
+    absent, a file or a directory (not its metadata), and any change of ours under P drops
+    it; the negative cache holds (prefix, name) pairs for which both HEAD and LIST found
+    nothing, and is cleared for a name as soon as this mount creates it.
+
+    What a listing lacks is "no such file", which COSFS and s3fs trust for
+    negative_cache_expire: a name absent from a listing whose LIST started longer ago than
+    that (or that changed under us while it was fetched) is asked for again, and a readdir
+    lists again. Names a new listing lacks are forgotten, here and in the kernel.
     """
 
     def __init__(self, store: ObjectStore, inodes: InodeTable, config: FsConfig, staging: StagingArea,
@@ -128,6 +135,11 @@ class Namespace:
         # Subdirectories in a cached listing (for dir_links): (that listing, its count).
         self._dir_counts: LRUCache[str, tuple[list[DirEntry], int]] = LRUCache(maxsize=config.max_listed_dirs)
         self._listing_in_flight: dict[str, trio.Event] = {}
+        # When each cached listing's LIST started (absent: its "absent" is not to be trusted),
+        # and the prefixes this mount changed while their LIST was running.
+        self._listed_at: LRUCache[str, float] = LRUCache(maxsize=2 * config.max_listed_dirs)
+        self._changed_while_listing: set[str] = set()
+        self.kernel: KernelCache = NoKernel()  # the mount attaches the kernel's
         self._describing: dict[str, trio.Event] = {}  # keys whose metadata is being fetched
         self._nursery: trio.Nursery | None = None
         self._listing_ahead = trio.CapacityLimiter(LISTING_AHEAD_PARALLEL)
@@ -293,6 +305,7 @@ class Namespace:
     def note_entry(self, prefix: str, entry: DirEntry) -> None:
         """Our own change made `entry` exist: put it in the cached listing, drop negatives."""
         self.forget_negative(prefix, entry.name)
+        self._changing(prefix)
         self._unread.pop(prefix, None)
         listing = self._listings.get(prefix)
         if listing is None:
@@ -307,6 +320,7 @@ class Namespace:
 
     def note_removed(self, prefix: str, name: str) -> None:
         """Our own change removed `name`: drop it from the cached listing."""
+        self._changing(prefix)
         self._unread.pop(prefix, None)
         listing = self._listings.get(prefix)
         if listing is None:
@@ -316,6 +330,10 @@ class Namespace:
             self._count_dirs(prefix, listing, -(listing[index].kind == Kind.DIR))
             del listing[index]
 
+    def _changing(self, prefix: str) -> None:
+        if prefix in self._listing_in_flight:
+            self._changed_while_listing.add(prefix)
+
     def _count_dirs(self, prefix: str, listing: list[DirEntry], change: int) -> None:
         """Keep the subdirectory count of `listing` (if one is kept) through an edit."""
         counted = self._dir_counts.get(prefix)
@@ -323,14 +341,16 @@ class Namespace:
             self._dir_counts[prefix] = (listing, counted[1] + change)
 
     async def _listing(self, prefix: str, *, unread: bool = False) -> list[DirEntry]:
-        """Concurrent callers for one prefix share one LIST walk. `unread`: fetched ahead of
-        any readdir (kept aside until one asks)."""
+        """The listing of `prefix`, fetched again when what it lacks is no longer trusted
+        (`_absent_trusted`). Concurrent callers for one prefix share one LIST walk.
+        `unread`: fetched ahead of any readdir (kept aside until one asks)."""
         while True:
+            trusted = self._absent_trusted(prefix)
             cached = self._listings.get(prefix)
-            if cached is not None:
+            if cached is not None and trusted:
                 return cached
             early = self._unread.get(prefix)
-            if early is not None:
+            if early is not None and trusted:
                 if not unread:
                     self._listings[prefix] = self._unread.pop(prefix)
                 return early
@@ -340,13 +360,52 @@ class Namespace:
             await pending.wait()
         done = trio.Event()
         self._listing_in_flight[prefix] = done
+        started = self._clock()
         try:
             entries = await self._fetch_listing(prefix)
+            previous = self._listings.pop(prefix, None) or self._unread.pop(prefix, None)
             (self._unread if unread else self._listings)[prefix] = entries
+            if self._listed(prefix, started) and previous:
+                self._forget_missing(previous, entries)
             return entries
         finally:
             del self._listing_in_flight[prefix]
             done.set()
+
+    def _listed(self, prefix: str, started_s: float) -> bool:
+        """A listing of `prefix` whose LIST started at `started_s` was stored. One that
+        this mount changed while it ran may lack our change: its "absent" is not trusted
+        (False)."""
+        if prefix in self._changed_while_listing:
+            self._changed_while_listing.discard(prefix)
+            self._listed_at.pop(prefix, None)
+            return False
+        self._listed_at[prefix] = started_s
+        return True
+
+    def _absent_trusted(self, prefix: str) -> bool:
+        """Whether a name the cached listing of `prefix` lacks may be answered "no such
+        file": its LIST started less than negative_cache_expire ago."""
+        started = self._listed_at.get(prefix)
+        return started is not None and self._clock() - started < self._config.negative_ttl_s
+
+    def _forget_missing(self, previous: list[DirEntry], current: list[DirEntry]) -> None:
+        """Names another client removed since the previous listing: their inodes are
+        asked for again, and the kernel forgets them (stat, mkdir and open(O_CREAT) then see
+        that they are gone)."""
+        now_listed = {entry.name for entry in current}
+        for entry in previous:
+            if entry.name not in now_listed and entry.key not in self._staging:
+                self.vanished(entry.key)
+
+    def vanished(self, key: str) -> None:
+        """COS no longer holds `key` (nor anything below it, for a directory): the inodes
+        standing for it are asked for again, and the kernel forgets their names."""
+        for inode in self._inodes.children_with_key(key):
+            inode.expires_at_s = 0.0
+            self.kernel.forget_attributes(inode.ino)
+            if self._inodes.child(inode.parent, inode.name) is inode:
+                self.kernel.forget_entry(inode.parent, inode.name)
 
     async def _fetch_listing(self, prefix: str) -> list[DirEntry]:
         pages = [page async for page in self._store.list_all(prefix, delimiter="/")]
@@ -506,16 +565,17 @@ class Namespace:
         if parent.key + name + "/" in self._local_dirs:
             return self._dir_inode(parent, name, parent.key + name + "/", self._markers.get(parent.key + name + "/"))
         listing = self._listings.get(parent.key)
-        unread = listing is None
-        if unread:
+        if listing is None:
+            listing = self._unread.get(parent.key)
+        entry = None if listing is None else _find(self._merge_dirty(parent.key, listing), name)
+        if entry is None:
             if (parent.key, name) in self._negative:
                 raise NotFound(parent.key + name)
-            listing = self._unread.get(parent.key)
-            if listing is None:
-                return await self._lookup_remote(parent, name, None)
-        entry = _find(self._merge_dirty(parent.key, listing), name)
-        if entry is None:
-            raise NotFound(parent.key + name)
+            if listing is not None and self._absent_trusted(parent.key):
+                raise NotFound(parent.key + name)
+            # Not listed, or listed too long ago for its absence to count: ask COS (the
+            # listing stays, untrusted, for the next readdir to compare with the new one).
+            return await self._lookup_remote(parent, name, None)
         known, meta = self.known_meta(entry)
         if known:
             return self.inode_for_entry(parent, entry, meta)
@@ -541,6 +601,7 @@ class Namespace:
         async def do_list() -> None:
             nonlocal has_children, marker
             prefix = key + "/"
+            started = self._clock()
             big = prefix in self._big_dirs
             page = await self._store.list_objects(prefix, delimiter="/", max_keys=1 if big else MAX_LIST_KEYS)
             has_children = bool(page.entries or page.common_prefixes)
@@ -550,6 +611,7 @@ class Namespace:
                 # The whole directory in one page: it is its listing too, for the readdir
                 # that usually follows (ls, find and du list what they just looked up).
                 self._unread[prefix] = self._entries(prefix, [page])
+                self._listed_at[prefix] = started
             if page.entries and page.entries[0].key == prefix:
                 marker = await self._marker(prefix)  # an explicit directory: its metadata
             else:
@@ -621,6 +683,30 @@ class Namespace:
         parent = self._inodes.get(inode.parent)
         return self.inode_from_head(parent, inode.name, head)
 
+    async def revalidate(self, inode: Inode) -> Inode:
+        """Close-to-open, as s3fs: an open reads what COS holds now, not what this mount saw
+        within the stat TTL. One HEAD; a new version replaces the attributes (and the
+        kernel's, so a read is not cut at the old size), a deleted object is forgotten
+        here and in the kernel (NotFound)."""
+        parent = self._inodes.get(inode.parent)
+        if self._inodes.child(parent.ino, inode.name) is not inode:
+            return inode  # no longer named (unlinked or replaced here): the handle reads its version
+        try:
+            head = await self._store.head_object(inode.key)
+        except NotFound:
+            self.note_removed(parent.key, inode.name)
+            self.vanished(inode.key)
+            raise
+        if head.etag == inode.etag and inode.meta_complete:
+            inode.expires_at_s = self._expiry()
+            return inode
+        fresh = self.inode_from_head(parent, inode.name, head)
+        self.kernel.forget_attributes(inode.ino)
+        if fresh is not inode:  # it is something else now (a symlink, a device): look it up again
+            self.kernel.forget_entry(parent.ino, inode.name)
+            raise Stale(f"{inode.key} was replaced by another kind of file")
+        return fresh
+
     async def readlink(self, inode: Inode) -> str:
         """A symlink's target (kept per version: a version's bytes never change). Its size
         is checked before any GET and the GET asks for no more than PATH_MAX bytes, so a huge
@@ -676,6 +762,7 @@ class Namespace:
             self._local_dirs.add(key)
         self.note_entry(parent.key, DirEntry(name, Kind.DIR, key))
         self._listings[key] = []  # new and empty: no LIST needed to show it
+        self._listed_at[key] = self._clock()
         marker = self._markers[key] = ObjectMeta(key, 0, etag, time.time(), DIRECTORY_CONTENT_TYPE, None,
                                                  dict(meta))
         attr = self.attr_from_meta(Kind.DIR, marker)
@@ -789,6 +876,9 @@ class Namespace:
         for prefix in [p for p in self._listings if p.startswith(old_prefix)]:
             entries = self._listings.pop(prefix)
             self._listings[rekeyed(prefix)] = [dataclasses.replace(e, key=rekeyed(e.key)) for e in entries]
+            started = self._listed_at.pop(prefix, None)
+            if started is not None:
+                self._listed_at[rekeyed(prefix)] = started
         for prefix in [p for p in self._markers if p.startswith(old_prefix)]:
             marker = self._markers.pop(prefix)
             self._markers[rekeyed(prefix)] = None if marker is None else dataclasses.replace(marker, key=rekeyed(prefix))

@@ -117,7 +117,11 @@ OPTIONS: list[Option] = [
     # --- metadata caching ---
     Option("stat_cache_expire", "float", 60.0, "seconds a stat, listing or lookup result is trusted (also the "
            "kernel's timeouts)", origin="COSFS/s3fs"),
-    Option("negative_cache_expire", "float", 10.0, "seconds a 'no such file' answer is trusted"),
+    Option("negative_cache_expire", "float", 10.0, "seconds a 'no such file' answer is trusted, also the absence "
+           "of a name from a directory listing (after that, a lookup asks COS and a readdir lists again)"),
+    Option("nocto", "flag", False, "no close-to-open (NFS's name): an open trusts the stat cache for "
+           "stat_cache_expire instead of asking COS for the object's version (one HEAD per open), so another "
+           "host's change or deletion is seen up to that many seconds late"),
     Option("max_stat_cache_size", "int", 100_000, "most negative entries kept", origin="COSFS/s3fs"),
     Option("enable_noobj_cache", "flag", True, "'no such file' answers are cached (always on; see "
            "negative_cache_expire)", origin="COSFS/s3fs"),

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 import pytest
 
+from tests.fuse.conftest import count_requests
 from tests.write.barriers import sync
 from tests.write.bucket import Bucket
 
@@ -76,3 +78,89 @@ def test_names_longer_than_255_bytes_are_shown_and_created(cos_server, mount_fac
     with pytest.raises(OSError) as info:
         (m.path / "long" / ("b" * 900)).write_bytes(b"too long for COS")
     assert info.value.errno == errno.ENAMETOOLONG
+
+
+def _read(path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_an_open_reads_what_another_host_closed(cos_server, mount_factory):
+    """Close-to-open, as s3fs: host A's closed change is what host B's next open reads
+    (longer, shorter: the kernel's size follows), an unchanged file costs B one HEAD and no
+    data, and a file A deleted fails B's open with ENOENT, after which B may make the name
+    again (the kernel forgot its entry)."""
+    a = mount_factory(cos_server)
+    b = mount_factory(cos_server)
+    (a.path / "f").write_bytes(b"v1")
+    assert _read(b.path / "f") == b"v1"
+    before = len(cos_server.access_lines())
+    assert _read(b.path / "f") == b"v1"
+    assert count_requests(cos_server, before) == {"HEAD": 1}
+    longer = os.urandom(300_000)
+    (a.path / "f").write_bytes(longer)
+    assert _read(b.path / "f") == longer
+    assert os.stat(b.path / "f").st_size == len(longer)
+    (a.path / "f").write_bytes(b"v3")
+    assert _read(b.path / "f") == b"v3"
+    with open(b.path / "f", "r+b") as handle:  # a write open starts from the version A closed
+        (a.path / "f").write_bytes(b"v4 by A")
+        handle.seek(0)
+        assert handle.read() == b"v3"  # (the open handle keeps the version it opened)
+    with open(b.path / "f", "r+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.write(b" and B")
+    assert _read(a.path / "f") == b"v4 by A and B"
+    os.unlink(a.path / "f")
+    for attempt in (1, 2):
+        with pytest.raises(FileNotFoundError):
+            _read(b.path / "f")
+    with pytest.raises(FileNotFoundError):
+        os.stat(b.path / "f")
+    assert "f" not in os.listdir(b.path)
+    deadline = time.monotonic() + 10
+    while True:  # the kernel forgets the entry soon after the failed open, not during it
+        try:
+            os.mkdir(b.path / "f")
+            break
+        except FileExistsError:
+            assert time.monotonic() < deadline, "the kernel kept the deleted name"
+            time.sleep(0.05)
+    assert (a.path / "f").is_dir()
+
+
+def test_nocto_trusts_the_stat_cache_for_its_ttl(cos_server, mount_factory):
+    """The documented risk of `nocto`: an open costs nothing within stat_cache_expire, and
+    reads the version this mount saw, whatever another host did since."""
+    a = mount_factory(cos_server)
+    b = mount_factory(cos_server, "nocto")
+    (a.path / "g").write_bytes(b"old")
+    assert _read(b.path / "g") == b"old"
+    (a.path / "g").write_bytes(b"new")
+    before = len(cos_server.access_lines())
+    assert _read(b.path / "g") == b"old"
+    reads = count_requests(cos_server, before)
+    reads.pop("PUT", None)  # (A's PUT may be logged after its reply)
+    assert reads == {}
+
+
+@pytest.mark.parametrize("options", [("negative_cache_expire=1",), ("disable_noobj_cache",)])
+def test_a_listing_says_absent_for_negative_cache_expire_only(cos_server, mount_factory, options):
+    """A listing's "absent" is a negative entry, as in COSFS and s3fs: a name another host
+    made in a directory B has listed is found by name, and listed, once negative_cache_expire
+    has passed since B's LIST (at once with disable_noobj_cache); a name it removed leaves
+    B's listing and stat at the same time."""
+    a = mount_factory(cos_server)
+    b = mount_factory(cos_server, *options)
+    (a.path / "d").mkdir()
+    (a.path / "d" / "old").write_bytes(b"old")
+    assert os.listdir(b.path / "d") == ["old"]
+    listed = time.monotonic()
+    (a.path / "d" / "new").write_bytes(b"made by A")
+    os.unlink(a.path / "d" / "old")
+    if options == ("negative_cache_expire=1",):
+        time.sleep(max(0.0, listed + 1.0 - time.monotonic()))  # the TTL under test
+    assert _read(b.path / "d" / "new") == b"made by A"
+    assert os.listdir(b.path / "d") == ["new"]
+    with pytest.raises(FileNotFoundError):
+        os.stat(b.path / "d" / "old")

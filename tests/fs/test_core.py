@@ -346,3 +346,94 @@ async def test_readdir_stops_when_the_kernel_buffer_is_full(env):
     fs.releasedir(fh)
     assert taken + rest == sorted(str(i) for i in range(10))
     fs.check_invariants()
+
+
+class RecordingKernel:
+    """What the core tells the kernel to forget (cosfs.kernel_cache.KernelCache)."""
+
+    def __init__(self) -> None:
+        self.attributes: list[int] = []
+        self.entries: list[tuple[int, str]] = []
+
+    def forget_attributes(self, ino: int) -> None:
+        self.attributes.append(ino)
+
+    def forget_entry(self, parent_ino: int, name: str) -> None:
+        self.entries.append((parent_ino, name))
+
+
+async def test_an_open_asks_cos_for_the_version_it_will_read(env):
+    """Close-to-open: one HEAD per open; another client's version replaces the attributes
+    (the kernel's too) and the page cache; a deleted object fails the open and the kernel
+    forgets its name; an O_TRUNC open of it makes it again."""
+    store, fs, clock = env
+    kernel = fs.namespace.kernel = RecordingKernel()
+    await store.put_object("f", b"one")
+    attr = await fs.lookup(ROOT_INO, "f")
+    store.counts.clear()
+    first = await fs.open(attr.ino, write=False)
+    fs.release(first.fh)
+    again = await fs.open(attr.ino, write=False)
+    fs.release(again.fh)
+    assert store.counts == {"head_object": 2} and again.keep_cache and kernel.attributes == []
+    await store.put_object("f", b"second version")
+    changed = await fs.open(attr.ino, write=False)
+    assert not changed.keep_cache and kernel.attributes == [attr.ino]
+    assert (await fs.getattr(attr.ino)).size_bytes == 14
+    assert bytes(await fs.read(changed.fh, 0, 100)) == b"second version"
+    fs.release(changed.fh)
+    await store.delete_object("f")
+    with pytest.raises(NotFound):
+        await fs.open(attr.ino, write=False)
+    assert kernel.entries == [(ROOT_INO, "f")]
+    with pytest.raises(NotFound):
+        await fs.getattr(attr.ino)
+    truncated = await fs.open(attr.ino, write=True, truncate=True)  # (`>` of a deleted name makes it again)
+    await fs.write(truncated.fh, 0, b"made again")
+    await fs.flush(truncated.fh)
+    fs.release(truncated.fh)
+    assert (await store.get_object("f"))[1] == b"made again"
+
+
+async def test_nocto_opens_trust_the_stat_ttl(tmp_path):
+    store = MemoryStore()
+    clock = Clock()
+    fs = CosFilesystem(store, FsConfig(stat_ttl_s=60, close_to_open=False), tmp_path / "cache", clock=clock)
+    async with trio.open_nursery() as nursery:
+        await fs.start(nursery)
+        await store.put_object("f", b"one")
+        attr = await fs.lookup(ROOT_INO, "f")
+        for expected_requests in ({"open_object": 1}, {}):
+            store.counts.clear()
+            opened = await fs.open(attr.ino, write=False)
+            assert bytes(await fs.read(opened.fh, 0, 10)) == b"one" and store.counts == expected_requests
+            fs.release(opened.fh)
+            await store.put_object("f", b"two!")
+        clock.now += 61
+        opened = await fs.open(attr.ino, write=False)
+        assert bytes(await fs.read(opened.fh, 0, 10)) == b"two!"
+        fs.release(opened.fh)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_listing_says_absent_for_the_negative_ttl_only(env):
+    """What a listing lacks is trusted negative_ttl_s from its LIST; then a lookup asks COS
+    and a readdir lists again, and names gone since are forgotten (here and in the kernel)."""
+    store, fs, clock = env
+    kernel = fs.namespace.kernel = RecordingKernel()
+    await store.put_object("d/a", b"a")
+    d = await fs.lookup(ROOT_INO, "d")
+    assert [name for name, _ in await listdir(fs, d.ino)] == ["a"]
+    a = await fs.lookup(d.ino, "a")
+    await store.put_object("d/b", b"b")
+    await store.delete_object("d/a")
+    store.counts.clear()
+    with pytest.raises(NotFound):
+        await fs.lookup(d.ino, "b")
+    assert store.counts == {}  # within the negative TTL: the listing's word
+    clock.now += 10
+    assert (await fs.lookup(d.ino, "b")).size_bytes == 1
+    assert [name for name, _ in await listdir(fs, d.ino)] == ["b"]
+    assert kernel.entries == [(d.ino, "a")] and a.ino in kernel.attributes
+    with pytest.raises(NotFound):
+        await fs.lookup(d.ino, "a")

@@ -38,14 +38,14 @@ def require_fuse() -> None:
         pytest.fail("fusermount3 is missing: run scripts/setup.sh (apt-get install fuse3)")
 
 
-def sdk_client(server: ServerProcess):
+def sdk_client(server: ServerProcess, retries: int = 1):
     """The official Tencent SDK pointed at the local server (virtual-hosted via Host header)."""
     from qcloud_cos import CosConfig, CosS3Client
 
     url = urlparse(server.endpoint)
     config = CosConfig(Region="ap-guangzhou", SecretId=server.secret_id, SecretKey=server.secret_key,
                        Scheme="http", IP=url.hostname, Port=url.port)
-    return CosS3Client(config, retry=1)
+    return CosS3Client(config, retry=retries)
 
 
 def write_passwd(path: Path, server: ServerProcess) -> Path:

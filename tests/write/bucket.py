@@ -16,10 +16,11 @@ def sha(data: bytes) -> str:
 
 
 class Bucket:
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: ServerProcess, retries: int = 1) -> None:
+        """`retries`: for a server that fails requests on purpose (its faults hit us too)."""
         self.server = server
         self.name = server.bucket
-        self.sdk = sdk_client(server)
+        self.sdk = sdk_client(server, retries)
 
     def put(self, key: str, body: bytes, **kwargs) -> None:
         self.sdk.put_object(Bucket=self.name, Key=key, Body=body, **kwargs)

@@ -155,7 +155,7 @@ def test_copy_a_tree_through_a_failing_server(server_factory, mount_factory, exp
     # does depends on how the seeded faults fall on the requests. Giving up is never expected.
     expect_log(r"^WARNING cosfs\.cos\.client: \w+ .* failed \(try \d+: status=50[03] .*\); retrying in [\d.]+ s$",
                required=False, why="the server fails 12% of requests at random")
-    bucket = Bucket(server)
+    bucket = Bucket(server, retries=12)
     rng = random.Random(32)
     source = tmp_path / "tree"
     files: dict[str, bytes] = {}
