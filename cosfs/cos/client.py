@@ -29,12 +29,9 @@ object's size (one HEAD tells) is an empty read, not an error.
 
 Dialects (`endpoint.Dialect`): SigV4 mounts speak S3 (the engine renames the headers, see
 `cosfs.cos.engine`), and replies are read under either prefix (`x-amz-meta-*` and
-`x-cos-meta-*` are both user metadata). A copy reply that is not a copy result, or whose ETag
-is the MD5 of nothing for a source with bytes, is a ProtocolError (logged at ERROR when the
-destination may have been emptied), never success. rclone's empty `<CopyObjectResult>` (a
-copy onto itself) is followed by a HEAD for the new version. After Complete in the S3
-dialect one HEAD gives the committed version: an S3 server need not answer HEAD and GET with
-the ETag Complete returned (rclone: `<md5>-N`, then the MD5).
+`x-cos-meta-*` are both user metadata). What S3 servers answer where COS would not (copies
+not taken for copies, no Upload Part - Copy, Complete ETags HEAD does not repeat) is read by
+`cosfs.cos.s3_servers`.
 
 Listings: keys and common prefixes outside the prefix asked for, or not after the marker,
 are dropped with one warning per listing, so that no caller walks (or renames) names a
@@ -57,9 +54,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import httpx
-import trio
 
-from cosfs.cos import crc64
+from cosfs.cos import crc64, s3_servers
 from cosfs.cos import xml as cosxml
 from cosfs.cos.codecs import (
     bytes_spec,
@@ -76,7 +72,7 @@ from cosfs.cos.codecs import (
     sse_headers,
     stray_names,
 )
-from cosfs.cos.endpoint import EMPTY_MD5, Addressing, Dialect
+from cosfs.cos.endpoint import Addressing, Dialect
 from cosfs.cos.engine import Call, Reply, RequestEngine, compute_hash
 from cosfs.cos.store import (
     MAX_DELETE_KEYS,
@@ -95,13 +91,11 @@ from cosfs.cos.store import (
 from cosfs.cos.streams import EmptyStream, ObjectStream
 from cosfs.errors import (
     CosError,
-    CosfsError,
     IntegrityError,
     InvalidName,
     NotFound,
     ProtocolError,
     TransientError,
-    Unsupported,
 )
 
 if TYPE_CHECKING:
@@ -109,10 +103,6 @@ if TYPE_CHECKING:
     from cosfs.credentials import CredentialProvider
 
 log = logging.getLogger(__name__)
-
-# A part copy done by GET and Upload Part (server without Upload Part - Copy) holds the part in
-# memory: bigger parts are refused.
-MAX_PART_COPY_BY_HAND_BYTES = 64 * 1024 * 1024
 
 
 class _Page(Protocol):
@@ -172,8 +162,8 @@ class CosClient:
         self.stats = self._engine.stats
         self._sse = sse_headers(config)
         # Whether the server has Upload Part - Copy: COS has; in the S3 dialect a probe tells.
-        self._part_copy: bool | None = None if self._engine.dialect.name == "s3" else True
-        self._part_copy_lock = trio.Lock()
+        self._part_copy = s3_servers.PartCopy(self, self._send_part_copy,
+                                              known=None if self._engine.dialect.name == "s3" else True)
         # content_md5 "auto": parts go without Content-MD5 once a part's reply has carried a
         # CRC64 (then compared with ours); a reply without one turns it back on.
         self._parts_have_crc64 = False
@@ -388,56 +378,18 @@ class CosClient:
             headers["x-cos-copy-source-if-match"] = quote_etag(source_if_match)
         call = Call("copy_object", "PUT", dest_key, headers=headers)
         reply = await self._engine.send(call, check_200=True)
-        result = self._copy_result(call, reply, source_if_match, etag_optional=True)
+        result = s3_servers.copy_result(self._engine, call, reply, source_if_match, etag_optional=True)
         if result.crc64 is None:
             header_crc = reply_crc64(reply.response)
             if header_crc is not None:
                 result = dataclasses.replace(result, crc64=header_crc)
         if not result.etag:
-            # An empty <CopyObjectResult> (rclone's answer to a copy onto itself): the copy
-            # was done, and a HEAD tells the version it made.
-            meta = await self.head_object(dest_key)
-            if meta.etag == EMPTY_MD5 and source_if_match and source_if_match.strip('"') != EMPTY_MD5:
-                raise self._lost_copy(call, reply, f"the object is now empty (ETag {EMPTY_MD5})", emptied=True)
-            result = CopyResult(etag=meta.etag, crc64=result.crc64 if result.crc64 is not None else meta.crc64,
-                                last_modified_s=meta.last_modified_s)
+            result = await s3_servers.version_of_empty_copy(self._engine, self.head_object, call, reply,
+                                                            source_if_match, result)
         return result
 
     def _copy_source(self, key: str) -> str:
         return self._engine.addressing.copy_source(key, s3=self._engine.dialect.name == "s3")
-
-    def _copy_result(self, call: Call, reply: Reply, source_if_match: str | None, *,
-                     etag_optional: bool = False, source_empty: bool | None = None) -> CopyResult:
-        """The copy result of a copy's 200 reply, or the error that it is none. A server that
-        did not take the request for a copy (copy headers it does not know) stores the empty
-        request body at the destination and answers as to an upload: no CopyObjectResult,
-        ETag the MD5 of nothing. That is never success; the destination may already be
-        overwritten, which the error says (logged at ERROR then: it may be data loss).
-        `source_empty` (default: told by `source_if_match`) lets an empty ETag be refused."""
-        try:
-            result = cosxml.parse_copy_result(reply.body or b"", etag_optional=etag_optional)
-        except ProtocolError as exc:
-            raise self._lost_copy(call, reply, str(exc)) from None
-        if source_empty is None:
-            source_empty = source_if_match.strip('"') == EMPTY_MD5 if source_if_match else None
-        if result.etag == EMPTY_MD5 and source_empty is False:
-            raise self._lost_copy(call, reply, f"the copy's ETag is {EMPTY_MD5} (no bytes) but the source has bytes")
-        return result
-
-    def _lost_copy(self, call: Call, reply: Reply, problem: str, *, emptied: bool | None = None) -> ProtocolError:
-        etag = etag_of(reply.response)
-        emptied = etag == EMPTY_MD5 if emptied is None else emptied
-        text = (f"{call.what()}: the server did not answer as to a copy ({problem}; status "
-                f"{reply.response.status_code}, ETag {etag or '-'})")
-        if emptied and call.op == "upload_part_copy":
-            text += "; it took the part copy for an upload of an empty part"
-        elif emptied:
-            text += ("; it may have stored an EMPTY object at the destination instead of the copy "
-                     "(a server that does not understand the copy headers)")
-        failure = ProtocolError(text)
-        if emptied and call.op != "upload_part_copy":  # a part is harmless until Complete
-            failure.log_level = logging.ERROR
-        return self._engine.final_error(call, failure, None, reply.attempts, reply.response.status_code)
 
     async def append_object(self, key: str, position: int, body: bytes,
                             options: WriteOptions = WriteOptions()) -> AppendResult:
@@ -540,18 +492,15 @@ class CosClient:
         *,
         source_if_match: str | None = None,
     ) -> PartInfo:
-        if self._part_copy is None and source_range is not None:
-            async with self._part_copy_lock:
-                if self._part_copy is None:
-                    self._part_copy = await self._probe_part_copy(key, source_key, source_range[0], source_if_match)
-        if self._part_copy is False and source_range is not None:
-            return await self._part_copy_by_hand(key, upload_id, part_number, source_key, source_range,
+        if source_range is not None and not await self._part_copy.available(key, source_key, source_range[0],
+                                                                             source_if_match):
+            return await self._part_copy.by_hand(key, upload_id, part_number, source_key, source_range,
                                                  source_if_match)
         call = self._part_copy_call(key, upload_id, part_number, source_key, source_range, source_if_match)
         reply = await self._engine.send(call, check_200=True)
         # A server without Upload Part - Copy (rclone) takes it for an upload of an empty part.
         source_empty = False if source_range is not None else None  # a range holds a byte at least
-        result = self._copy_result(call, reply, source_if_match, source_empty=source_empty)
+        result = s3_servers.copy_result(self._engine, call, reply, source_if_match, source_empty=source_empty)
         crc = result.crc64
         if crc is None:
             crc = reply_crc64(reply.response)
@@ -568,42 +517,10 @@ class CosClient:
         return Call("upload_part_copy", "PUT", key,
                     params=[("partNumber", str(part_number)), ("uploadId", upload_id)], headers=headers)
 
-    async def _probe_part_copy(self, key: str, source_key: str, first: int, source_if_match: str | None) -> bool:
-        """Once per client in the S3 dialect, before the first Upload Part - Copy: does the
-        server copy parts? A server without it (rclone) takes one for an upload of an empty
-        part, and will not let that part be replaced (the upload is lost), so the question is
-        asked in an upload of its own: one byte of the source is part-copied, the reply
-        checked, and that upload aborted (an upload never changes the key's object)."""
-        upload_id = await self.create_multipart_upload(key)
-        try:
-            call = self._part_copy_call(key, upload_id, 1, source_key, (first, first), source_if_match)
-            reply = await self._engine.send(call, check_200=True)
-            try:
-                works = cosxml.parse_copy_result(reply.body or b"").etag != EMPTY_MD5
-            except ProtocolError:
-                works = False
-        finally:
-            with trio.CancelScope(shield=True), contextlib.suppress(CosfsError):
-                await self.abort_multipart_upload(key, upload_id)
-        if not works:
-            log.info("this server has no Upload Part - Copy (it answered one with status %d, ETag %s, no copy "
-                     "result): parts are copied with a GET and an Upload Part", reply.response.status_code,
-                     etag_of(reply.response) or "-")
-        return works
-
-    async def _part_copy_by_hand(self, key: str, upload_id: str, part_number: int, source_key: str,
-                                 source_range: tuple[int, int], source_if_match: str | None) -> PartInfo:
-        """Upload Part - Copy for a server without it: the range is read (pinned to
-        `source_if_match`) and uploaded as the part."""
-        first, last = source_range
-        if last - first + 1 > MAX_PART_COPY_BY_HAND_BYTES:
-            raise Unsupported(f"upload_part_copy {key!r}: this server has no Upload Part - Copy, and part "
-                              f"{part_number} ({last - first + 1} bytes) is too big to copy through memory")
-        _, body = await self.get_object(source_key, byte_range=source_range, if_match=source_if_match)
-        if len(body) != last - first + 1:
-            raise ProtocolError(f"upload_part_copy {key!r}: bytes {first}-{last} of {source_key!r} are past "
-                                f"its end ({len(body)} bytes read)")
-        return await self.upload_part(key, upload_id, part_number, body)
+    async def _send_part_copy(self, key: str, upload_id: str, part_number: int, source_key: str,
+                              source_range: tuple[int, int], source_if_match: str | None) -> Reply:
+        call = self._part_copy_call(key, upload_id, part_number, source_key, source_range, source_if_match)
+        return await self._engine.send(call, check_200=True)
 
     async def complete_multipart_upload(self, key: str, upload_id: str, parts: Sequence[PartInfo]) -> PutResult:
         ordered = sorted(parts, key=lambda p: p.part_number)
@@ -637,7 +554,7 @@ class CosClient:
         done = PutResult(etag=result.etag, crc64=server_crc if server_crc is not None else expected)
         if self._engine.dialect.name == "s3" or not done.etag:
             # S3 servers may answer an ETag HEAD does not repeat; some answer none at all.
-            return await self._committed_version(call, done, ordered)
+            return await s3_servers.committed_version(self.head_object, call, done, ordered)
         return done
 
     async def _completed_anyway(self, key: str, parts: Sequence[PartInfo], expected_crc: int | None) -> PutResult | None:
@@ -655,34 +572,6 @@ class CosClient:
         else:
             done = meta.etag.endswith(f"-{len(parts)}")
         return PutResult(etag=meta.etag, crc64=meta.crc64, last_modified_s=meta.last_modified_s) if done else None
-
-    async def _committed_version(self, call: Call, done: PutResult, parts: Sequence[PartInfo]) -> PutResult:
-        """After Complete on an S3 server: the version HEAD shows. The ETag a Complete answers
-        need not be the one HEAD and GET answer for the object (rclone answers `<md5>-N`, then
-        the whole object's MD5), and reads pin the version by ETag (If-Match), so the
-        committed version is HEAD's, if HEAD shows our object (its size is the parts'). If
-        not (another writer's object landed in between, or HEAD failed), Complete's ETag
-        stays: the mount then sees the other version as another writer's, which it is."""
-        sizes = [p.size_bytes for p in parts]
-        try:
-            meta = await self.head_object(call.key or "")
-        except CosfsError as exc:
-            log.warning("%s: could not HEAD the completed object (%s); keeping ETag %s from Complete",
-                        call.what(), exc, done.etag)
-            return done
-        if None not in sizes and meta.size_bytes != sum(sizes):  # type: ignore[arg-type]
-            log.warning("%s: the object after Complete has %d bytes, the parts %d: another writer's; "
-                        "keeping ETag %s from Complete", call.what(), meta.size_bytes,
-                        sum(sizes), done.etag)  # type: ignore[arg-type]
-            return done
-        if meta.crc64 is not None and done.crc64 is not None and meta.crc64 != done.crc64:
-            log.warning("%s: the object after Complete has another CRC64: another writer's; keeping ETag %s "
-                        "from Complete", call.what(), done.etag)
-            return done
-        if meta.etag != done.etag:
-            log.debug("%s: Complete answered ETag %s, HEAD %s: the version is HEAD's",
-                      call.what(), done.etag, meta.etag)
-        return PutResult(etag=meta.etag or done.etag, crc64=done.crc64, last_modified_s=meta.last_modified_s)
 
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
         call = Call("abort_multipart_upload", "DELETE", key, params=[("uploadId", upload_id)])

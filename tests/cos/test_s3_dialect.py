@@ -24,6 +24,7 @@ from cosfs.cos import crc64
 from cosfs.cos.auth import Credentials
 from cosfs.cos.client import CosClient
 from cosfs.cos.endpoint import COS_DIALECT, S3_DIALECT
+from cosfs.cos.s3_servers import PartCopy
 from cosfs.cos.store import MIN_PART_BYTES, PartInfo, WriteOptions
 from cosfs.credentials import StaticCredentials
 from cosfs.errors import ProtocolError, Stale, TransientError, Unsupported
@@ -383,7 +384,7 @@ async def test_part_copy_probe_refusal_is_an_error(s3, autojump_clock):
     # error, never a part.
     s3.objects["src"] = (os.urandom(100), {})
     async with s3_client(s3) as client:
-        client._part_copy = True
+        client._part_copy = PartCopy(client, client._send_part_copy, known=True)  # (no probe)
         upload_id = await client.create_multipart_upload("dst")
         with pytest.raises(ProtocolError, match="empty part"):
             await client.upload_part_copy("dst", upload_id, 1, "src", (0, 99))
