@@ -139,8 +139,8 @@ class MemoryStore:
         rules.check_key(key)
         rules.check_user_meta({k.lower(): v for k, v in options.user_meta.items()})
         rules.storage_class(options.storage_class)
-        if options.acl is not None:
-            rules.acl_from_headers({"x-cos-acl": options.acl}, for_object=True)
+        if options.acl:
+            rules.check_canned_acl(options.acl, for_object=True)
 
     def _store(self, key: str, data: bytes, options: WriteOptions, etag: str | None = None,
                appendable: bool = False, crc64: int | None = None) -> _Object:

@@ -14,8 +14,14 @@ Modules, each with one job:
 - `faults`     the --fault spec and its dice
 - `framing`    `frame=` faults: responses written chunked, split, with 100 Continue, closed
 - `common`     the error type, the parsed request, shared limits
+- `request_rules`  pure: conditionals, ranges, the metadata directive, the Complete and
+               Delete XML bodies, List Multipart Uploads paging
+- `acl`        pure: the Acl value, x-cos-acl / x-cos-grant-* headers, AccessControlPolicy
+               XML, anonymous access
+- `cors`       pure: CORSConfiguration XML, rule matching, preflight and response headers
 
-The COS rules themselves (listing, conditionals, ranges, part checks, append positions,
-metadata limits, the code -> status table, ACL and CORS semantics) are not here but in the
-pure module `cosfs.cos.rules`, which the in-memory store `cosfs.cos.memory` uses too.
+The COS rules the in-memory store `cosfs.cos.memory` follows too (listing, part checks,
+append positions, metadata limits, storage classes, canned ACL names, the code -> status
+table) are not here but in the pure module `cosfs.cos.rules`; the pure modules above hold
+the rules only the server applies, and `cosfs.cos.memory` imports nothing from this package.
 """

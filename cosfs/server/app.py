@@ -8,7 +8,7 @@ path-style (``/bucket/key``). Every response carries ``x-cos-request-id`` and
 Who may do what: a signed request (verified by `authn`) is the owner and may do anything. A
 request with no signature at all is anonymous: routing names its operation first
 (`bucket_operation`, `object_operation`), and `authorize_anonymous` lets it through only where
-`ANONYMOUS_OPERATIONS` and the bucket's or object's ACL allow (`rules.anonymous_may`); it may
+`ANONYMOUS_OPERATIONS` and the bucket's or object's ACL allow (`acl.anonymous_may`); it may
 never set an ACL, copy, or use ``response-*`` overrides. OPTIONS is a CORS preflight, answered
 from the bucket's CORS rules without a signature; a request with an allowed ``Origin`` gets the
 rule's Access-Control-* headers on its answer.
@@ -41,10 +41,11 @@ import h11
 import trio
 
 from cosfs import errors
-from cosfs.cos import rules
 from cosfs.server import buckets, multipart, objects
+from cosfs.server.acl import acl_from_headers, anonymous_may
 from cosfs.server.authn import Authenticator, parse_query
 from cosfs.server.common import BUCKET_RE, CosError, Ctx, Query
+from cosfs.server.cors import cors_headers, cors_match, preflight
 from cosfs.server.faults import FaultInjector
 from cosfs.server.http import BodyTimeout, ClientGone, FileBody, Request, ResetConnection, Response, invalid_header
 from cosfs.server.responses import error_xml, http_date
@@ -219,9 +220,9 @@ class App:
             raise CosError("NoSuchBucket", "The specified bucket does not exist.")
         if ctx.key:
             objects.check_key(ctx.key)
-        headers = rules.preflight(bucket.cors, ctx.headers.get("origin"),
-                                  ctx.headers.get("access-control-request-method"),
-                                  ctx.headers.get("access-control-request-headers"))
+        headers = preflight(bucket.cors, ctx.headers.get("origin"),
+                            ctx.headers.get("access-control-request-method"),
+                            ctx.headers.get("access-control-request-headers"))
         return Response(200, headers + [("Content-Length", "0")])
 
     async def _inject_faults(self) -> None:
@@ -413,18 +414,18 @@ def authorize_anonymous(ctx: Ctx, op: str, bucket) -> None:
     permission, on_object = needed
     if any(param.startswith("response-") for param in ctx.query):
         raise CosError("AccessDenied", "response-* parameters need a signed request.")
-    if rules.acl_from_headers(ctx.headers, for_object=True) is not None:
+    if acl_from_headers(ctx.headers, for_object=True) is not None:
         raise CosError("AccessDenied", "Only signed requests may set an ACL.")
     object_acl = None
     if on_object:
         record = bucket.head(ctx.key)
         if record is None:
             # as S3: NoSuchKey only to whoever may list the bucket
-            if rules.anonymous_may("READ", bucket.acl):
+            if anonymous_may("READ", bucket.acl):
                 return
             raise CosError("AccessDenied", "Access Denied.")
         object_acl = record.object_acl
-    if not rules.anonymous_may(permission, bucket.acl, object_acl):
+    if not anonymous_may(permission, bucket.acl, object_acl):
         raise CosError("AccessDenied", "Access Denied.")
 
 
@@ -445,8 +446,8 @@ def _cors_response_headers(ctx: Ctx) -> list[tuple[str, str]]:
     origin = ctx.headers.get("origin")
     if not origin or ctx.bucket is None or not ctx.bucket.cors:
         return []
-    rule = rules.cors_match(ctx.bucket.cors, origin, ctx.method)
-    return rules.cors_headers(rule, origin, preflight=False) if rule is not None else []
+    rule = cors_match(ctx.bucket.cors, origin, ctx.method)
+    return cors_headers(rule, origin, preflight=False) if rule is not None else []
 
 
 def _check_headers(response: Response) -> None:

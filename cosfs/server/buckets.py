@@ -8,9 +8,12 @@ from urllib.parse import unquote
 
 from cosfs.cos import rules
 from cosfs.server import responses
+from cosfs.server.acl import Acl, acl_from_headers, acl_xml, parse_acl_xml
 from cosfs.server.common import CosError, Ctx
+from cosfs.server.cors import cors_xml, parse_cors_xml
 from cosfs.server.http import Response
 from cosfs.server.multipart import _encoding, _int_param, read_xml_body
+from cosfs.server.request_rules import parse_delete
 from cosfs.server.storage import Bucket, Storage, md5_base64_matches
 
 XML = ("Content-Type", "application/xml")
@@ -19,7 +22,7 @@ MAX_SERVICE_KEYS = 2000
 
 async def create_bucket(ctx: Ctx, storage: Storage) -> Response:
     assert ctx.bucket_name is not None
-    acl = rules.acl_from_headers(ctx.headers, for_object=False)
+    acl = acl_from_headers(ctx.headers, for_object=False)
     bucket = await storage.put_bucket(ctx.bucket_name)
     if acl is not None:
         await bucket.save_config(acl=acl)
@@ -68,7 +71,7 @@ def _check_md5(ctx: Ctx, body: bytes) -> None:
 async def delete_multiple(ctx: Ctx, bucket: Bucket) -> Response:
     body = await read_xml_body(ctx)
     _check_md5(ctx, body)
-    keys, quiet = rules.parse_delete(body)
+    keys, quiet = parse_delete(body)
     deleted: list[str] = []
     errors: list[tuple[str, str, str]] = []
     doomed: list[str] = []
@@ -102,26 +105,26 @@ def list_buckets(ctx: Ctx, storage: Storage) -> Response:
 # --- ACL ---------------------------------------------------------------------------------------
 
 
-async def read_acl_request(ctx: Ctx, *, for_object: bool) -> rules.Acl:
+async def read_acl_request(ctx: Ctx, *, for_object: bool) -> Acl:
     """The ACL a PUT ?acl asks for: from x-cos-acl / x-cos-grant-* headers or from an
     AccessControlPolicy body (not both)."""
-    from_headers = rules.acl_from_headers(ctx.headers, for_object=for_object)
+    from_headers = acl_from_headers(ctx.headers, for_object=for_object)
     body = await read_xml_body(ctx)
     if body.strip():
         if from_headers is not None:
             raise CosError("InvalidRequest", "Give the ACL in headers or in the body, not both.")
         _check_md5(ctx, body)
-        return rules.parse_acl_xml(body, for_object=for_object)
+        return parse_acl_xml(body, for_object=for_object)
     if from_headers is None:
         raise CosError("InvalidRequest", "PUT ?acl needs x-cos-acl, x-cos-grant-* or an AccessControlPolicy body.")
     return from_headers
 
 
-def acl_response(acl: rules.Acl, *, default: bool = False) -> Response:
+def acl_response(acl: Acl, *, default: bool = False) -> Response:
     headers = [XML]
     if default:
         headers.append(("x-cos-acl", "default"))
-    return Response(200, headers, rules.acl_xml(acl, responses.OWNER_ACL_ID))
+    return Response(200, headers, acl_xml(acl, responses.OWNER_ACL_ID))
 
 
 async def put_bucket_acl(ctx: Ctx, bucket: Bucket) -> Response:
@@ -149,7 +152,7 @@ def get_object_acl(ctx: Ctx, bucket: Bucket) -> Response:
     acl = record.object_acl
     if acl is None or (acl.canned == "default" and not acl.grants):
         # a `default` object shows the owner's grant only, and says so in x-cos-acl
-        return acl_response(rules.Acl("private"), default=True)
+        return acl_response(Acl("private"), default=True)
     return acl_response(acl)
 
 
@@ -159,14 +162,14 @@ def get_object_acl(ctx: Ctx, bucket: Bucket) -> Response:
 async def put_cors(ctx: Ctx, bucket: Bucket) -> Response:
     body = await read_xml_body(ctx)
     _check_md5(ctx, body)
-    await bucket.save_config(cors=rules.parse_cors_xml(body))
+    await bucket.save_config(cors=parse_cors_xml(body))
     return Response(200, [("Content-Length", "0")])
 
 
 def get_cors(bucket: Bucket) -> Response:
     if not bucket.cors:
         raise CosError("NoSuchCORSConfiguration", "The CORS configuration does not exist.")
-    return Response(200, [XML], rules.cors_xml(bucket.cors))
+    return Response(200, [XML], cors_xml(bucket.cors))
 
 
 async def delete_cors(bucket: Bucket) -> Response:

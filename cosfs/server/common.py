@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from cosfs import errors
 from cosfs.cos import rules
+from cosfs.server.acl import Acl, acl_from_headers
 from cosfs.server.http import Request
 from cosfs.server.storage import Bucket, ObjectRecord
 
@@ -26,7 +27,7 @@ STATUS = rules.STATUS
 class CosError(errors.CosError):
     """An error answer: COS code, message, HTTP status (`rules.status_for` unless given) and
     extra response headers. Handlers raise this or any other `cosfs.errors.CosError` (as
-    `cosfs.cos.rules` does); `App.handle` answers both alike."""
+    `cosfs.cos.rules` and the server's rule modules do); `App.handle` answers both alike."""
 
     def __init__(self, code: str, message: str, status: int | None = None,
                  headers: list[tuple[str, str]] | None = None) -> None:
@@ -138,5 +139,5 @@ def metadata_from_request(headers: Mapping[str, str]) -> tuple[str, dict[str, st
     return content_type, stored, storage_class
 
 
-def acl_from_request(headers: Mapping[str, str], *, for_object: bool = True) -> rules.Acl | None:
-    return rules.acl_from_headers(headers, for_object=for_object)
+def acl_from_request(headers: Mapping[str, str], *, for_object: bool = True) -> Acl | None:
+    return acl_from_headers(headers, for_object=for_object)

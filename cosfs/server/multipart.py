@@ -10,7 +10,7 @@ import time
 import trio
 
 from cosfs.cos import crc64, rules
-from cosfs.server import responses
+from cosfs.server import request_rules, responses
 from cosfs.server.common import (
     MAX_PART_BYTES,
     MAX_PART_NUMBER,
@@ -51,7 +51,7 @@ def _encoding(ctx: Ctx) -> bool:
 
 async def read_xml_body(ctx: Ctx) -> bytes:
     """An XML request body, which is held in memory: one larger than MAX_XML_BODY_BYTES is
-    refused, by its Content-Length before reading any of it. `cosfs.cos.rules` parses it."""
+    refused, by its Content-Length before reading any of it. `request_rules` and friends parse it."""
     too_large = CosError("EntityTooLarge", f"The XML body is larger than {MAX_XML_BODY_BYTES} bytes.")
     declared = ctx.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_XML_BODY_BYTES:
@@ -140,7 +140,7 @@ def _upload(ctx: Ctx, bucket: Bucket) -> Upload:
 
 async def complete(ctx: Ctx, bucket: Bucket) -> Response:
     _upload(ctx, bucket)
-    wanted = rules.parse_complete(await read_xml_body(ctx))
+    wanted = request_rules.parse_complete(await read_xml_body(ctx))
     upload = _upload(ctx, bucket)  # may have been aborted while the body arrived
 
     def make(parts: list[ObjectRecord]) -> ObjectRecord:
@@ -186,8 +186,8 @@ async def list_uploads(ctx: Ctx, bucket: Bucket) -> Response:
     delimiter = ctx.query.get("delimiter", "")
     key_marker = ctx.query.get("key-marker", "")
     upload_id_marker = ctx.query.get("upload-id-marker", "")
-    chosen, prefixes, truncated = rules.select_uploads(list(bucket.uploads.values()), prefix, delimiter, key_marker,
-                                                 upload_id_marker, max_uploads)
+    chosen, prefixes, truncated = request_rules.select_uploads(list(bucket.uploads.values()), prefix, delimiter,
+                                                               key_marker, upload_id_marker, max_uploads)
     body = responses.list_uploads_result(bucket.name, prefix, delimiter, key_marker, upload_id_marker, max_uploads,
                                          chosen, prefixes, truncated, encode)
     return Response(200, [("Content-Type", "application/xml")], body)

@@ -9,6 +9,7 @@ import time
 from urllib.parse import unquote
 
 from cosfs.cos import rules
+from cosfs.server import request_rules
 from cosfs.server.common import (
     BUCKET_RE,
     MAX_OBJECT_BYTES,
@@ -41,8 +42,8 @@ RESPONSE_OVERRIDES = {
 
 
 def check_conditions(headers, record: ObjectRecord, prefix: str = "") -> int | None:
-    """412, 304 or None for the If-* headers against a stored version (`rules.check_conditions`)."""
-    return rules.check_conditions(headers, record.etag, record.last_modified, prefix)
+    """412, 304 or None for the If-* headers against a stored version (`request_rules.check_conditions`)."""
+    return request_rules.check_conditions(headers, record.etag, record.last_modified, prefix)
 
 
 # --- handlers ----------------------------------------------------------------------------
@@ -159,7 +160,7 @@ async def get_object(ctx: Ctx, bucket: Bucket, truncate: bool) -> Response:
         if early is not None:
             os.close(fd)
             return early
-        span = rules.parse_range(ctx.headers.get("range"), record.size)
+        span = request_rules.parse_range(ctx.headers.get("range"), record.size)
         if span == "invalid":
             raise CosError("InvalidRange", "The requested range is not satisfiable.",
                            headers=[("Content-Range", f"bytes */{record.size}")])
@@ -227,8 +228,8 @@ def copy_source(ctx: Ctx, storage: Storage) -> tuple[Bucket, str, ObjectRecord]:
 
 async def copy_object(ctx: Ctx, bucket: Bucket, storage: Storage) -> Response:
     source_bucket, source_key, _ = copy_source(ctx, storage)
-    replace = rules.replaces_metadata(ctx.headers.get("x-cos-metadata-directive")
-                                      or ctx.headers.get("x-amz-metadata-directive"))
+    replace = request_rules.replaces_metadata(ctx.headers.get("x-cos-metadata-directive")
+                                              or ctx.headers.get("x-amz-metadata-directive"))
     same = source_bucket is bucket and source_key == ctx.key
     if replace:
         content_type, stored, storage_class = metadata_from_request(ctx.headers)

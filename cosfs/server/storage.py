@@ -47,8 +47,9 @@ renames into place, unlinks, uploads, buckets, bucket.json), are fsynced before 
 **Bucket configuration.** ``ROOT/<bucket>/bucket.json`` holds the bucket's ACL and CORS rules
 (replaced atomically); an object's own ACL is part of its metadata trailer.
 
-The COS rules themselves (listing, part checks, append positions, ACL and CORS semantics) are
-in `cosfs.cos.rules`, shared with the in-memory store; this module is the on-disk format.
+The COS rules themselves are not here: listing, part checks and append positions are in
+`cosfs.cos.rules`, shared with the in-memory store; ACL and CORS semantics in the server's
+`acl` and `cors`. This module is the on-disk format.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ import trio
 
 from cosfs.cos import crc64, rules
 from cosfs.errors import CosError
+from cosfs.server.acl import Acl
+from cosfs.server.cors import CorsRule
 
 ROOT_MARKER = ".cosfs-serve-root"
 # The names this module gives temp files and directories under tmp/, and upload ids.
@@ -102,12 +105,12 @@ class ObjectRecord:
     storage_class: str = "STANDARD"
     appendable: bool = False
     parts: int = 0
-    # the object's own ACL (rules.Acl.to_json()); None: as the bucket says ("default")
+    # the object's own ACL (Acl.to_json()); None: as the bucket says ("default")
     acl: Mapping | None = None
 
     @property
-    def object_acl(self) -> rules.Acl | None:
-        return rules.Acl.from_json(self.acl)
+    def object_acl(self) -> Acl | None:
+        return Acl.from_json(self.acl)
 
     def to_json(self) -> bytes:
         doc = dataclasses.asdict(self)
@@ -131,7 +134,7 @@ class Upload:
     headers: dict[str, str]
     storage_class: str
     parts: dict[int, ObjectRecord] = dataclasses.field(default_factory=dict)
-    acl: dict | None = None  # the final object's ACL (rules.Acl.to_json()), None: default
+    acl: dict | None = None  # the final object's ACL (Acl.to_json()), None: default
     # held by Complete from checking the parts to installing the object, and by every part's
     # installation and Abort: parts never change under Complete
     lock: trio.Lock = dataclasses.field(default_factory=trio.Lock, repr=False, compare=False)
@@ -396,8 +399,8 @@ class Bucket:
         self.sorted_keys: list[str] = []
         self.uploads: dict[str, Upload] = {}
         self.created = time.time()
-        self.acl = rules.Acl("private")
-        self.cors: tuple[rules.CorsRule, ...] | None = None
+        self.acl = Acl("private")
+        self.cors: tuple[CorsRule, ...] | None = None
         self.config_lock = trio.Lock()
         self.deleted = False
 
@@ -471,14 +474,14 @@ class Bucket:
             return
         except (OSError, ValueError):
             return
-        acl = rules.Acl.from_json(doc.get("acl"))
+        acl = Acl.from_json(doc.get("acl"))
         if acl is not None:
             self.acl = acl
         cors = doc.get("cors")
-        self.cors = tuple(rules.CorsRule.from_json(rule) for rule in cors) if cors else None
+        self.cors = tuple(CorsRule.from_json(rule) for rule in cors) if cors else None
 
-    async def save_config(self, acl: rules.Acl | None = None,
-                          cors: "tuple[rules.CorsRule, ...] | None | bool" = False) -> None:
+    async def save_config(self, acl: Acl | None = None,
+                          cors: "tuple[CorsRule, ...] | None | bool" = False) -> None:
         """Change the ACL and/or the CORS rules (cors=None removes them; False keeps them) and
         write bucket.json durably before the change shows."""
         async with self.config_lock:
@@ -596,7 +599,7 @@ class Bucket:
             os.close(fd)
         return await self.commit(temp, record)
 
-    async def set_object_acl(self, key: str, acl: rules.Acl) -> ObjectRecord:
+    async def set_object_acl(self, key: str, acl: Acl) -> ObjectRecord:
         """Rewrite the object's trailer with a new ACL (same data, ETag and times), unless it
         changed meanwhile (then NoSuchKey if it is gone, else try again)."""
         for _ in range(8):
@@ -661,7 +664,7 @@ class Bucket:
     # --- multipart ------------------------------------------------------------------
 
     async def create_upload(self, key: str, content_type: str, headers: dict[str, str], storage_class: str,
-                            acl: rules.Acl | None = None) -> Upload:
+                            acl: Acl | None = None) -> Upload:
         upload_id = f"{int(time.time() * 1000):x}{secrets.token_hex(12)}"
         acl_doc = acl.to_json() if acl is not None else None
         upload = Upload(upload_id, key, time.time(), content_type, headers, storage_class, acl=acl_doc)

@@ -12,7 +12,7 @@ qcloud_cos = pytest.importorskip("qcloud_cos")
 from qcloud_cos import CosConfig, CosS3Client  # noqa: E402
 from qcloud_cos.cos_exception import CosServiceError  # noqa: E402
 
-from cosfs.cos import rules  # noqa: E402
+from cosfs.server.acl import ALL_USERS_URI  # noqa: E402
 
 from .helpers import CosHttp, encode_key, error_code  # noqa: E402
 from .test_sdk import make_client  # noqa: E402
@@ -81,7 +81,7 @@ def test_bucket_acl_round_trip_and_anonymous_reads(sdk, cos_server):
     acl = client.get_bucket_acl(Bucket=bucket)
     assert acl["CannedACL"] == "public-read"
     grantees = [g["Grantee"] for g in acl["AccessControlList"]["Grant"]]
-    assert {"Type": "Group", "URI": rules.ALL_USERS_URI} in grantees
+    assert {"Type": "Group", "URI": ALL_USERS_URI} in grantees
     r = unsigned(cos_server, "GET", "doc.txt")
     assert r.status_code == 200 and r.content == b"public words"
     assert unsigned(cos_server, "HEAD", "doc.txt").status_code == 200

@@ -25,6 +25,7 @@ from cosfs.cos import rules
 from cosfs.cos import xml as cosxml
 from cosfs.cos.auth import cos_authorization_for_key_time
 from cosfs.cos.store import PartInfo
+from cosfs.server import acl, cors, request_rules
 from cosfs.server.app import App
 from cosfs.server.authn import Authenticator
 from cosfs.server.common import BUCKET_RE
@@ -216,8 +217,8 @@ _element = st.recursive(
                                st.lists(children, max_size=4)),
     max_leaves=20,
 )
-READERS = [rules.parse_complete, rules.parse_delete, lambda b: rules.parse_acl_xml(b, for_object=True),
-           rules.parse_cors_xml]
+READERS = [request_rules.parse_complete, request_rules.parse_delete, lambda b: acl.parse_acl_xml(b, for_object=True),
+           cors.parse_cors_xml]
 
 
 @FEW
@@ -241,13 +242,13 @@ _md5 = st.binary(min_size=16, max_size=16).map(bytes.hex)
 @given(numbers=st.lists(st.integers(1, 10_000), min_size=1, max_size=30, unique=True), etags=st.data())
 def test_complete_documents_read_back(numbers, etags):
     parts = [PartInfo(n, etags.draw(_md5)) for n in sorted(numbers)]
-    assert rules.parse_complete(cosxml.build_complete(parts)) == [(p.part_number, p.etag) for p in parts]
+    assert request_rules.parse_complete(cosxml.build_complete(parts)) == [(p.part_number, p.etag) for p in parts]
 
 
 @FEW
 @given(keys=st.lists(_xml_safe.filter(lambda k: "\r" not in k), min_size=1, max_size=20), quiet=st.booleans())
 def test_delete_documents_read_back(keys, quiet):
-    assert rules.parse_delete(cosxml.build_delete(keys, quiet)) == (keys, quiet)
+    assert request_rules.parse_delete(cosxml.build_delete(keys, quiet)) == (keys, quiet)
 
 
 _stripped = _xml_safe.map(str.strip).filter(bool)
@@ -255,13 +256,13 @@ _stripped = _xml_safe.map(str.strip).filter(bool)
 
 @FEW
 @given(canned=st.sampled_from(rules.CANNED_BUCKET),
-       grants=st.lists(st.tuples(st.sampled_from(rules.PERMISSIONS), st.sampled_from(["id", "uri"]), _stripped),
+       grants=st.lists(st.tuples(st.sampled_from(acl.PERMISSIONS), st.sampled_from(["id", "uri"]), _stripped),
                        max_size=5))
 def test_acl_documents_read_back(canned, grants):
-    acl = rules.Acl(canned, tuple(grants))
-    parsed = rules.parse_acl_xml(rules.acl_xml(acl, "qcs::cam::uin/1:uin/1"), for_object=False)
-    assert set(acl.grants) <= set(parsed.grants)
-    assert parsed.public() == acl.public()
+    wanted = acl.Acl(canned, tuple(grants))
+    parsed = acl.parse_acl_xml(acl.acl_xml(wanted, "qcs::cam::uin/1:uin/1"), for_object=False)
+    assert set(wanted.grants) <= set(parsed.grants)
+    assert parsed.public() == wanted.public()
 
 
 _origins = st.one_of(st.just("*"), st.builds(lambda host: f"https://{host}.example.com",
@@ -271,13 +272,13 @@ _origins = st.one_of(st.just("*"), st.builds(lambda host: f"https://{host}.examp
 
 @FEW
 @given(rule_list=st.lists(st.builds(
-    rules.CorsRule,
+    cors.CorsRule,
     st.lists(_origins, min_size=1, max_size=3).map(tuple),
-    st.lists(st.sampled_from(rules.CORS_METHODS), min_size=1, max_size=5, unique=True).map(tuple),
+    st.lists(st.sampled_from(cors.CORS_METHODS), min_size=1, max_size=5, unique=True).map(tuple),
     st.lists(_stripped, max_size=3).map(tuple),
     st.lists(_stripped, max_size=3).map(tuple),
     st.one_of(st.none(), st.integers(0, 86400)),
     st.one_of(st.just(""), _stripped),
 ), min_size=1, max_size=5))
 def test_cors_documents_read_back(rule_list):
-    assert rules.parse_cors_xml(rules.cors_xml(rule_list)) == tuple(rule_list)
+    assert cors.parse_cors_xml(cors.cors_xml(rule_list)) == tuple(rule_list)

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cosfs.cos.rules import list_keys, parse_range, prefix_end, select_uploads
+from cosfs.cos.rules import list_keys, prefix_end
 from cosfs.server.faults import FaultInjector, FaultSpec, FaultSpecError, parse_fault_spec
 from cosfs.server.objects import check_conditions, parse_copy_source
+from cosfs.server.request_rules import parse_range, select_uploads
 from cosfs.server.storage import ObjectRecord, Upload, object_relpath
 
 
