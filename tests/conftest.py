@@ -10,6 +10,8 @@ import subprocess
 import threading
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,10 +52,26 @@ class ServerProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
-    def access_lines(self) -> list[str]:
-        if self.access_log is None or not self.access_log.exists():
+    def access_lines(self, settled: bool = False) -> list[str]:
+        """The access log's lines. The server writes a line once its reply is sent, so a client
+        may hold the reply before the line exists: `settled` first sends a barrier request of
+        its own and waits for its line, which trio's scheduler writes after the line of every
+        reply already received. Barrier lines are left out."""
+        if self.access_log is None:
             return []
-        return self.access_log.read_text().splitlines()
+        if settled:
+            mark = f"/cosfs-test-barrier-{secrets.token_hex(6)}"
+            try:
+                urllib.request.urlopen(self.endpoint + mark, timeout=10).close()
+            except urllib.error.HTTPError:
+                pass  # (refused: it has no signature; its line is what counts)
+            deadline = time.monotonic() + 10
+            while mark not in (self.access_log.read_text() if self.access_log.exists() else ""):
+                assert time.monotonic() < deadline, "the barrier request never reached the access log"
+                time.sleep(0.01)
+        if not self.access_log.exists():
+            return []
+        return [line for line in self.access_log.read_text().splitlines() if "/cosfs-test-barrier-" not in line]
 
 
 def start_server(

@@ -197,7 +197,7 @@ def count_requests(server: ServerProcess, since: int = 0) -> dict[str, int]:
     """Requests in the server's access log since line `since`, by kind: LIST (GET of the bucket
     itself), GET, HEAD, PUT, POST, DELETE. Log lines are `TIME METHOD PATH QUERY STATUS ...`."""
     counts: dict[str, int] = {}
-    for line in server.access_lines()[since:]:
+    for line in server.access_lines(settled=True)[since:]:
         method, path = line.split()[1:3]
         kind = "LIST" if method == "GET" and path.strip("/") == server.bucket else method
         counts[kind] = counts.get(kind, 0) + 1

@@ -89,13 +89,13 @@ def test_random_read_fetches_one_block_not_the_object(cos_server, sdk, mount_fac
     put(sdk, cos_server.bucket, "sparse.bin", body)
     m = mount_factory(cos_server)
     os.stat(m.path / "sparse.bin")
-    before = len(cos_server.access_lines())
+    before = len(cos_server.access_lines(settled=True))
     fd = os.open(m.path / "sparse.bin", os.O_RDONLY)
     try:
         assert os.pread(fd, 4096, 20 * BLOCK + 10) == body[20 * BLOCK + 10:20 * BLOCK + 10 + 4096]
     finally:
         os.close(fd)
-    lines = cos_server.access_lines()[before:]
+    lines = cos_server.access_lines(settled=True)[before:]
     gets = [line for line in lines if line.split()[1] == "GET" and "sparse.bin" in line.split()[2]]
     assert 1 <= len(gets) <= 2, lines  # one block (the kernel may ask for a neighbour)
     total = sum(int(line.split()[5]) for line in gets)
@@ -133,24 +133,24 @@ def test_cold_ls_costs_a_list_and_a_head_per_object_and_warm_reread_costs_nothin
         put(sdk, cos_server.bucket, f"few/f{i:02d}", b"x")
     put(sdk, cos_server.bucket, "warm.bin", random.Random(7).randbytes(3 * BLOCK))
     m = mount_factory(cos_server)
-    before = len(cos_server.access_lines())
+    before = len(cos_server.access_lines(settled=True))
     listing = subprocess.run(["ls", "-l", str(m.path / "few")], capture_output=True, text=True, check=True)
     assert len(listing.stdout.splitlines()) == 51
     # One LIST: the lookup's LIST of few/ found children (a directory, whatever object may
     # share its name) and its page is the listing readdir shows; a HEAD per object for what
     # a LIST does not say (type, mode, owner, stored times).
     assert count_requests(cos_server, before) == {"LIST": 1, "HEAD": 50}
-    before = len(cos_server.access_lines())
+    before = len(cos_server.access_lines(settled=True))
     listing = subprocess.run(["ls", "-l", str(m.path / "many")], capture_output=True, text=True, check=True)
     assert len(listing.stdout.splitlines()) == 1101
     # The lookup's page (truncated: not kept), then ceil(1100/1000) = 2 pages; a HEAD each.
     assert count_requests(cos_server, before) == {"LIST": 3, "HEAD": 1100}
-    before = len(cos_server.access_lines())
+    before = len(cos_server.access_lines(settled=True))
     subprocess.run(["ls", "-l", str(m.path / "many")], capture_output=True, check=True)
     assert count_requests(cos_server, before) == {}
     data = (m.path / "warm.bin").read_bytes()
     os.system("echo 3 > /proc/sys/vm/drop_caches 2>/dev/null")
-    before = len(cos_server.access_lines())
+    before = len(cos_server.access_lines(settled=True))
     assert (m.path / "warm.bin").read_bytes() == data
     counts = count_requests(cos_server, before)
     assert counts.get("GET", 0) == 0, counts

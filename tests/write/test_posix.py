@@ -622,7 +622,7 @@ def test_hard_links_are_refused_special_files_are_stored_as_cosfs_does(cos_serve
 
 
 def put_part_lines(server, since: int) -> list[list[str]]:
-    return [fields for fields in (line.split() for line in server.access_lines()[since:])
+    return [fields for fields in (line.split() for line in server.access_lines(settled=True)[since:])
             if fields[1] == "PUT" and "partNumber=" in fields[3]]
 
 
@@ -631,7 +631,7 @@ def test_large_file_written_sequentially(cos_server, bucket, mount_factory):
     rng = random.Random(15)
     chunk = rng.randbytes(MiB)
     expected = bytearray()
-    before = len(cos_server.access_lines())
+    before = len(cos_server.access_lines(settled=True))
     with open(m.path / "large.bin", "wb") as handle:
         for i in range(40):
             piece = bytes([i]) + chunk[1:]
@@ -650,7 +650,7 @@ def test_random_overwrite_in_a_large_object_copies_untouched_parts(cos_server, b
     body = bytearray(random.Random(16).randbytes(40 * MiB))
     bucket.put("big.bin", bytes(body))
     m = mount_factory(cos_server)
-    before = len(cos_server.access_lines())
+    before = len(cos_server.access_lines(settled=True))
     offset = 17 * MiB + 123  # inside part 3 of 5 (8 MiB parts)
     patch = random.Random(17).randbytes(4096)
     fd = os.open(m.path / "big.bin", os.O_WRONLY)
@@ -659,7 +659,7 @@ def test_random_overwrite_in_a_large_object_copies_untouched_parts(cos_server, b
     finally:
         os.close(fd)
     body[offset:offset + 4096] = patch
-    lines = cos_server.access_lines()[before:]  # the mount's requests only (not the SDK's GET below)
+    lines = cos_server.access_lines(settled=True)[before:]  # the mount's requests only (not the SDK's GET below)
     parts = put_part_lines(cos_server, before)
     assert sha(bucket.get("big.bin")) == sha(bytes(body))
     # Upload Part - Copy answers with a CopyPartResult body; Upload Part answers with none.
@@ -711,7 +711,7 @@ def streamed_parts(server, key: str) -> set[int]:
     """Part numbers of `key` the server stored (200 to an Upload Part), from its access log:
     `TIME METHOD PATH QUERY STATUS ...`."""
     parts = set()
-    for line in server.access_lines():
+    for line in server.access_lines(settled=True):
         method, path, query, code = line.split()[1:5]
         if method == "PUT" and path == f"/{server.bucket}/{key}" and code == "200" and "uploadId=" in query:
             for field in query.split("&"):
