@@ -34,9 +34,11 @@ log records carry op, key, status, code, message and RequestId, never headers or
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import hashlib
+import itertools
 import logging
 import random
 import ssl
@@ -66,6 +68,7 @@ from cosfs.errors import (
     ConfigError,
     CosError,
     CosfsError,
+    NotFound,
     ProtocolError,
     Stale,
     TransientError,
@@ -114,16 +117,64 @@ class Call:
         return f"{self.op} {self.key!r}" if self.key is not None else self.op
 
 
+# Upper bounds (seconds) of the latency histogram's buckets, as Prometheus clients use them
+# (an observation counts in every bucket whose bound it does not exceed; +Inf is `count`).
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclasses.dataclass
+class LatencyHistogram:
+    """Durations of one operation's attempts, in LATENCY_BUCKETS_S: enough for Prometheus'
+    histogram_quantile (p50, p99) without keeping each duration. `counts[i]` holds the
+    observations in (bound i-1, bound i]; the last slot those above the last bound."""
+
+    counts: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    sum_s: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.sum_s += seconds
+        self.count += 1
+
+    def buckets(self) -> list[tuple[float, int]]:
+        """(bound, observations at most it) for each finite bound, cumulative as Prometheus
+        exposes them; the +Inf bucket is `count`."""
+        return list(zip(LATENCY_BUCKETS_S, itertools.accumulate(self.counts[:-1])))
+
+    def copy(self) -> LatencyHistogram:
+        return LatencyHistogram(list(self.counts), self.sum_s, self.count)
+
+
 @dataclasses.dataclass
 class RequestStats:
-    """What the client did, for `cosfs status` and metrics: attempts, retries and final
-    failures by operation, and body bytes sent and announced received."""
+    """What the client did, for `cosfs status` and metrics, by operation: attempts
+    (`requests`), `retries`, `errors`, and `latency`; body bytes sent and received.
+
+    `errors` counts calls that end in an exception for their caller, whatever sent them
+    (the engine, or a stream or operation that refuses a reply through `final_error`),
+    except a 404 to a HEAD or GET: "no such object" is the answer a lookup of a new name
+    expects (creating 20 files asks 20 of them), not a fault. A code the caller accepts
+    (`accept_codes`) is an answer too.
+
+    `bytes_in` counts reply body bytes as they are read: a HEAD's Content-Length announces
+    a body that never comes, and a streamed GET may be closed before its end.
+    `latency` times each attempt from sending it to its reply's head (or its transport
+    failure): the service's answer time plus the upload of any request body, without the
+    download of a reply body (`bytes_in` measures that) or the backoff between retries.
+    """
 
     requests: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     retries: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    latency: collections.defaultdict = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(LatencyHistogram))
     bytes_out: int = 0
     bytes_in: int = 0
+
+    def count_failure(self, call: Call, failure: CosfsError) -> None:
+        if not (isinstance(failure, NotFound) and call.method in ("HEAD", "GET")):
+            self.errors[call.op] += 1
 
 
 @dataclasses.dataclass
@@ -169,6 +220,29 @@ class _OneChunk:
         if body is None:
             raise StopAsyncIteration
         return body
+
+
+class _CountedBody(httpx.AsyncByteStream):
+    """A reply body that adds each chunk read to `stats.bytes_in`. Its own iterator, not an
+    async generator (see BodyStream): a stream closed half-way abandons it."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, stats: RequestStats) -> None:
+        self._inner = inner
+        self._stats = stats
+        self._chunks: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> _CountedBody:  # type: ignore[override]
+        self._chunks = self._inner.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
+        assert self._chunks is not None
+        chunk = await self._chunks.__anext__()
+        self._stats.bytes_in += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class Truncated(Exception):
@@ -331,7 +405,8 @@ class RequestEngine:
     def final_error(
         self, call: Call, failure: CosfsError, cause: BaseException | None, tries: int, status: int | None
     ) -> CosfsError:
-        """The exception that ends `call` (saying how many attempts it took), logged once."""
+        """The exception that ends `call` (saying how many attempts it took), logged and
+        counted (`RequestStats`) once."""
         if tries > 1:
             suffix = f"gave up after {tries} attempts"
             if isinstance(failure, CosError):
@@ -340,6 +415,7 @@ class RequestEngine:
             elif isinstance(failure, TransientError):
                 failure = TransientError(f"{failure} ({suffix})")
         failure.__cause__ = cause
+        self.stats.count_failure(call, failure)
         code = getattr(failure, "code", "-")
         request_id = getattr(failure, "request_id", "") or "-"
         log.log(failure.log_level, "%s failed: status=%s code=%s RequestId=%s: %s",
@@ -397,6 +473,26 @@ class RequestEngine:
         return httpx.Request(call.method, url, headers=headers, stream=stream,
                              extensions={"timeout": (call.timeout or self._timeout).as_dict()})
 
+    async def _timed_exchange(self, call: Call, creds: auth.Credentials | None, inline: bool) -> httpx.Response:
+        """`_exchange`, its time to the reply's head (or to its transport failure) recorded in
+        `stats.latency`."""
+        started = trio.current_time()
+        try:
+            response = await self._exchange(call, creds, inline)
+        except httpx.TransportError:
+            self.stats.latency[call.op].observe(trio.current_time() - started)
+            raise
+        self.stats.latency[call.op].observe(trio.current_time() - started)
+        return response
+
+    def _count_received(self, response: httpx.Response) -> None:
+        """Count a streamed body's bytes in `stats.bytes_in` as its reader takes them (one
+        built in memory, already read, at once)."""
+        if response.is_stream_consumed:
+            self.stats.bytes_in += len(response.content)
+        else:
+            response.stream = _CountedBody(response.stream, self.stats)
+
     async def _exchange(self, call: Call, creds: auth.Credentials | None, inline: bool) -> httpx.Response:
         """One attempt: small exchanges whole on the trio thread (`ThreadedTransport.exchange`),
         others as an httpx request through the transport."""
@@ -421,6 +517,7 @@ class RequestEngine:
     async def _read_body(self, response: httpx.Response, method: str) -> bytes:
         chunks = [chunk async for chunk in raw_chunks(response)]
         body = b"".join(chunks)
+        self.stats.bytes_in += len(body)
         length = content_length(response)
         if (
             method != "HEAD"
@@ -519,25 +616,25 @@ class RequestEngine:
             cause: BaseException | None = None
             failure: CosfsError
             try:
-                response = await self._exchange(call, creds, inline)
+                response = await self._timed_exchange(call, creds, inline)
             except httpx.TransportError as exc:
                 if not is_transient_exception(exc):
-                    raise ProtocolError(f"{call.what()}: {describe(exc)}") from exc
+                    broken = ProtocolError(f"{call.what()}: {describe(exc)}")
+                    self.stats.count_failure(call, broken)
+                    raise broken from exc
                 cause = exc
                 failure = TransientError(f"{call.what()}: {describe(exc)}")
                 decision = Decision.RETRY
             else:
                 status = response.status_code
                 ok = 200 <= status < 300 or status == 304
-                if ok:
-                    self.stats.bytes_in += content_length(response) or 0
                 if ok and ignored_if_match(call.headers.get("if-match"), etag_of(response)):
                     await response.aclose()
-                    self.stats.errors[call.op] += 1
                     raise self.final_error(call, Stale(
                         f"{call.what()}: the server ignored If-Match {call.headers['if-match']} and answered "
                         f"ETag {etag_of(response)!r}: the version asked for is gone"), None, tries, status)
                 if ok and stream:
+                    self._count_received(response)
                     return Reply(response, None, tries)
                 try:
                     body = await self._read_body(response, call.method)
@@ -579,5 +676,4 @@ class RequestEngine:
                 await trio.sleep(delay)
                 attempt += 1
                 continue
-            self.stats.errors[call.op] += 1
             raise self.final_error(call, failure, cause, tries, status)
