@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cosfs.errors import ConfigError
-from cosfs.xattrs import MOUNT_STATUS, MOUNT_SYNC
+from cosfs.xattrs import MOUNT_DISCARD, MOUNT_STATUS, MOUNT_SYNC
 
-MOUNT_DISCARD = "user.cosfs.discard"
 # The upload rate is averaged over this many seconds of snapshots: bytes_out grows by a
 # whole part when its request goes out, so the rate between two close snapshots jumps.
 RATE_WINDOW_S = 10.0

@@ -107,6 +107,11 @@ class TransientError(CosfsError):
     """A failure worth retrying (5xx, SlowDown, reset, timeout, truncated body)."""
 
 
+class Refused(CosfsError):
+    """COS refused an upload for good (403, 400 MetadataTooLarge, EntityTooLarge...): the data
+    stays staged, and it is tried again only when the operator asks (`cosfs sync --retry-failed`)."""
+
+
 class IntegrityError(CosfsError):
     """Bytes did not match their MD5 or CRC64: never silently accepted."""
 
@@ -190,6 +195,7 @@ ERRNO_FOR: dict[type[BaseException], int] = {
     TooLarge: errno.EFBIG,
     TransientError: errno.EIO,
     Conflict: errno.EIO,
+    Refused: errno.EIO,
     IntegrityError: errno.EIO,
     ProtocolError: errno.EIO,
     ConfigError: errno.EINVAL,

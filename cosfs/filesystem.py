@@ -464,9 +464,21 @@ class CosFilesystem:
                                    [PendingFile.of(d, xattrs.status_value("user.cosfs.state", None, d).decode())
                                     for d in self.staging.files()[:100]])
 
-    def sync_now(self) -> None:
-        """Start uploading every pending change at once (`cosfs sync`)."""
-        self.writeback.reschedule_all()
+    def sync_now(self, *, retry_refused: bool = False) -> None:
+        """Start uploading every pending change at once (`cosfs sync`), refused ones too
+        with `retry_refused` (`cosfs sync --retry-failed`)."""
+        self.writeback.reschedule_all(retry_refused=retry_refused)
+
+    def pending_count(self) -> int:
+        return len(self.staging)
+
+    def refused_count(self) -> int:
+        return sum(1 for dirty in self.staging.files() if dirty.refused_now)
+
+    def progress(self) -> tuple[int, int, int]:
+        """Changes while uploads progress (how long a drain may wait): files pending,
+        bytes uploaded of the commits in flight, commits done."""
+        return (len(self.staging), sum(d.uploaded for d in self.staging.files()), self.writeback.committed_uploads)
 
     async def getxattr(self, ino: int, name: str, caller_uid: int | None = None) -> bytes:
         inode = self.inodes.get(ino)
@@ -496,7 +508,11 @@ class CosFilesystem:
     async def setxattr(self, ino: int, name: str, value: bytes, caller_uid: int | None = None) -> None:
         if ino == ROOT_INO and name == xattrs.MOUNT_SYNC:
             self._owner_only(caller_uid, name)
-            self.sync_now()
+            self.sync_now(retry_refused=value == b"retry-failed")
+            return
+        if ino == ROOT_INO and name == xattrs.MOUNT_DISCARD:
+            self._owner_only(caller_uid, name)
+            await self.writeback.discard_refused(self.config.prefix + value.decode("utf-8", "surrogateescape").strip("/"))
             return
         self._check_writable()
         xattrs.check_settable(name, value)

@@ -52,10 +52,7 @@ class StatusCollector:
         yield requests
         yield retries
         yield errors
-        # MountStatus.latency: {operation: cosfs.cos.engine.LatencyHistogram}, when it has it.
-        latency = getattr(status, "latency", None)
-        if latency is not None:
-            yield latency_family(latency)
+        yield latency_family(status.latency)
         yield CounterMetricFamily("cosfs_received_bytes", "Body bytes received from COS", value=status.bytes_in)
         yield CounterMetricFamily("cosfs_sent_bytes", "Body bytes sent to COS", value=status.bytes_out)
         cache = status.cache
@@ -65,11 +62,8 @@ class StatusCollector:
         yield CounterMetricFamily("cosfs_cache_hits", "Block cache hits", value=cache.hits)
         yield CounterMetricFamily("cosfs_cache_misses", "Block cache misses", value=cache.misses)
         yield GaugeMetricFamily("cosfs_dirty_files", "Files with changes not yet in COS", value=status.dirty_files)
-        # MountStatus.dirty_bytes: the staged bytes of every dirty file, when it has it.
-        dirty_bytes = getattr(status, "dirty_bytes", None)
-        if dirty_bytes is not None:
-            yield GaugeMetricFamily("cosfs_dirty_bytes", "Bytes of the files with changes not yet in COS",
-                                    value=dirty_bytes)
+        yield GaugeMetricFamily("cosfs_dirty_bytes", "Bytes of the files with changes not yet in COS",
+                                value=status.dirty_bytes)
         yield pending_family(status.pending)
         yield CounterMetricFamily("cosfs_uploads_committed", "Files committed to COS", value=status.uploads_committed)
         yield CounterMetricFamily("cosfs_uploads_failed", "Commits that failed", value=status.uploads_failed)

@@ -6,25 +6,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import fcntl
 import logging
-import logging.handlers
 import os
 import resource
 import shutil
-import signal
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyfuse3
 import trio
 
-from cosfs import crashpoints
+from cosfs import crashpoints, logs
 from cosfs.config import CosConfig, FsConfig, environment
 from cosfs.cos.client import CosClient
 from cosfs.credentials import CredentialProvider
@@ -32,6 +28,7 @@ from cosfs.errors import EXIT_CONFIG, AccessDenied, ConfigError, CosError, Cosfs
 from cosfs.filesystem import CosFilesystem
 from cosfs.durable import private_dir
 from cosfs.fuse_ops import CosOperations, KernelNotices
+from cosfs.shutdown import Stopper
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +57,10 @@ class MountSettings:
     fsname: str = ""  # /proc/mounts source; "" for cosfs#BUCKET
     subtype: str = ""  # "" for cosfs (type fuse.cosfs)
     http_debug: bool = False  # curldbg: log every HTTP request line
+    log_format: str = "text"  # text | json (one object per line, for log shippers)
+    # After unmount or SIGTERM, uploads may go on this long without progress before the daemon
+    # exits, leaving what is left journaled for the next mount.
+    drain_idle_s: float = 30.0
 
 
 def _is_autofs(path: Path) -> bool:
@@ -90,12 +91,26 @@ def check_mountpoint(settings: MountSettings) -> None:
         raise ConfigError("fusermount3 is not installed (apt-get install fuse3)")
 
 
-async def check_bucket(client: CosClient, cos: CosConfig) -> None:
+# The preflight's own bound: a HEAD of the bucket answers in well under a second; an endpoint
+# that accepts connections and never answers (a broken load balancer, a firewall swallowing
+# packets) must not hold the mount command for the data timeouts times the retries.
+PREFLIGHT_TIMEOUT_S = 15.0
+
+
+async def check_bucket(client: CosClient, cos: CosConfig, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> None:
     """HEAD bucket, turning each way it can fail into one line a user can act on."""
+    with trio.move_on_after(timeout_s) as scope:
+        await _check_bucket(client, cos)
+    if scope.cancelled_caught:
+        raise TransientError(f"no answer from {cos.endpoint_url} within {timeout_s:.0f} s "
+                             "(check url, proxy and firewall: the endpoint accepted no request or sent no reply)")
+
+
+async def _check_bucket(client: CosClient, cos: CosConfig) -> None:
     try:
         await client.head_bucket()
     except NotFound:
-        raise ConfigError(f"bucket {cos.bucket} does not exist at {cos.endpoint_url}") from None
+        await _missing_bucket(client, cos)
     except AccessDenied as exc:
         code = await _denial_code(client, exc)
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
@@ -106,6 +121,25 @@ async def check_bucket(client: CosClient, cos: CosConfig) -> None:
     except TransientError as exc:
         # Not a configuration error: a service manager may retry it.
         raise TransientError(f"cannot reach {cos.endpoint_url}: {exc}") from None
+
+
+async def _missing_bucket(client: CosClient, cos: CosConfig) -> None:
+    """A 404 to HEAD bucket means a missing bucket only when the endpoint speaks COS/S3: a
+    listing answers NoSuchBucket with a request id (every COS and S3 server sends one; a
+    bodiless 404 gets the code from the client, not from the server). Any other 404 is an
+    endpoint that is not the bucket's (a web server, a wrong servicepath): saying "no such
+    bucket" would send the user the wrong way."""
+    try:
+        await client.list_objects(max_keys=1)
+    except CosError as detail:
+        if detail.code == "NoSuchBucket" and detail.request_id:
+            raise ConfigError(f"bucket {cos.bucket} does not exist at {cos.endpoint_url}") from None
+        raise ConfigError(f"{cos.endpoint_url} answered {detail.status} for bucket {cos.bucket}"
+                          f"{f' ({detail.code})' if detail.request_id else ' without a COS error code'}: is url "
+                          "(and servicepath, use_path_request_style) the bucket's endpoint?") from None
+    except CosfsError:
+        raise ConfigError(f"{cos.endpoint_url} answered 404 for bucket {cos.bucket} and no listing: is url "
+                          "(and servicepath, use_path_request_style) the bucket's endpoint?") from None
 
 
 async def _denial_code(client: CosClient, exc: AccessDenied) -> str:
@@ -190,78 +224,82 @@ def sd_notify(message: str) -> None:
         log.warning("sd_notify failed: %s", exc)
 
 
-class JournalFormatter(logging.Formatter):
-    """stderr lines with syslog priority prefixes (<3>, <4>...), which journald turns into
-    levels: used when systemd connects stderr to the journal (JOURNAL_STREAM is set)."""
-
-    PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
-
-
-def setup_logging(settings: MountSettings) -> None:
-    root = logging.getLogger()
-    root.setLevel(settings.log_level)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    plain = "%(asctime)s cosfs[%(process)d] %(levelname)s %(name)s: %(message)s"
-    if settings.log_file:
-        handler: logging.Handler = logging.FileHandler(settings.log_file)
-        handler.setFormatter(logging.Formatter(plain))
-    elif settings.foreground and environment().get("JOURNAL_STREAM"):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JournalFormatter("cosfs[%(process)d] %(name)s: %(message)s"))
-    elif settings.foreground or not os.path.exists("/dev/log"):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(plain))
-    else:
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
-        handler.setFormatter(logging.Formatter("cosfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    http_level = logging.DEBUG if settings.http_debug else logging.WARNING
-    logging.getLogger("cosfs.http").setLevel(logging.INFO if settings.http_debug else logging.WARNING)
-    logging.getLogger("httpx").setLevel(http_level)
-    logging.getLogger("httpcore").setLevel(http_level)
-    for level, note in settings.notes:
-        logging.getLogger("cosfs.options").log(level, "%s", note)
-
-
-async def serve_mount(settings: MountSettings, report_ready) -> None:
-    """Preflight, mount, serve until unmounted or signalled, then close cleanly."""
+async def serve_mount(settings: MountSettings, report_ready, say=lambda line: None) -> None:
+    """Preflight, mount, serve until unmounted or signalled, then close cleanly. `say`
+    passes a line to whoever waits for the mount (the foreground's stderr, the parent of a
+    background daemon)."""
     crashpoints.arm(environment().get("COSFS_CRASH_AT"))
+    stopper = Stopper(None, settings.drain_idle_s, pyfuse3.terminate, sd_notify)
+    failure: Exception | None = None
+    async with trio.open_nursery() as signals:
+        await signals.start(stopper.watch)
+        try:
+            await _preflight_and_serve(settings, stopper, report_ready, say)
+        except Exception as exc:  # raised after the signal watcher stops, not as a group
+            failure = exc
+        signals.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+async def _preflight_and_serve(settings: MountSettings, stopper: Stopper, report_ready, say) -> None:
     async with CosClient(settings.cos, settings.credentials) as client:
-        await check_bucket(client, settings.cos)
         cache_dir = settings.cache_dir
-        private_dir(cache_dir)
-        with lock_cache_dir(cache_dir):
+        with stopper.before_mount:
+            await check_bucket(client, settings.cos)
+            private_dir(cache_dir)
+            lock_fd = await lock_cache_dir(cache_dir, settings.mountpoint, settings.drain_idle_s, say)
+        if stopper.before_mount.cancelled_caught:
+            raise CosfsError("stopped by a signal before the mount was live")
+        try:
             owner = {"bucket": settings.cos.bucket, "endpoint": settings.cos.endpoint_url}
             fs = CosFilesystem(client, settings.fs, cache_dir, owner=owner)
             fs.labels = {**owner, "mountpoint": str(settings.mountpoint), "prefix": settings.fs.prefix,
                          "cache_dir": str(cache_dir)}
-            await _serve(settings, fs, cache_dir, report_ready)
+            stopper.fs = fs
+            await _serve(settings, fs, cache_dir, report_ready, stopper)
+        finally:
+            os.close(lock_fd)
 
 
-@contextlib.contextmanager
-def lock_cache_dir(cache_dir: Path) -> Iterator[None]:
+# A lock whose holder's mount is gone belongs to a daemon finishing its uploads: a new mount
+# waits this long beyond that daemon's own drain bound before giving up.
+LOCK_WAIT_MARGIN_S = 10.0
+
+
+async def lock_cache_dir(cache_dir: Path, mountpoint: Path, drain_idle_s: float, say) -> int:
     """One mount per cache directory for the mount's lifetime: a second mount would replay
-    (and drop) the first one's live journals."""
+    (and drop) the first one's live journals. The lock file names the holder's pid and mount
+    point. A holder whose mount point is no longer mounted is a daemon draining after its
+    unmount: wait for it (bounded, said in one line) rather than fail an `umount; mount`."""
     fd = os.open(cache_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise ConfigError(f"cache directory {cache_dir} is in use by another cosfs mount (pid {holder}); "
-                              "give each mount its own cache_dir") from None
+        said = False
+        deadline = trio.current_time() + drain_idle_s + LOCK_WAIT_MARGIN_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pid, _, held_at = os.pread(fd, 4096, 0).decode(errors="replace").strip().partition("\n")
+                if (held_at and is_mountpoint(Path(held_at))) or trio.current_time() > deadline:
+                    raise ConfigError(f"cache directory {cache_dir} is in use by another cosfs mount (pid "
+                                      f"{pid or '?'}{f', on {held_at}' if held_at else ''}); give each mount its "
+                                      "own cache_dir") from None
+                if not said:
+                    say(f"waiting for cosfs pid {pid or '?'} (its mount is gone) to finish its uploads and "
+                        f"release {cache_dir}")
+                    said = True
+                await trio.sleep(0.05)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
+        os.pwrite(fd, f"{os.getpid()}\n{mountpoint}\n".encode(), 0)
+        return fd
+    except BaseException:
         os.close(fd)
+        raise
 
 
-async def _serve(settings: MountSettings, fs: CosFilesystem, cache_dir: Path, report_ready) -> None:
+async def _serve(settings: MountSettings, fs: CosFilesystem, cache_dir: Path, report_ready, stopper: Stopper) -> None:
     operations = CosOperations(fs, settings.kernel_timeout_s)
     pyfuse3.init(operations, str(settings.mountpoint), fuse_options(settings))
     clean = False
@@ -271,7 +309,6 @@ async def _serve(settings: MountSettings, fs: CosFilesystem, cache_dir: Path, re
             kernel = KernelNotices()
             fs.namespace.kernel = kernel
             nursery.start_soon(kernel.run, name="kernel-notices")
-            nursery.start_soon(_stop_on_signals, fs, name="signals")
             if settings.metrics_address:
                 from cosfs.metrics import serve_metrics
 
@@ -282,13 +319,18 @@ async def _serve(settings: MountSettings, fs: CosFilesystem, cache_dir: Path, re
             sd_notify("READY=1")
             await pyfuse3.main()
             sd_notify("STOPPING=1")
-            pending = len(fs.staging)
+            pending = fs.pending_count()
             if pending:
-                log.info("unmounting: committing %d file(s) with pending changes", pending)
-            failed = await fs.drain()
-            if failed:
-                log.error("%d file(s) could not be uploaded; their data stays in %s and the next mount "
-                          "with this cache directory uploads it", failed, cache_dir / "staging")
+                log.info("unmounted: committing %d file(s) with pending changes", pending)
+            left = await stopper.final_drain()
+            refused = fs.refused_count()
+            if refused:
+                log.warning("%d file(s) COS refused stay staged in %s: at the next mount with this cache directory, "
+                            "`cosfs sync --retry-failed` uploads them and `cosfs discard` drops them", refused,
+                            cache_dir / "staging")
+            if left > refused:
+                log.error("%d file(s) are not uploaded; their data stays in %s and the next mount with this "
+                          "cache directory uploads it", left - refused, cache_dir / "staging")
             nursery.cancel_scope.cancel()
         clean = True
     finally:
@@ -296,32 +338,25 @@ async def _serve(settings: MountSettings, fs: CosFilesystem, cache_dir: Path, re
         pyfuse3.close(unmount=clean)
 
 
-async def _stop_on_signals(fs: CosFilesystem) -> None:
-    """SIGTERM/SIGINT: commit pending changes while the mount still answers, then unmount."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                continue
-            log.info("signal %d: committing %d pending file(s), then unmounting", signum, len(fs.staging))
-            sd_notify("STOPPING=1")
-            await fs.drain()
-            pyfuse3.terminate()
-            return
-
-
 def mount(settings: MountSettings) -> int:
     """Mount; in the background unless `foreground`. Returns the exit code for the CLI:
     0 once the mount is live, EXIT_CONFIG for configuration errors, 1 otherwise."""
     check_mountpoint(settings)
     if settings.foreground:
-        setup_logging(settings)
-        return _run(settings, lambda code, error: None if error is None else print(f"cosfs: {error}", file=sys.stderr))
+        logs.setup_logging(settings)
+        return _run(settings, lambda code, error: None if error is None else print(f"cosfs: {error}", file=sys.stderr),
+                    lambda line: print(f"cosfs: {line}", file=sys.stderr))
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
         os.close(write_fd)
         with os.fdopen(read_fd, "r") as pipe:
-            message = pipe.read()
+            message = ""
+            for line in pipe:  # "note TEXT" lines while it starts, then "CODE TEXT" once
+                if not line.startswith("note "):
+                    message = line
+                    break
+                print(f"cosfs: {line[5:].strip()}", file=sys.stderr)
         if message.startswith("0 "):
             return 0
         code_text, _, error = message.partition(" ")
@@ -337,8 +372,13 @@ def mount(settings: MountSettings) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    setup_logging(settings)
     pipe = os.fdopen(write_fd, "w")
+
+    def say(line: str) -> None:
+        log.info("%s", line)
+        if not pipe.closed:
+            pipe.write(f"note {line}\n")
+            pipe.flush()
 
     def report(code: int, error: str | None) -> None:
         if pipe.closed:
@@ -346,7 +386,14 @@ def mount(settings: MountSettings) -> int:
         pipe.write(f"{code} {error or 'mounted'}\n")
         pipe.close()
 
-    code = _run(settings, report)
+    try:
+        where = logs.setup_logging(settings)
+        if not settings.log_file and not where.startswith("logging to syslog"):
+            say(where)  # not where an operator looks: no syslog socket here (a container)
+    except ConfigError as exc:
+        report(EXIT_CONFIG, str(exc))
+        os._exit(EXIT_CONFIG)
+    code = _run(settings, report, say)
     report(code or 1, f"mount failed (exit {code})")
     os._exit(code)
 
@@ -368,11 +415,11 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def _run(settings: MountSettings, report) -> int:
+def _run(settings: MountSettings, report, say) -> int:
     """Run the mount; `report(code, error)` is called once: (0, None) when live, else why not."""
     try:
         raise_open_files_limit()
-        trio.run(serve_mount, settings, lambda error: report(0, error))
+        trio.run(serve_mount, settings, lambda error: report(0, error), say)
         return 0
     except ConfigError as exc:
         log.error("%s", exc)

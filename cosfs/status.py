@@ -35,10 +35,12 @@ class PendingFile:
     uploaded_bytes: int
     state: str
     error: str
+    retry_in_s: float | None = None  # a failed upload's next attempt
 
     @classmethod
     def of(cls, dirty, state: str) -> PendingFile:
-        return cls(dirty.key, dirty.size, dirty.uploaded, state, dirty.last_error)
+        retry_in_s = None if dirty.retry_at is None else round(max(0.0, dirty.retry_at - time.monotonic()), 1)
+        return cls(dirty.key, dirty.size, dirty.uploaded, state, dirty.last_error, retry_in_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,8 @@ class MountStatus:
     uploads_failed: int
     conflicts: int
     pending: list[PendingFile]
+    latency: dict  # operation -> engine.LatencyHistogram (a copy)
+    dirty_bytes: int
 
     @classmethod
     def collect(cls, labels: dict[str, str], started_s: float, stats, blocks, cache_capacity_bytes: int,
@@ -76,6 +80,8 @@ class MountStatus:
             uploads_failed=writeback.failed_uploads,
             conflicts=writeback.conflicts,
             pending=pending,
+            latency={op: stats.latency[op].copy() for op in sorted(stats.latency)} if stats is not None else {},
+            dirty_bytes=sum(dirty.size for dirty in writeback.staging.files()),
         )
 
     def to_json(self) -> dict:
@@ -92,4 +98,6 @@ class MountStatus:
             "uploads_failed": self.uploads_failed,
             "conflicts": self.conflicts,
             "pending": [dataclasses.asdict(item) for item in self.pending],
+            "latency": {op: dataclasses.asdict(histogram) for op, histogram in self.latency.items()},
+            "dirty_bytes": self.dirty_bytes,
         }

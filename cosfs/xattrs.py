@@ -19,7 +19,8 @@ STATUS_NAMES = ("user.cosfs.state", "user.cosfs.etag")
 # On the mount point: the mount's status as JSON (`cosfs status`), and a write-only trigger
 # that starts every pending upload (`cosfs sync`).
 MOUNT_STATUS = "user.cosfs.status"
-MOUNT_SYNC = "user.cosfs.sync"
+MOUNT_SYNC = "user.cosfs.sync"  # b"1": upload pending changes now; b"retry-failed": refused ones too
+MOUNT_DISCARD = "user.cosfs.discard"  # a path below the mount: drop its refused upload
 # COS allows 2 KB of user metadata in all; keep xattrs well inside it.
 MAX_XATTR_BYTES = 1024
 
@@ -78,11 +79,15 @@ def remove(meta: MutableMapping[str, str], name: str) -> None:
 
 
 def status_value(name: str, inode, dirty) -> bytes:
-    """user.cosfs.state: clean | dirty | uploading; user.cosfs.etag: the committed ETag."""
+    """user.cosfs.state: clean | dirty | uploading | refused; user.cosfs.etag: the committed ETag."""
     if name == "user.cosfs.state":
         if dirty is None or dirty.clean:
             return b"clean"
-        return b"uploading" if dirty.uploading_total and dirty.uploaded < dirty.uploading_total else b"dirty"
+        if dirty.refused_now:
+            return b"refused"
+        streaming = dirty.stream is not None  # parts go up while the file is written
+        committing = dirty.uploading_total and dirty.uploaded < dirty.uploading_total
+        return b"uploading" if streaming or committing else b"dirty"
     if name == "user.cosfs.etag":
         if inode is None or inode.etag is None:
             raise NoSuchAttribute(name)

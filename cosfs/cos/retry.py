@@ -64,3 +64,12 @@ class RetryPolicy:
     def should_retry(self, attempt: int) -> bool:
         """Whether failed attempt number `attempt` (0-based) may be followed by another."""
         return attempt < self.retries
+
+
+def stall_bound_s(policy: RetryPolicy, connect_s: float, read_s: float) -> float:
+    """The longest a request can take against a server that accepts and never answers (or a
+    network that swallows packets): every attempt waits connect_timeout plus
+    readwrite_timeout, with the longest backoff between attempts. The operation then fails
+    (EIO). README's semantics table quotes it."""
+    attempts = policy.retries + 1
+    return attempts * (connect_s + read_s) + sum(policy.ceiling_s(n) for n in range(policy.retries))

@@ -47,6 +47,7 @@ class Record:
     snapshot: Snapshot
     generation: int
     path: Path
+    refused: str = ""
 
 
 @dataclasses.dataclass
@@ -99,6 +100,8 @@ class Journal:
             "content_type": snapshot.options.content_type,
             "user_meta": dict(snapshot.options.user_meta),
             "mtime_ns": snapshot.mtime_ns,
+            # COS refused this state for good: the next mount keeps it staged, not retried.
+            "refused": dirty.refused if dirty.refused and dirty.refused_generation == dirty.sealed_generation else "",
         })
 
     def save_uploads(self, dirty: DirtyFile, attempt_token: str | None = None) -> None:
@@ -179,4 +182,5 @@ class Journal:
                             WriteOptions(content_type=document["content_type"], user_meta=document["user_meta"]),
                             document["mtime_ns"])
         self._seq = max(self._seq, document["seq"])
-        return Record(file_id, document["key"], document["seq"], snapshot, generation, path)
+        return Record(file_id, document["key"], document["seq"], snapshot, generation, path,
+                      str(document.get("refused") or ""))

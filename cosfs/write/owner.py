@@ -47,7 +47,8 @@ from cosfs.blocks import ObjectRef
 from cosfs.cos import rules
 from cosfs.cos.store import ObjectStore, PutResult, WriteOptions
 from cosfs.durable import private_dir, write_json_durably
-from cosfs.errors import AttributeTooLarge, CacheFull, Conflict, CosfsError, NotFound, Stale, TransientError
+from cosfs.errors import (AttributeTooLarge, CacheFull, Conflict, CosError, CosfsError, NotFound, Refused, Stale,
+                          TransientError)
 from cosfs.write.journal import Journal
 from cosfs.write.locks import KeyLocks
 from cosfs.write.renames import RenameJournal
@@ -158,7 +159,10 @@ class WriteBack:
             if record.key.startswith(ORPHAN_PREFIX):
                 self.journal.delete(record.file_id)
                 continue
-            self.staging.adopt(record.file_id, record.key, record.snapshot, record.generation)
+            adopted_file = self.staging.adopt(record.file_id, record.key, record.snapshot, record.generation)
+            if record.refused:
+                adopted_file.refused, adopted_file.refused_generation = record.refused, adopted_file.generation
+                adopted_file.last_error = record.refused
             keep.add(record.snapshot.data_path)
         adopted = {dirty.id: dirty for dirty in self.staging.files()}
         for found in uploads:
@@ -175,6 +179,10 @@ class WriteBack:
         for old_prefix, new_prefix in await self.renames.recover():
             self._rekey_below(old_prefix, new_prefix)
         for dirty in self.staging.files():
+            if dirty.refused_now:
+                log.warning("%s stays staged: COS refused its upload (%s); `cosfs sync --retry-failed` tries "
+                            "again, `cosfs discard` drops it", dirty.key, dirty.refused)
+                continue
             log.warning("finishing the upload of %s journaled by an earlier mount", dirty.key)
             self.schedule(dirty.key, delay_s=0)
 
@@ -353,6 +361,8 @@ class WriteBack:
         if key.startswith(ORPHAN_PREFIX):
             dirty.committed_generation = dirty.generation  # nameless: nothing to upload
             return
+        if dirty.refused_now:
+            raise Refused(f"COS refused the upload of {key} for good: {dirty.refused}")
         if live or dirty.sealed is None:
             if not dirty.acknowledged:
                 self._finish_options(dirty)
@@ -427,17 +437,29 @@ class WriteBack:
         raise self._conflict(dirty, f"the object was replaced by someone else (ETag {head.etag}, "
                                     f"this mount started from {base.etag})")
 
-    def _failed(self, dirty: DirtyFile, exc: CosfsError) -> TransientError:
+    def _failed(self, dirty: DirtyFile, exc: CosfsError) -> CosfsError:
         """A commit failed: the data stays staged and journaled (the state the application
-        waited for is acknowledged now, so a retry survives a crash), and is retried."""
+        waited for is acknowledged now, so a retry survives a crash). A transient failure is
+        retried with backoff; a refusal for good (any COS error not worth a retry: 403,
+        MetadataTooLarge, EntityTooLarge...) is kept, journaled as refused, and tried again
+        only when the operator asks."""
         try:
             self._acknowledge_locked(dirty)
         except CosfsError as journal_exc:
             log.error("%s stays staged but could not be journaled: %s", dirty.key, journal_exc)
         dirty.last_error = str(exc)
         self.failed_uploads += 1
+        if isinstance(exc, CosError) and not isinstance(exc, TransientError):
+            dirty.refused, dirty.refused_generation = str(exc), dirty.generation
+            if dirty.acknowledged:
+                self.journal.save(dirty)
+            log.error("COS refused the upload of %s for good; its data stays staged and is not retried until "
+                      "`cosfs sync --retry-failed` (`cosfs discard` drops it): %s", dirty.key, exc)
+            return Refused(f"COS refused the upload of {dirty.key}: {exc}")
         log.error("upload of %s failed; its data stays staged in the cache directory: %s", dirty.key, exc)
         self.schedule(dirty.key, self._retry_delay_s(1))
+        if dirty.key in self._scheduled:
+            self._note_retry(dirty.key, self._retry_delay_s(1))
         return TransientError(f"upload of {dirty.key} failed: {exc}")
 
     def _conflict(self, dirty: DirtyFile, why: str) -> Conflict:
@@ -474,11 +496,27 @@ class WriteBack:
         self._scheduled.add(key)
         self._nursery.start_soon(self._delayed_commit, key, delay_s, name=f"upload {key}")
 
-    def reschedule_all(self) -> None:
-        """Start uploading every acknowledged change at once (`cosfs sync`)."""
+    def reschedule_all(self, *, retry_refused: bool = False) -> None:
+        """Start uploading every acknowledged change at once (`cosfs sync`); the ones COS
+        refused too when `retry_refused` (`cosfs sync --retry-failed`)."""
         for dirty in self.staging.files():
+            if dirty.refused_now:
+                if not retry_refused:
+                    continue
+                dirty.refused = ""
             self._scheduled.discard(dirty.key)
             self.schedule(dirty.key, delay_s=0)
+
+    async def discard_refused(self, key: str) -> None:
+        """`cosfs discard`: drop the staged data of a file COS refused; the mount shows the
+        object in COS again (or no file, if it never was committed)."""
+        async with self.locks.hold(key):
+            dirty = self.staging.get(key)
+            if dirty is None or not dirty.refused_now:
+                raise NotFound(f"{key} has no refused upload to discard")
+            self._drop_locked(dirty)
+            log.warning("discarded the staged data of %s, which COS had refused (%s)", key, dirty.refused)
+            self._on_conflict(key)
 
     @staticmethod
     def _retry_delay_s(attempt: int) -> float:
@@ -496,21 +534,32 @@ class WriteBack:
                             return  # committed, renamed or dropped meanwhile; or nothing acknowledged
                         await self._commit_locked(dirty, live=dirty.acknowledged)
                     return
-                except Conflict:
-                    return  # kept aside and logged: retrying cannot help
+                except (Conflict, Refused):
+                    return  # kept aside or refused for good, and logged: retrying cannot help
                 except CosfsError:
                     attempt += 1
                     delay_s = self._retry_delay_s(attempt)
                     log.warning("will retry the upload of %s in %.0f s", key, delay_s)
+                    self._note_retry(key, delay_s)
         except Exception:  # a bug: the file stays staged and journaled, the mount stays up
             log.exception("the scheduled upload of %s crashed; it stays staged for the next sync or mount", key)
         finally:
             self._scheduled.discard(key)
+            self._note_retry(key, None)
+
+    def _note_retry(self, key: str, delay_s: float | None) -> None:
+        """When the next attempt of a failed upload starts, for `cosfs status`."""
+        dirty = self.staging.get(key)
+        if dirty is not None:
+            dirty.retry_at = None if delay_s is None else time.monotonic() + delay_s
 
     async def drain(self) -> int:
         """Commit every staged file (unmount, SIGTERM: nothing is open). Returns how many failed."""
         failed = 0
         for dirty in self.staging.files():
+            if dirty.refused_now:
+                failed += 1  # kept for the operator: not retried
+                continue
             try:
                 await self.fsync(lambda dirty=dirty: dirty.key)
             except CosfsError:

@@ -102,6 +102,10 @@ class DirtyFile:
     uploading_total: int = 0
     uploaded: int = 0
     last_error: str = ""
+    # COS refused the upload of the state of `refused_generation` for good: its reason.
+    refused: str = ""
+    refused_generation: int = 0
+    retry_at: float | None = None  # time.monotonic() of the next retry of a failed upload
     # The multipart upload receiving parts while the file is written (uploader's
     # StreamingUpload), None when the file will upload at close.
     stream: Any = None
@@ -111,6 +115,11 @@ class DirtyFile:
     @property
     def clean(self) -> bool:
         return self.committed_generation == self.generation
+
+    @property
+    def refused_now(self) -> bool:
+        """COS refused this very state; a later change is a new state, tried again."""
+        return bool(self.refused) and self.refused_generation == self.generation
 
     @property
     def acknowledged(self) -> bool:

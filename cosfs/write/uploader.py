@@ -195,11 +195,14 @@ class Uploader:
             info = await self._store.upload_part(stream.key, stream.upload_id, number, body)
             crashpoints.reached("part-uploaded")
             stream.parts[number] = (dataclasses.replace(info, size_bytes=len(body)), version)
+            dirty.uploaded += len(body)  # (status: the bytes already in COS while it is written)
 
     def abandon(self, dirty: DirtyFile) -> None:
         """The file's streamed upload is no longer wanted (unlink, truncate, rename...)."""
         stream: StreamingUpload | None = dirty.stream
         dirty.stream = None
+        if stream is not None:
+            dirty.uploaded = 0
         if stream is not None and self._nursery is not None:
             if (stream.key, stream.upload_id) in dirty.upload_ids:
                 dirty.upload_ids.remove((stream.key, stream.upload_id))  # never resumed: being aborted
