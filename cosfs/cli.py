@@ -1,16 +1,19 @@
-"""Command line: `cosfs serve|mount|umount|status|sync`, COSFS-style `cosfs [-o OPTS] BUCKET
-MOUNTPOINT [-o OPTS]`, COSFS's utility mode (`cosfs -u BUCKET`), and the `mount.cosfs` helper
-that mount(8) and fstab call.
+"""Command line: `cosfs serve|mount|umount|status|sync|discard`, COSFS-style `cosfs [-o OPTS]
+BUCKET MOUNTPOINT [-o OPTS]`, COSFS's utility mode (`cosfs -u BUCKET`), and the `mount.cosfs`
+helper that mount(8) and fstab call.
 
 Parses arguments into configuration and hands over; touches COS only in utility mode, and
-never caches or FUSE itself. Configuration errors exit 78 (EX_CONFIG) from `cosfs mount`, which
-the systemd unit runs and does not restart on, and 1 from the COSFS-style forms and the mount
-helper, as COSFS and s3fs exit.
+never caches or FUSE itself. Every error of the command line or of an option value is one line
+`cosfs: ...`, never a traceback or argparse's usage dump. Configuration errors exit 78
+(EX_CONFIG) from `cosfs mount`, which the systemd unit runs and does not restart on, and 1 from
+the COSFS-style forms and the mount helper, as COSFS and s3fs exit; other commands' usage
+errors exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import mimetypes
 import os
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from cosfs import __version__, options
+from cosfs import __version__, optdocs, options
 from cosfs.config import CosConfig, FsConfig, environment, proxy_from_environment, region_endpoint
 from cosfs.credentials import CredentialProvider, read_sse_customer_key, resolve_credentials
 from cosfs.errors import EXIT_CONFIG, ConfigError, CosfsError
@@ -29,11 +32,26 @@ LOG_LEVELS = {"silent": logging.CRITICAL, "crit": logging.CRITICAL, "critical": 
               "err": logging.ERROR, "error": logging.ERROR, "wan": logging.WARNING, "warn": logging.WARNING,
               "warning": logging.WARNING, "inf": logging.INFO, "info": logging.INFO, "information": logging.INFO,
               "dbg": logging.DEBUG, "debug": logging.DEBUG}
-SUBCOMMANDS = {"serve", "mount", "umount", "unmount", "status", "sync", "-h", "--help", "--version"}
+SUBCOMMANDS = {"serve", "mount", "umount", "unmount", "status", "sync", "discard", "-h", "--help", "--version"}
 # One line that version-parsing scripts find: "V" and three numbers, as COSFS prints it.
 VERSION_LINE = f"cosfs V{__version__} (FUSE filesystem for Tencent COS; COSFS and s3fs compatible)"
 MAX_PUT_BYTES = 5 * 1024**3  # COS's largest single PUT: nomultipart's ceiling
 WARNING, INFO = logging.WARNING, logging.INFO
+EXIT_USAGE = 2  # a command line other commands cannot take (argparse's status)
+MOUNT_USAGE = ("%(prog)s [-f] [-d] [-s] [-o OPTION[=VALUE],...] [--OPTION [VALUE]...] BUCKET[:/PREFIX] MOUNTPOINT\n"
+               "       %(prog)s -u | --incomplete-mpu-abort[=all|AGE] BUCKET -o url=...")
+
+
+class UsageError(ConfigError):
+    """A command line argparse cannot take: reported in one line like any configuration error."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are raised (main prints one line and picks the exit status)
+    instead of printing the usage and exiting 2 from inside the parser."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def cache_subdir(bucket: str, prefix: str) -> str:
@@ -59,6 +77,8 @@ def parse_source(text: str) -> tuple[str, str]:
     prefix = ":".join(rest).strip("/")
     if not bucket:
         raise ConfigError("no bucket given (BUCKET-APPID[:/PREFIX])")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", bucket):
+        raise ConfigError(f"bucket {bucket!r}: a bucket name is letters, digits, '-', '.' and '_' (BUCKET-APPID)")
     return bucket, prefix + "/" if prefix else ""
 
 
@@ -78,16 +98,20 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--incomplete-mpu-abort", dest="mpu_abort", metavar="all|AGE",
                         help="utility mode: abort unfinished multipart uploads older than AGE (e.g. 1D12h; "
                         "default 24H) or all of them")
-    group = parser.add_argument_group("options (each also accepted as -o NAME[=VALUE])")
-    for opt in options.OPTIONS:
-        flag = "--" + opt.name.replace("_", "-")
-        default_text = "" if opt.default in (None, "", False) else f" (default {opt.default})"
-        if opt.kind in ("flag", "refuse"):
-            group.add_argument(flag, dest=f"opt_{opt.name}", action="store_const", const="", default=None,
-                               help=opt.help + default_text)
-        else:
-            group.add_argument(flag, dest=f"opt_{opt.name}", default=None, metavar="VALUE",
-                               help=opt.help + default_text)
+    for name in options.GROUPS:
+        title, description = optdocs.TITLES[name]
+        description = optdocs.ignored_summary() if name == "ignored" else description
+        group = parser.add_argument_group(title, description or None)
+        for opt in options.OPTIONS:
+            if opt.group != name:
+                continue
+            flag = "--" + opt.name.replace("_", "-")
+            text = argparse.SUPPRESS if name == "ignored" else optdocs.help_text(opt).replace("%", "%%")
+            if opt.kind in ("flag", "refuse"):
+                group.add_argument(flag, dest=f"opt_{opt.name}", action="store_const", const="", default=None,
+                                   help=text)
+            else:
+                group.add_argument(flag, dest=f"opt_{opt.name}", default=None, metavar=optdocs.metavar(opt), help=text)
 
 
 def parse_arguments(args: argparse.Namespace) -> options.Parsed:
@@ -271,12 +295,28 @@ def parse_bucket_size(text: str) -> int:
     return int(number) * (1024 if binary else 1000) ** power
 
 
-def disk_bytes(path: Path) -> int:
-    """Size of the filesystem `path` is (or would be created) on."""
+def disk_space(path: Path) -> tuple[int, int]:
+    """(size, bytes free to non-root) of the filesystem `path` is (or would be created) on."""
     while not path.exists():
         path = path.parent
     stats = os.statvfs(path)
-    return stats.f_blocks * stats.f_frsize
+    return stats.f_blocks * stats.f_frsize, stats.f_bavail * stats.f_frsize
+
+
+def check_diskfree(diskfree: int, cache_dir: Path) -> None:
+    """ensure_diskfree asks for more free space than the cache disk has, even once its block
+    cache (which eviction gives back) is counted: COSFS refuses to start, and so does cosfs,
+    rather than mounting a filesystem whose every write fails with ENOSPC."""
+    _, free = disk_space(cache_dir)
+    reclaimable = 0
+    for folder, _, names in os.walk(cache_dir / "blocks"):  # a live mount may be evicting: races ignored
+        for name in names:
+            with contextlib.suppress(OSError):
+                reclaimable += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    if diskfree > free + reclaimable:
+        raise ConfigError(f"ensure_diskfree={options.human_size(diskfree)} is more than the "
+                          f"{options.human_size(free + reclaimable)} free on the disk of the cache directory "
+                          f"{cache_dir}: lower it, or free space there")
 
 
 def mount_settings(args: argparse.Namespace):
@@ -315,12 +355,18 @@ def mount_settings(args: argparse.Namespace):
     if not base:
         base = "/var/cache/cosfs" if os.geteuid() == 0 else str(Path.home() / ".cache" / "cosfs")
     cache_dir = Path(base) / cache_subdir(bucket, prefix)
+    if values["del_cache"]:
+        import shutil
+
+        shutil.rmtree(cache_dir / "blocks", ignore_errors=True)
     diskfree = part if values["ensure_diskfree"] is None else int(values["ensure_diskfree"])
     if diskfree < part:
         notes.append((WARNING, f"ensure_diskfree is below multipart_size: {part // 2**20} MB are kept free"))
         diskfree = part
+    if values["ensure_diskfree"] is not None:
+        check_diskfree(diskfree, cache_dir)
     if values["free_space_ratio"] is not None:
-        diskfree = max(diskfree, disk_bytes(cache_dir) * min(int(values["free_space_ratio"]), 100) // 100)
+        diskfree = max(diskfree, disk_space(cache_dir)[0] * min(int(values["free_space_ratio"]), 100) // 100)
     timeouts = [float(values[name]) for name in ("attr_timeout", "entry_timeout") if values[name] is not None]
     if len(set(timeouts)) > 1:
         notes.append((INFO, f"attr_timeout and entry_timeout differ: the kernel is given {min(timeouts)} s for both"))
@@ -367,10 +413,6 @@ def mount_settings(args: argparse.Namespace):
     credentials = credentials_for(values, bucket)
     if values["no_check_certificate"]:
         notes.append((WARNING, "no_check_certificate: the endpoint's TLS certificate is not checked"))
-    if values["del_cache"]:
-        import shutil
-
-        shutil.rmtree(cache_dir / "blocks", ignore_errors=True)
     return MountSettings(
         mountpoint=mountpoint.resolve(),
         cos=cos,
@@ -464,9 +506,13 @@ def run_umount(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cosfs", description="Mount a Tencent Cloud COS bucket as a directory.")
+    parser = Parser(prog="cosfs", description="Mount a Tencent Cloud COS bucket as a directory. COSFS's form "
+                    "'cosfs [-o OPTIONS] BUCKET MOUNTPOINT' is 'cosfs mount'.",
+                    epilog="Exit status: 0 done; 1 failed (and configuration errors of the COSFS form and "
+                    "mount.cosfs); 2 a command line other commands cannot take; 78 a configuration error of "
+                    "'cosfs mount'.")
     parser.add_argument("--version", action="version", version=VERSION_LINE)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from cosfs.server import main as server_main
 
@@ -474,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_main.add_arguments(serve)
     serve.set_defaults(handler=server_main.run)
 
-    mount = commands.add_parser("mount", help="mount a bucket (returns once the mount is live)")
+    mount = commands.add_parser("mount", help="mount a bucket (returns once the mount is live)", usage=MOUNT_USAGE)
     add_mount_arguments(mount)
     mount.add_argument("--version", action="version", version=VERSION_LINE)
     mount.set_defaults(handler=run_mount)
@@ -486,13 +532,35 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show a mount's traffic, cache and pending uploads")
     status.add_argument("mountpoint", type=Path)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler=lambda args: _control().status_command(args.mountpoint, args.json))
+    status.add_argument("--watch", type=float, nargs="?", const=2.0, default=None, metavar="SECONDS",
+                        help="show it again every SECONDS (2 when not given) until interrupted")
+    status.set_defaults(handler=lambda args: _control().status_command(args.mountpoint, args.json,
+                                                                       watch=args.watch))
 
     sync = commands.add_parser("sync", help="upload every pending change now and wait for it")
     sync.add_argument("mountpoint", type=Path)
     sync.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
-    sync.set_defaults(handler=lambda args: _control().sync_command(args.mountpoint, args.timeout))
+    sync.add_argument("--retry-failed", action="store_true",
+                      help="also retry the uploads COS refused for good (after the cause was fixed)")
+    sync.set_defaults(handler=lambda args: _control().sync_command(args.mountpoint, args.timeout,
+                                                                   retry_failed=args.retry_failed))
+
+    discard = commands.add_parser("discard", help="drop the staged data of files COS refused for good")
+    discard.add_argument("mountpoint", type=Path)
+    discard.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a file under MOUNTPOINT")
+    discard.set_defaults(handler=lambda args: _control().discard_command(args.mountpoint, args.paths))
     return parser
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse, with what a mount cannot take reported as an unknown option and its nearest
+    name, not as argparse's list of unrecognized arguments."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "mount" and extra[0].startswith("-"):
+        raise UsageError(options.unknown_option(extra[0]))
+    if extra:
+        raise UsageError(f"unexpected argument {extra[0]!r} (see 'cosfs {args.command} --help')")
+    return args
 
 
 def _control():
@@ -520,13 +588,21 @@ def main(argv: list[str] | None = None, *, compat: bool = False) -> int:
     """`compat`: invoked as COSFS is (`cosfs [-o ...] BUCKET MNT`, or the mount helper), so a
     configuration error exits 1 as COSFS's does, not 78."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     # s3fs's `--incomplete-mpu-abort[=all|AGE] BUCKET`: bare, it must not take the bucket.
     argv = ["--incomplete-mpu-abort=24H" if arg == "--incomplete-mpu-abort" else arg for arg in argv]
     first = _first_positional(argv)
-    if argv and argv[0] not in SUBCOMMANDS and first is not None and first not in SUBCOMMANDS:
+    if argv[0] not in SUBCOMMANDS and first is not None and first not in SUBCOMMANDS:
         argv = ["mount", *argv]  # COSFS style: cosfs [-o ...] BUCKET MOUNTPOINT [-o ...]
         compat = True
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_command_line(parser, argv)
+    except UsageError as exc:
+        print(f"cosfs: {exc}", file=sys.stderr)
+        return EXIT_USAGE if argv[0] != "mount" else 1 if compat else EXIT_CONFIG
     code = _dispatch(args)
     return 1 if compat and code == EXIT_CONFIG else code
 
@@ -586,7 +662,7 @@ def mount_helper_main(argv: list[str] | None = None) -> int:
 def _check_only(argv: list[str]) -> int:
     """mount -f: parse the options (errors exit 1), mount nothing."""
     try:
-        args = build_parser().parse_args(["mount", *argv])
+        args = parse_command_line(build_parser(), ["mount", *argv])
         parse_arguments(args)
         parse_source(args.bucket or "")
     except ConfigError as exc:

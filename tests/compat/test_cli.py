@@ -167,3 +167,38 @@ def test_help_lists_every_option():
     result = cosfs("mount", "--help")
     assert result.returncode == 0, result.stderr
     assert all("--" + name.replace("_", "-") in result.stdout for name in ("use-sse", "ensure-diskfree", "noexec"))
+
+
+# --- commands whose daemon side lives in cosfs/control.py: their wiring only -----------------
+
+@pytest.mark.parametrize("argv,fields", [
+    (["sync", "/mnt/x"], {"timeout": None, "retry_failed": False}),
+    (["sync", "/mnt/x", "--retry-failed", "--timeout", "30"], {"timeout": 30.0, "retry_failed": True}),
+    (["status", "/mnt/x"], {"json": False, "watch": None}),
+    (["status", "/mnt/x", "--watch"], {"watch": 2.0}),
+    (["status", "/mnt/x", "--json", "--watch", "0.5"], {"json": True, "watch": 0.5}),
+    (["discard", "/mnt/x", "a.bin", "dir/b.bin"], {"paths": [Path("a.bin"), Path("dir/b.bin")]}),
+])
+def test_sync_status_and_discard_arguments(argv, fields):
+    args = cli.build_parser().parse_args(argv)
+    assert args.command == argv[0] and args.mountpoint == Path("/mnt/x")
+    assert {name: getattr(args, name) for name in fields} == fields
+
+
+def test_sync_status_and_discard_call_the_control_module(monkeypatch):
+    calls = []
+
+    class Control:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: calls.append((name, args, kwargs)) or 0
+
+    monkeypatch.setattr(cli, "_control", Control)
+    assert cli.main(["sync", "/mnt/x", "--retry-failed"]) == 0
+    assert cli.main(["status", "/mnt/x", "--watch"]) == 0
+    assert cli.main(["discard", "/mnt/x", "a.bin", "b.bin"]) == 0  # a command, not COSFS's BUCKET MOUNTPOINT
+    assert calls == [("sync_command", (Path("/mnt/x"), None), {"retry_failed": True}),
+                     ("status_command", (Path("/mnt/x"), False), {"watch": 2.0}),
+                     ("discard_command", (Path("/mnt/x"), [Path("a.bin"), Path("b.bin")]), {})]
+    assert "discard" in cli.SUBCOMMANDS
+    with pytest.raises(ConfigError, match="PATH"):
+        cli.build_parser().parse_args(["discard", "/mnt/x"])  # at least one path

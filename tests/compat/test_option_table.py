@@ -230,8 +230,8 @@ def test_the_table_and_the_lists_agree():
 
 
 @pytest.mark.parametrize("text,fragment", [
-    ("parallel_count=0", "parallel_count"), ("multipart_size=0", "at least 5 MB"),
-    ("multipart_size=4", "at least 5 MB"), ("multipart_threshold=1", "at least 5 MB"),
+    ("parallel_count=0", "parallel_count"), ("multipart_size=0", "at least 5 MiB"),
+    ("multipart_size=4", "at least 5 MiB"), ("multipart_threshold=1", "at least 5 MiB"),
     ("dbglevel=loud", "dbglevel"), ("storage_class=cold", "storage_class"), ("public_bucket=2", "public_bucket"),
     ("ssl_verify_hostname=5", "ssl_verify_hostname"), ("bucket_size=lots", "bucket_size"),
     ("use_cache=/nonexistent/dir,check_cache_dir_exist", "does not exist"),
