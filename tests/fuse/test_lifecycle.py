@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_server
-from tests.fuse.conftest import is_mounted, require_fuse
+from tests.fuse.conftest import is_mounted, require_fuse, sdk_client
 
 PREFLIGHT_BOUND_S = 15.0
 
@@ -268,3 +268,46 @@ def test_repeated_sigterm_never_aborts_the_drain_of_a_live_mount(stoppable_serve
     assert not is_mounted(m.path)  # unmounted cleanly: no "Transport endpoint is not connected"
     assert "SIGTERM again: still committing" in m.log_file.read_text()
     assert _staged(m.cache_dir / server.bucket)
+
+
+def test_umount_then_mount_at_once_always_works(cos_server, tmp_path, expect_log):
+    """A script's `cosfs umount; cosfs mount` on one cache directory, with a change pending
+    at each unmount: the daemon is gone (its lock released) by the time the next mount
+    takes the cache directory, or that mount waits for it."""
+    require_fuse()
+    expect_log(r"^cosfs: waiting for cosfs pid", required=False, why="a daemon still finishing its upload")
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"{cos_server.bucket}:{cos_server.secret_id}:{cos_server.secret_key}\n")
+    passwd.chmod(0o600)
+    command = [sys.executable, "-m", "cosfs", "mount", cos_server.bucket, str(mountpoint), "-o",
+               f"url={cos_server.endpoint},passwd_file={passwd},cache_dir={tmp_path / 'cache'},"
+               f"log_file={tmp_path / 'cosfs.log'},write_back_delay=30"]
+    try:
+        for round_ in range(3):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+            (mountpoint / f"f{round_}").write_bytes(b"pending at unmount")
+            result = subprocess.run([sys.executable, "-m", "cosfs", "umount", str(mountpoint)],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+    finally:
+        if is_mounted(mountpoint):
+            subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
+    fd = os.open(tmp_path / "cache" / cos_server.bucket / "lock", os.O_RDWR)
+    try:  # the last daemon uploads what was pending, then exits and releases the lock
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the last daemon did not exit"
+                time.sleep(0.05)
+    finally:
+        os.close(fd)
+    sdk = sdk_client(cos_server)
+    for round_ in range(3):
+        body = sdk.get_object(Bucket=cos_server.bucket, Key=f"f{round_}")["Body"].get_raw_stream().read()
+        assert body == b"pending at unmount"
