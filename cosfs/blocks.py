@@ -145,7 +145,7 @@ class BlockCache:
 
     def load(self) -> None:
         """Index the blocks left by an earlier mount (oldest first), drop temp files, and make
-        what an earlier version left readable to others private."""
+        every block file and directory private (whatever modes they were left with)."""
         self._dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         private_dir(self._dir)
         found: list[tuple[float, Ident, int]] = []

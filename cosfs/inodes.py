@@ -40,7 +40,8 @@ def kind_of_mode(mode: int) -> Kind:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Attr:
-    """What stat() shows; built by the namespace from LIST, HEAD or the mount's defaults."""
+    """What stat() shows; built by the namespace from a HEAD (or a directory's marker), this
+    mount's own writes, or the mount's defaults."""
 
     ino: int
     mode: int

@@ -1,19 +1,23 @@
 """The tree as the mount shows it, derived from object keys, LIST pages and HEAD replies.
 
-Rules (also in docs/semantics.md):
+Rules:
 - A key `a/b/c` is the file `c` in the directory `a/b`. A directory exists when a zero-byte
-  marker `a/b/` exists (explicit, as COSFS writes) or when any key starts with `a/b/` (implicit).
+  marker `a/b/` exists (explicit, as COSFS writes) or when any key starts with `a/b/`
+  (implicit). In a listing, an s3fs-era marker `a/b_$folder$` makes `b` a directory too.
 - A directory shadows a file of the same name: if both `a/b` and `a/b/...` exist, `b` is a
   directory and the object `a/b` is not reachable through the mount.
-- Keys whose segments cannot be file names (empty from `//`, `.`, `..`, over 1,024 bytes: the
-  FUSE limit, NUL)
-  are skipped with one warning per key.
+- Keys whose segments cannot be file names (empty from `//`, `.`, `..`, NUL, over FUSE's
+  1,024 bytes) are skipped with one warning per key. A new name whose key would pass COS's
+  850 bytes is refused (ENAMETOOLONG) at lookup and create.
 - A LIST gives each entry's size, time and ETag, never its type, mode, owner or stored
   times (x-cos-meta-*): no attribute reaches the kernel before that metadata is known, from
   a HEAD of the same version (or a directory's marker) within the stat TTL, or from our own
-  write. readdir HEADs what it does not know, `multireq_max` at a time, a batch ahead of what
-  it hands the kernel; a walk's list-ahead HEADs the entries of the folders it lists ahead.
-- A lookup sends what the parent's listing does not say (see `_lookup_remote`).
+  write. readdir HEADs what it does not know, `multireq_max` at a time, in a pipeline up to
+  DESCRIBE_WINDOW entries ahead of what it hands the kernel (describe.py); a walk's
+  list-ahead HEADs the first entries of the folders it lists ahead.
+- A lookup answers from the parent's listing when it can, and asks COS what the listing
+  does not say (`_lookup_remote`): a name the listing lacks is absent only while the
+  listing is younger than negative_cache_expire.
 """
 
 from __future__ import annotations
@@ -65,14 +69,13 @@ _UNKNOWN = object()
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DirEntry:
-    """One name in a directory listing."""
+    """One name in a directory listing; a file's ETag names the version its metadata is
+    cached under (`known_meta`)."""
 
     name: str
     kind: Kind
     key: str
-    size_bytes: int = 0
     etag: str | None = None
-    mtime_s: float = 0.0
 
 
 def usable_name(name: str) -> bool:
@@ -295,7 +298,7 @@ class Namespace:
             if slash:
                 merged.setdefault(name, DirEntry(name, Kind.DIR, prefix + name + "/"))
             elif merged.get(name, None) is None or merged[name].kind != Kind.DIR:
-                merged[name] = DirEntry(name, Kind.FILE, item.key, item.size, None, item.mtime_ns / 1e9)
+                merged[name] = DirEntry(name, Kind.FILE, item.key)
         return sorted(merged.values(), key=lambda e: e.name)
 
     def _known(self, prefix: str) -> bool:
@@ -441,7 +444,7 @@ class Namespace:
                 dirs.setdefault(base, DirEntry(base, Kind.DIR, prefix + base + "/"))
             return
         if self._accept(name, item.key):
-            files[name] = DirEntry(name, Kind.FILE, item.key, item.size_bytes, item.etag, item.last_modified_s)
+            files[name] = DirEntry(name, Kind.FILE, item.key, item.etag)
 
     def _accept(self, name: str, key: str) -> bool:
         if usable_name(name) and "/" not in name:
@@ -734,9 +737,6 @@ class Namespace:
         keys = [e.key for e in page.entries if e.key != directory.key]
         return not keys and not page.common_prefixes
 
-    def expiry(self) -> float:
-        return self._expiry()
-
     # --- tree changes (the caller holds the keys in the write-back's locks) ----------------
 
     async def make_dir(self, parent: Inode, name: str, meta: dict[str, str]) -> Inode:
@@ -814,7 +814,7 @@ class Namespace:
         self._link_targets[(key, result.etag)] = target
         now = time.time()
         head = ObjectMeta(key, len(body), result.etag, now, "application/octet-stream", result.crc64, dict(meta))
-        self.note_entry(parent.key, DirEntry(name, Kind.SYMLINK, key, len(body), result.etag, now))
+        self.note_entry(parent.key, DirEntry(name, Kind.SYMLINK, key, result.etag))
         return self.inode_from_head(parent, name, head)
 
     async def put_special(self, parent: Inode, name: str, meta: dict[str, str]) -> Inode:
@@ -823,7 +823,7 @@ class Namespace:
         key = parent.key + name
         result = await self._store.put_object(key, b"", WriteOptions(user_meta=meta))
         now = time.time()
-        self.note_entry(parent.key, DirEntry(name, Kind.FILE, key, 0, result.etag, now))
+        self.note_entry(parent.key, DirEntry(name, Kind.FILE, key, result.etag))
         return self.inode_from_head(parent, name, ObjectMeta(key, 0, result.etag, now, "application/octet-stream",
                                                               result.crc64, dict(meta)))
 
@@ -861,9 +861,7 @@ class Namespace:
             self._move_cached(inode.key, new_key)
             self._inodes.rekey_below(inode.key, new_key)
         self._inodes.move(inode.ino, new_parent.ino, new_name, new_key)
-        attr = inode.attr
-        self.note_entry(new_parent.key, DirEntry(new_name, inode.kind, new_key, attr.size_bytes, inode.etag,
-                                                 attr.mtime_ns / 1e9))
+        self.note_entry(new_parent.key, DirEntry(new_name, inode.kind, new_key, inode.etag))
 
     def _move_cached(self, old_prefix: str, new_prefix: str) -> None:
         """A directory moved: the listings and markers cached below it move with it."""
@@ -922,7 +920,7 @@ class Namespace:
         the new version. Returns those inodes."""
         now = time.time()
         prefix, _, name = key.rpartition("/")
-        self.note_entry(prefix + "/" if prefix else "", DirEntry(name, Kind.FILE, key, size, etag, now))
+        self.note_entry(prefix + "/" if prefix else "", DirEntry(name, Kind.FILE, key, etag))
         self.remember_meta(ObjectMeta(key, size, etag, now, options.content_type, crc64, dict(options.user_meta)))
         inodes = self._inodes.children_with_key(key)
         for inode in inodes:

@@ -117,7 +117,8 @@ def status_for(code: str) -> int:
 
 
 def error(code: str, message: str, resource: str = "") -> CosError:
-    """The typed exception (`cosfs.errors.cos_error`) for a COS error code."""
+    """The typed exception for a COS error code, with the status COS answers it with
+    (`cosfs.cos.outcomes.cos_error` picks the class)."""
     return cos_error(status_for(code), code, message, resource=resource)
 
 

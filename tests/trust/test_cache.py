@@ -1,4 +1,4 @@
-"""Issue item 1.7 on a real mount: block files deleted from the cache disk under a running
+"""On a real mount: block files deleted from the cache disk under a running
 mount (a cleaner, another process) are fetched again, never an ENOENT for the reader."""
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ def check_access(root) -> None:
 
 def test_stored_modes_hold_after_an_operator_lists_the_tree(cos_server, bucket, shared_mount):
     """readdir hands the kernel attributes it decides access with: with allow_other they are
-    the stored ones, never the mount's defaults (issue: ls -l then any user reads 0600)."""
+    the stored ones, never the mount's defaults (else after an `ls -l` any user could read a
+    0600 file)."""
     seed(bucket)
     mounted = shared_mount(cos_server, "allow_other")
     listing = subprocess.run(["ls", "-lR", mounted.path], capture_output=True, text=True, check=True)

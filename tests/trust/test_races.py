@@ -23,7 +23,7 @@ def copied(server, key: str) -> bool:
 
 @pytest.mark.parametrize("delay", ["0", "2"])
 def test_write_closed_while_its_directory_is_renamed_is_not_lost(server_factory, mount_factory, delay):
-    """Issue item 1.1: a file under dir1 written and closed after the walk copied its key
+    """A file under dir1 written and closed after the walk copied its key
     must end up, with its new content, under dir2; nothing is left under dir1."""
     server = server_factory("--fault", "delay=60ms")
     bucket = Bucket(server)
@@ -76,7 +76,7 @@ def test_writes_racing_a_rename_all_land_under_the_new_name(server_factory, moun
 
 
 def test_two_mounts_editing_one_object_never_lose_an_update(cos_server, bucket, mount_factory, expect_log):
-    """Issue item 1.6: mount A edits an object that mount B replaced since A read it: A's
+    """Mount A edits an object that mount B replaced since A read it: A's
     close fails, B's version stays, A's bytes are kept aside and named in the log."""
     original = os.urandom(2 * 1024 * 1024)
     bucket.put("shared.bin", original)
@@ -104,7 +104,7 @@ def test_two_mounts_editing_one_object_never_lose_an_update(cos_server, bucket, 
 
 
 def test_one_cache_directory_serves_one_mount(cos_server, bucket, mount_factory, tmp_path):
-    """Issue item 1.3: a second mount of the same bucket on the same cache directory is
+    """A second mount of the same bucket on the same cache directory is
     refused with one line; mounts of other prefixes share a `use_cache` safely."""
     shared_cache = tmp_path / "shared-cache"
     bucket.put("a/x", b"a")
