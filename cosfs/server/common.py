@@ -82,9 +82,6 @@ class Ctx:
     def method(self) -> str:
         return self.request.method
 
-    def has(self, name: str) -> bool:
-        return name in self.query
-
     @property
     def resource(self) -> str:
         if self.bucket_name is None:

@@ -222,11 +222,6 @@ class TempFile:
         self.sha256: "hashlib._Hash | None" = None
         self._closed = False
 
-    def absorb(self, chunks: list[bytes]) -> None:
-        """Hash and write chunks (blocking: call in a thread)."""
-        self.hash(chunks)
-        self.write(chunks)
-
     def hash(self, chunks: list[bytes]) -> None:
         """Update MD5/CRC64 (and SHA-256 if wanted) with chunks (blocking; releases the GIL)."""
         for chunk in chunks:
