@@ -154,6 +154,42 @@ def server_factory(tmp_path: Path) -> Iterator:
             server.stop()
 
 
+# The suite writes nothing into the home directory: a tool that keeps files there by default
+# (the official SDK's download_file keeps resume records in ~/.cos_download_tmp_file unless
+# given DumpRecordDir) is to be pointed into tmp_path. The main process lists the home
+# directory and its usual tool folders before the run and after it; a new entry fails the run.
+HOME_FOLDERS = (".", ".config", ".cache", ".local/share", ".local/state")
+HOME_BEFORE = pytest.StashKey[set[str]]()
+HOME_NEW = pytest.StashKey[list[str]]()
+
+
+def home_entries() -> set[str]:
+    home = Path(os.path.expanduser("~"))
+    found: set[str] = set()
+    for folder in HOME_FOLDERS:
+        try:
+            with os.scandir(home / folder) as entries:
+                found.update(os.path.normpath(os.path.join(folder, entry.name)) for entry in entries)
+        except OSError:
+            continue
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the main process (alone, or pytest-xdist's)
+        config.stash[HOME_BEFORE] = home_entries()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(HOME_BEFORE, None)
+    if before is None:
+        return
+    new = sorted(home_entries() - before)
+    if new:
+        session.config.stash[HOME_NEW] = new
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 # The POSIX conformance tally (tests/posix): each test's report carries its case counts in
 # user_properties, summed here, in the main process (also under pytest-xdist, whose main
 # process loads this conftest but not those of subdirectories).
@@ -166,6 +202,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    new_in_home = config.stash.get(HOME_NEW, [])
+    if new_in_home:
+        terminalreporter.section("files the tests left in the home directory", red=True)
+        home = os.path.expanduser("~")
+        for name in new_in_home:
+            terminalreporter.write_line(f"{home}/{name}")
+        terminalreporter.write_line("the run fails: point whatever wrote them into tmp_path")
     if not TALLY:
         return
     passed = sum(p for _, p, _ in TALLY)
