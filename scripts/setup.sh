@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cosfs needs on a Debian machine (run as root): apt packages, a virtualenv in
-# .venv, and the package with its test extras. Safe to run again; skips what is present.
+# .venv with the package (editable) and its test extras, and, where no cosfs is installed
+# yet, cosfs as a tool (scripts/install.sh). Safe to run again; skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,9 +34,23 @@ fi
     || { echo "setup: the virtualenv is incomplete" >&2; exit 1; }
 
 # mount(8) runs /sbin/mount.fuse.cosfs for fstab lines of type fuse.cosfs (and mount.cosfs for
-# type cosfs) with a fixed PATH, so the helpers are linked where it looks.
+# type cosfs), and the systemd units run /usr/local/bin/cosfs: those links belong to an
+# installed cosfs, never to a clone's .venv (another clone would re-point them, deleting this
+# one would leave them dangling). Where none exists yet, scripts/install.sh installs this
+# clone's cosfs into /opt/cosfs and links it; links that exist are left as they are.
 if [ "$(id -u)" = 0 ]; then
-    ln -sfn "$PWD/.venv/bin/mount.cosfs" /usr/sbin/mount.fuse.cosfs
-    ln -sfn "$PWD/.venv/bin/mount.cosfs" /usr/sbin/mount.cosfs
-    ln -sfn "$PWD/.venv/bin/cosfs" /usr/local/bin/cosfs
+    missing_links=()
+    for link in /usr/local/bin/cosfs /sbin/mount.cosfs /sbin/mount.fuse.cosfs; do
+        if [ -L "$link" ] && [ ! -e "$link" ]; then
+            echo "setup: $link points to $(readlink "$link"), which is gone;" \
+                 "bash scripts/install.sh --force installs cosfs in /opt/cosfs and re-points it" >&2
+        elif [ ! -e "$link" ]; then
+            missing_links+=("$link")
+        fi
+    done
+    if [ ${#missing_links[@]} -gt 0 ]; then
+        echo "setup: no ${missing_links[*]}: installing cosfs as a tool (scripts/install.sh)"
+        bash scripts/install.sh \
+            || echo "setup: scripts/install.sh failed; mount(8) and the systemd units will not find cosfs" >&2
+    fi
 fi
