@@ -433,6 +433,8 @@ def mount_settings(args: argparse.Namespace):
         fsname=str(values["fsname"]),
         subtype=str(values["subtype"]),
         http_debug=bool(values["curldbg"]),
+        drain_idle_s=float(values["drain_timeout"]),
+        log_format=str(values["log_format"]),
     )
 
 

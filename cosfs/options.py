@@ -186,7 +186,10 @@ OPTIONS: list[Option] = [
     # --- logging ---
     Option("dbglevel", "choice", "warn", "log level: silent, crit, err, warn, info or debug (and COSFS's other "
            "spellings: critical, error, wan, warning, inf, information, dbg)", DBGLEVELS, origin="COSFS/s3fs"),
-    Option("log_file", "str", "", "write the log to this file", shown="syslog, or stderr with -f"),
+    Option("log_file", "str", "", "write the log to this file", shown="syslog, or stderr with -f; CACHE_DIR/cosfs.log "
+           "when there is no syslog socket"),
+    Option("log_format", "choice", "text", "text, or json: one JSON object per line (time, level, logger, message) "
+           "for log shippers", ("text", "json")),
     Option("foreground", "flag", False, "stay in the foreground (logs go to stderr)"),
     Option("curldbg", "choice", "", "log every HTTP request with its status line", ("", "normal", "body"),
            origin="COSFS/s3fs", bare="normal", shown="off"),
@@ -242,11 +245,16 @@ OPTIONS: list[Option] = [
            shown="twice multipart_size"),
     Option("nomultipart", "flag", False, "never upload in parts: one PUT per file (COS takes up to 5 GiB so)",
            origin="COSFS/s3fs", group="write-back"),
+    Option("drain_timeout", "float", 30.0, "after unmount or SIGTERM, pending uploads go on until none makes progress "
+           "for this many seconds; then the daemon exits, and what is left stays journaled for the next mount",
+           group="write-back", minimum=0),
     Option("write_back_delay", "float", 0.0, "0: close() returns once the upload is committed; N: close() returns "
            "at once (change journaled) and the upload starts N seconds later", group="write-back"),
     Option("retries", "int", 5, "retries of a failed request", origin="COSFS/s3fs", minimum=0),
     Option("connect_timeout", "float", 10.0, "seconds to connect", origin="COSFS/s3fs"),
-    Option("readwrite_timeout", "float", 60.0, "seconds a request may wait for data", origin="COSFS/s3fs"),
+    Option("readwrite_timeout", "float", 60.0, "seconds a request may wait for data. Against a server that stops "
+           "answering, an operation fails with EIO after at most (retries + 1) x (connect_timeout + "
+           "readwrite_timeout) plus the backoff between attempts (7 min 6 s with the defaults)", origin="COSFS/s3fs"),
     Option("enable_content_md5", "flag", False, "send Content-MD5 with every upload, multipart parts included. "
            "Without it whole-object PUTs, appends and XML bodies carry it; parts carry it until the server has "
            "returned a part's CRC64, then each part's CRC64 is compared when it lands (before Complete makes it "

@@ -72,3 +72,15 @@ def test_retry_budget():
     assert not RetryPolicy(retries=0).should_retry(0)
     with pytest.raises(ValueError):
         RetryPolicy(retries=-1)
+
+
+def test_the_stall_bound_is_what_the_option_help_states():
+    """readwrite_timeout's help quotes the bound with the defaults (issue 21, section 1)."""
+    from cosfs import options
+    from cosfs.cos.retry import stall_bound_s
+
+    defaults = {name: options.BY_NAME[name].default for name in ("retries", "connect_timeout", "readwrite_timeout")}
+    bound = stall_bound_s(RetryPolicy(defaults["retries"]), defaults["connect_timeout"], defaults["readwrite_timeout"])
+    assert bound == 6 * (10 + 60) + (0.2 + 0.4 + 0.8 + 1.6 + 3.2)
+    minutes, seconds = divmod(int(bound), 60)
+    assert f"({minutes} min {seconds} s with the defaults)" in options.BY_NAME["readwrite_timeout"].help
