@@ -118,7 +118,8 @@ def test_one_cache_directory_serves_one_mount(cos_server, bucket, mount_factory,
     third.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "cosfs", "mount", f"{cos_server.bucket}:/a", str(third), "-o",
-         f"url={cos_server.endpoint},passwd_file={passwd},use_cache={shared_cache}"],
+         f"url={cos_server.endpoint},passwd_file={passwd},use_cache={shared_cache},"
+         f"log_file={tmp_path / 'third.log'}"],  # (so no note of where the log goes: one line in all)
         capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
