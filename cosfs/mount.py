@@ -380,16 +380,21 @@ def mount(settings: MountSettings) -> int:
             pipe.write(f"note {line}\n")
             pipe.flush()
 
+    notice: list[str] = []
+
     def report(code: int, error: str | None) -> None:
         if pipe.closed:
             return
+        if code == 0:
+            for line in notice:
+                pipe.write(f"note {line}\n")
         pipe.write(f"{code} {error or 'mounted'}\n")
         pipe.close()
 
     try:
         where = logs.setup_logging(settings)
         if not settings.log_file and not where.startswith("logging to syslog"):
-            say(where)  # not where an operator looks: no syslog socket here (a container)
+            notice.append(where)  # said once mounted: not where an operator looks (no syslog socket)
     except ConfigError as exc:
         report(EXIT_CONFIG, str(exc))
         os._exit(EXIT_CONFIG)

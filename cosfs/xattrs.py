@@ -85,7 +85,7 @@ def status_value(name: str, inode, dirty) -> bytes:
             return b"clean"
         if dirty.refused_now:
             return b"refused"
-        streaming = dirty.stream is not None  # parts go up while the file is written
+        streaming = dirty.stream is not None and bool(dirty.stream.in_flight)  # parts going up while written
         committing = dirty.uploading_total and dirty.uploaded < dirty.uploading_total
         return b"uploading" if streaming or committing else b"dirty"
     if name == "user.cosfs.etag":

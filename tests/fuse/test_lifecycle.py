@@ -311,3 +311,31 @@ def test_umount_then_mount_at_once_always_works(cos_server, tmp_path, expect_log
     for round_ in range(3):
         body = sdk.get_object(Bucket=cos_server.bucket, Key=f"f{round_}")["Body"].get_raw_stream().read()
         assert body == b"pending at unmount"
+
+
+def test_a_background_mount_says_where_it_logs_when_there_is_no_syslog(cos_server, tmp_path, expect_log):
+    """With no syslog socket (containers), the log goes to CACHE_DIR/cosfs.log and the mount's
+    output says so once it is live; with one, the mount says nothing."""
+    require_fuse()
+    expect_log(r"^cosfs: logging to ", required=False, why="the line under test")
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"{cos_server.bucket}:{cos_server.secret_id}:{cos_server.secret_key}\n")
+    passwd.chmod(0o600)
+    result = subprocess.run([sys.executable, "-m", "cosfs", "mount", cos_server.bucket, str(mountpoint), "-o",
+                             f"url={cos_server.endpoint},passwd_file={passwd},cache_dir={tmp_path / 'cache'}"],
+                            capture_output=True, text=True, timeout=60)
+    try:
+        assert result.returncode == 0, result.stderr
+        (mountpoint / "f").write_bytes(b"x")
+    finally:
+        subprocess.run([sys.executable, "-m", "cosfs", "umount", str(mountpoint)], capture_output=True, timeout=60)
+    from cosfs.logs import SYSLOG_ADDRESS, _syslog_refusal
+
+    if _syslog_refusal(SYSLOG_ADDRESS) is None:
+        assert result.stderr == ""
+    else:
+        log_file = tmp_path / "cache" / cos_server.bucket / "cosfs.log"
+        assert result.stderr.splitlines() == [f"cosfs: logging to {log_file} (no syslog socket at {SYSLOG_ADDRESS})"]
+        assert log_file.stat().st_mode & 0o777 == 0o600
