@@ -10,8 +10,8 @@ Destinations, first match wins:
 | background, a syslog socket that accepts a connection | syslog |
 | background, no syslog socket (containers) or one that refuses | CACHE_DIR/cosfs.log |
 
-A background daemon's stderr is /dev/null, so a host without syslog used to get no log at
-all, silently; the last row keeps the log where an operator already looks for the mount's
+A background daemon's stderr is /dev/null, so without this fallback a host without syslog
+would get no log at all, silently; the last row keeps the log where an operator already looks for the mount's
 state. `setup_logging` returns one line saying where the log goes, for the mount to print.
 
 `log_format=json` writes one JSON object per line (time, level, logger, message, exc) for

@@ -637,8 +637,18 @@ class Namespace:
             return self._dir_inode(parent, name, key + "/", marker)
         if head is not None:
             return self.inode_from_head(parent, name, head)
+        if listed_as in (None, Kind.DIR) and await self._legacy_dir_exists(key):
+            return self._dir_inode(parent, name, key + "/", None)
         self._negative[(parent.key, name)] = True
         raise NotFound(key)
+
+    async def _legacy_dir_exists(self, key: str) -> bool:
+        """An empty directory made by old s3fs/COSFS is only its `name_$folder$` object."""
+        try:
+            await self._store.head_object(key + LEGACY_DIR_SUFFIX)
+        except NotFound:
+            return False
+        return True
 
     def attr_for_dirty(self, dirty: DirtyFile) -> Attr:
         """A staged file: its size and mtime are the staged ones (a write changes ctime too);

@@ -111,11 +111,6 @@ class Addressing:
             return f"{self.host}/{quote_key(key)}"
         return f"/{self.bucket}/{quote_key(key)}"
 
-    def url_for(self, key: str | None, query: str = "") -> str:
-        """A readable URL (for messages; the client builds httpx.URL with a raw path)."""
-        text = f"{self.scheme}://{self.host_header}{self.raw_path(key)}"
-        return f"{text}?{query}" if query else text
-
 
 def addressing_for(
     bucket: str,

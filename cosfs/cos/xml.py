@@ -117,7 +117,6 @@ class ErrorBody:
     message: str = ""
     request_id: str = ""
     resource: str = ""
-    trace_id: str = ""
 
 
 def parse_iso_time(value: str) -> float:
@@ -200,7 +199,6 @@ def parse_error(body: bytes) -> ErrorBody | None:
         message=text(root, "Message"),
         request_id=text(root, "RequestId"),
         resource=text(root, "Resource"),
-        trace_id=text(root, "TraceId"),
     )
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -736,13 +735,3 @@ class WriteBack:
         if not self._conflicts_dir.exists():
             return []
         return sorted(self._conflicts_dir.glob("*.data"))
-
-    def describe_conflicts(self) -> list[dict]:
-        described = []
-        for path in self.conflict_files():
-            try:
-                record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                record = {}
-            described.append({"key": record.get("key", ""), "kept_in": str(path)})
-        return described

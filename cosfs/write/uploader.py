@@ -283,11 +283,6 @@ class Uploader:
 
     # --- commit ----------------------------------------------------------------------------
 
-    def single_put(self, state: Snapshot, dirty: DirtyFile) -> bool:
-        """Whether `commit` would send `state` as one PUT and nothing else (no multipart
-        upload, streamed or earlier, to finish or abort)."""
-        return state.size <= self._threshold and dirty.stream is None and not dirty.upload_ids
-
     async def commit(self, dirty: DirtyFile, state: Snapshot, *, live: bool) -> PutResult:
         """Upload `state` of the dirty file as its key's new object. `live`: the state is the
         file's live one (its streamed parts, if any, are of it)."""

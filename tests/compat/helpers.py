@@ -3,6 +3,8 @@ recording fake COS for the headers the client sends."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from cosfs import cli
 from tests.cos.fakecos import BUCKET, FakeCos
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="cosfs-compat-"))
+atexit.register(shutil.rmtree, _SCRATCH, True)  # (made at import: no fixture owns it)
 PASSWD = _SCRATCH / "passwd"
 PASSWD.write_text("AKIDcompat:compatkey\n")
 PASSWD.chmod(0o600)

@@ -126,7 +126,8 @@ async def test_a_directory_that_fits_the_lookup_list_is_listed_by_it(env):
 async def test_a_lookup_asks_only_what_the_parent_listing_does_not_say(env):
     """What a cold lookup sends: in a directory whose page was fetched, nothing for a name it
     lacks, a HEAD for a file, a LIST for a subdirectory (and a HEAD of its marker); with no
-    page, the LIST of `name/` and, only when it is empty, the HEAD of `name`; in a directory
+    page, the LIST of `name/` and, only when it is empty, the HEAD of `name` (then of
+    `name_$folder$`); in a directory
     too big for one page, both at once. Each finding still holds when the other is absent."""
     store, fs, clock = env
     await store.put_object("top.txt", b"top")
@@ -140,7 +141,7 @@ async def test_a_lookup_asks_only_what_the_parent_listing_does_not_say(env):
     assert top.size_bytes == 3 and store.counts == {"list_objects": 1, "head_object": 1}
     with pytest.raises(NotFound):
         await fs.lookup(ROOT_INO, "absent")
-    assert store.counts == {"list_objects": 2, "head_object": 2}
+    assert store.counts == {"list_objects": 2, "head_object": 3}  # (and absent_$folder$)
     store.counts.clear()
     d = await fs.lookup(ROOT_INO, "dir")
     assert store.counts == {"list_objects": 1}
@@ -238,11 +239,22 @@ async def test_negative_cache_and_shadowing(env):
     for _ in range(3):
         with pytest.raises(NotFound):
             await fs.lookup(ROOT_INO, "ghost")
-    assert store.counts["head_object"] == 1
+    assert store.counts["head_object"] == 2  # ghost, then ghost_$folder$ (an old s3fs empty directory)
     clock.now += 11
     with pytest.raises(NotFound):
         await fs.lookup(ROOT_INO, "ghost")
-    assert store.counts["head_object"] == 2
+    assert store.counts["head_object"] == 4
+
+
+async def test_an_empty_directory_of_old_s3fs_is_found_by_a_cold_lookup(env):
+    """`name_$folder$` alone (old s3fs and COSFS made empty directories so): a readdir shows
+    a directory, and so does a lookup that no listing answers."""
+    store, fs, clock = env
+    await store.put_object("old_$folder$", b"")
+    assert stat.S_ISDIR((await fs.lookup(ROOT_INO, "old")).mode)
+    clock.now += 61  # the entry expired: asked again
+    assert stat.S_ISDIR((await fs.lookup(ROOT_INO, "old")).mode)
+    assert "old" in [name for name, _ in await listdir(fs, ROOT_INO)]
 
 
 async def test_posix_metadata_from_cosfs_headers(env):

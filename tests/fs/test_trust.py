@@ -61,7 +61,7 @@ async def wait_for(condition, what: str) -> None:
 
 
 async def test_failed_rename_over_a_pending_file_changes_neither_name(tmp_path):
-    """Issue item 1.4: the target's acknowledged (journaled) data survives a failed rename."""
+    """The target's acknowledged (journaled) data survives a failed rename."""
     store = MemoryStore()
     await store.put_object("source", b"source bytes")
     async with trio.open_nursery() as nursery:
@@ -182,7 +182,7 @@ async def test_o_trunc_of_a_journaled_file_leaves_its_acknowledged_state(tmp_pat
 
 
 async def test_a_journal_of_another_bucket_is_never_replayed(tmp_path, caplog):
-    """Issue item 1.3: a record names its bucket and endpoint; another mount's is kept."""
+    """A record names its bucket and endpoint; another mount's is kept."""
     store = MemoryStore()
     async with trio.open_nursery() as nursery:
         fs = await start(store, tmp_path, nursery, write_back_delay_s=3600)
@@ -214,7 +214,7 @@ async def test_recovery_refuses_a_record_whose_data_is_missing(tmp_path):
 
 
 async def test_edit_of_an_object_replaced_elsewhere_is_a_conflict_not_a_lost_update(tmp_path, caplog):
-    """Issue item 1.6: the commit checks the base version; on a conflict the local data is
+    """The commit checks the base version; on a conflict the local data is
     kept aside, the commit fails, and nothing is retried or overwritten."""
     store = MemoryStore()
     original = bytes(range(256)) * 4096  # 1 MiB
@@ -278,7 +278,7 @@ async def test_directory_rename_moves_staged_files_and_their_commits(tmp_path):
 
 
 async def test_a_huge_object_posing_as_a_symlink_is_refused_before_any_get(tmp_path):
-    """Issue item 3: readlink checks the size (from HEAD) against PATH_MAX before any GET."""
+    """Readlink checks the size (from HEAD) against PATH_MAX before any GET."""
     store = MemoryStore()
     await store.put_object("link", b"x" * (8 * MiB), WriteOptions(user_meta={"mode": str(0o120777)}))
     await store.put_object("ok", b"target/file", WriteOptions(user_meta={"mode": str(0o120777)}))

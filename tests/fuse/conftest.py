@@ -177,8 +177,8 @@ def mount_factory(tmp_path: Path, expect_log: LogCheck) -> Iterator:
             raise errors[0]
 
 
-# What tests of this directory expect in their daemon's log, declared here because their files
-# could not be edited when the log check landed: move into the tests as expect_log(...).
+# What tests of this directory expect in their daemon's log, declared by test id (expect_log
+# in the test itself says the same for new tests).
 _READ = "tests/fuse/test_read_mount.py::"
 for _key in ("odd//",):
     declare_for(_READ + "test_odd_keys_are_skipped_not_fatal",

@@ -105,9 +105,10 @@ def test_cosfs_style_and_mount_helper_and_fstab(cos_server, mountpoint, tmp_path
     assert result.returncode == 0, result.stderr
     assert os.listdir(mountpoint) == ["inside.txt"]
     assert subprocess.run([FUSERMOUNT, "-u", str(mountpoint)]).returncode == 0
-    # An fstab line, mounted by mount(8), which runs /sbin/mount.fuse.cosfs (scripts/setup.sh links it).
-    helper = Path("/usr/sbin/mount.fuse.cosfs")
-    assert helper.exists(), "mount.fuse.cosfs is not installed: run scripts/setup.sh as root"
+    # An fstab line, mounted by mount(8), which runs /sbin/mount.fuse.cosfs (scripts/install.sh
+    # links it to the cosfs installed as a tool, which is what this runs).
+    helper = Path("/sbin/mount.fuse.cosfs")
+    assert helper.exists(), "mount.fuse.cosfs is not installed: run scripts/install.sh as root"
     fstab = tmp_path / "fstab"
     fstab.write_text(f"{cos_server.bucket} {mountpoint} fuse.cosfs _netdev,{opts} 0 0\n")
     result = subprocess.run(["mount", "-T", str(fstab), str(mountpoint)], capture_output=True, text=True, timeout=60)

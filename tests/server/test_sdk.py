@@ -177,11 +177,13 @@ def test_upload_file_and_download_file_with_crc(sdk, tmp_path):
     assert head["Content-Length"] == str(len(data))
     assert head["x-cos-hash-crc64ecma"] == str(crc64.crc64(data))
     down = tmp_path / "down.bin"
+    records = str(tmp_path / "download-records")  # (the SDK's resume records go to $HOME otherwise)
     client.download_file(Bucket=bucket, Key="files/up.bin", DestFilePath=str(down), PartSize=1, MAXThread=4,
-                         EnableCRC=True)
+                         EnableCRC=True, DumpRecordDir=records)
     assert down.read_bytes() == data
     small = tmp_path / "small.bin"
-    client.download_file(Bucket=bucket, Key="files/up.bin", DestFilePath=str(small), PartSize=20)
+    client.download_file(Bucket=bucket, Key="files/up.bin", DestFilePath=str(small), PartSize=20,
+                         DumpRecordDir=records)
     assert small.read_bytes() == data
     # upload_file_from_buffer (multipart from a stream)
     client.upload_file_from_buffer(Bucket=bucket, Key="files/buf.bin", Body=io.BytesIO(data), MaxBufferSize=2,

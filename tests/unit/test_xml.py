@@ -100,7 +100,7 @@ def test_error_body():
 <Resource>b.cos.ap-guangzhou.myqcloud.com/k</Resource><RequestId>NjE2</RequestId><TraceId>tr</TraceId></Error>"""
     info = cosxml.parse_error(body)
     assert info == cosxml.ErrorBody("NoSuchKey", "The specified key does not exist.", "NjE2",
-                                    "b.cos.ap-guangzhou.myqcloud.com/k", "tr")
+                                    "b.cos.ap-guangzhou.myqcloud.com/k")
     assert cosxml.error_in_body(b"  \n" + body[body.index(b"<Error"):]) is not None
     assert cosxml.error_in_body(b"<CopyObjectResult><ETag>x</ETag></CopyObjectResult>") is None
     assert cosxml.parse_error(b"") is None
