@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs cosfs as a tool, as root: a virtualenv of its own (default /opt/cosfs) holding
-# cosfs from a wheel, and the links that mount(8), fstab, the systemd units and operators use:
+# cosfs from a wheel, and the links that mount(8), fstab, the systemd units and operators use
+# (and the man pages cosfs(1), mount.cosfs(8) under /usr/local/share/man):
 #
 #   /usr/local/bin/cosfs     -> PREFIX/bin/cosfs
 #   /sbin/mount.cosfs        -> PREFIX/bin/mount.cosfs   (fstab type cosfs)
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
         --force) FORCE=1; shift ;;
         --no-deps) DEPS=0; shift ;;
         --root) ROOT=${2:?--root needs a directory}; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -98,5 +99,13 @@ for ((i = 0; i < ${#LINKS[@]}; i += 2)); do
     mkdir -p "$(dirname "$path")"
     ln -sfn "$want" "$path"
     echo "install: $path -> $want"
+done
+# The manual pages generated from the option table (python -m cosfs.optdocs --write).
+for page in "$REPO"/docs/man/*.[18]; do
+    [ -f "$page" ] || continue
+    section=${page##*.}
+    mkdir -p "$ROOT/usr/local/share/man/man$section"
+    install -m 644 "$page" "$ROOT/usr/local/share/man/man$section/"
+    echo "install: $ROOT/usr/local/share/man/man$section/$(basename "$page")"
 done
 echo "install: $("$PREFIX/bin/cosfs" --version)"

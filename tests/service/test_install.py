@@ -104,6 +104,9 @@ def test_install_script_links_into_its_own_virtualenv_and_refuses_foreign_links(
     assert run(root / "usr" / "local" / "bin" / "cosfs", "--version").stdout.startswith("cosfs V0.1.0")
     helper = run(root / "sbin" / "mount.fuse.cosfs", "--help").stdout
     assert helper.startswith("usage: cosfs mount")
+    for page in ("man1/cosfs.1", "man8/mount.cosfs.8"):  # the pages generated from the option table
+        installed = root / "usr" / "local" / "share" / "man" / page
+        assert installed.read_text() == (Path(INSTALL).parent.parent / "docs" / "man" / installed.name).read_text()
 
     again = run(*args)  # its own links: an upgrade needs no --force
     assert "nothing was changed" not in again.stderr
