@@ -713,7 +713,8 @@ class Bench:
         """Initiate, 8 curl processes each PUT one part at once, complete: all timed."""
         start = time.perf_counter()
         out = self.workdir / "initiate.xml"
-        process = self.children.start(self.curl("-X", "POST", "--data-binary", "", "-o", str(out), self.url(key, "uploads=")))
+        process = self.children.start(self.curl("-X", "POST", "--data-binary", "", "-o", str(out),
+                                                self.url(key, "uploads=")))
         cpu, rss = self.children.reap([process], 60)
         text = out.read_text()
         if "<UploadId>" not in text:
@@ -946,7 +947,8 @@ class Daemon:
             opts = f"url={bench.endpoint},use_path_request_style,passwd_file={passwd},endpoint={REGION}"
             command = ["s3fs", BUCKET, str(self.mnt), "-f", "-o", opts + (f",{extra}" if extra else "")]
         elif tool == "rclone":
-            command = [RCLONE, "mount", f"bench:{BUCKET}", str(self.mnt), "--config", str(bench.workdir / "rclone.conf"),
+            command = [RCLONE, "mount", f"bench:{BUCKET}", str(self.mnt),
+                       "--config", str(bench.workdir / "rclone.conf"),
                        "--vfs-cache-mode", "full", "--cache-dir", str(self.cache), "--log-file", str(log),
                        "--log-level", "INFO", *extra.split()]
         else:
@@ -970,8 +972,9 @@ class Daemon:
             bench.args.profile.mkdir(parents=True, exist_ok=True)
             out = bench.args.profile / f"{name}.folded"
             self.profiler = bench.children.start(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.pid), "--rate", "250", "--format", "raw", "--nonblocking",
-                 "-o", str(out)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.pid), "--rate", "250",
+                 "--format", "raw", "--nonblocking", "-o", str(out)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def close(self) -> None:
         """Unmount (retrying while busy, lazily at last), then wait for the daemon; by PID only."""
@@ -980,7 +983,7 @@ class Daemon:
         if self.profiler is not None:
             self.profiler.send_signal(signal.SIGINT)
             self.bench.children.reap([self.profiler], 60)
-        for attempt in range(20):
+        for _attempt in range(20):
             if not mounted(self.mnt):
                 break
             subprocess.run(["fusermount3", "-u", str(self.mnt)], stderr=subprocess.DEVNULL, check=False, timeout=120)
@@ -1031,8 +1034,10 @@ def speedup(row: Row, cosfs: float, other: float) -> float:
 def markdown(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     right = [False] + [True] * (len(header) - 1)
-    line = lambda cells: "| " + " | ".join(c.rjust(w) if r else c.ljust(w)
-                                           for c, w, r in zip(cells, widths, right)) + " |"
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)) + " |"
+
     rule = "|" + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2)) for w, r in zip(widths, right)) + "|"
     return "\n".join([line(header), rule] + [line(r) for r in body])
 

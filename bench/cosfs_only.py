@@ -179,8 +179,8 @@ class Mount:
         passwd.chmod(0o600)
         self.cache_dir = cache_dir or workdir / f"{name}-cache"
         opts = f"url={endpoint},passwd_file={passwd},cache_dir={self.cache_dir},log_file={workdir / name}.log"
-        self.process = subprocess.Popen([sys.executable, "-m", "cosfs", "mount", BUCKET, str(self.path), "-f", "-o", opts],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen([sys.executable, "-m", "cosfs", "mount", BUCKET, str(self.path),
+                                         "-f", "-o", opts], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not os.path.ismount(self.path):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -298,7 +298,8 @@ def main() -> None:
     secret_id, secret_key = "AKIDbench000000000000", os.urandom(16).hex()
     server = subprocess.Popen([sys.executable, "-m", "cosfs", "serve", "--root", str(workdir / "root"),
                                "--address", "127.0.0.1:0", "--bucket", BUCKET, "--secret-id", secret_id],
-                              env={**os.environ, "COSFS_SERVE_SECRET_KEY": secret_key}, stdout=subprocess.PIPE, text=True)
+                              env={**os.environ, "COSFS_SERVE_SECRET_KEY": secret_key},
+                              stdout=subprocess.PIPE, text=True)
     mounts: list[Mount] = []
     rows: list[tuple[str, str, str, str]] = []
     try:

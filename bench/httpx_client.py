@@ -56,7 +56,8 @@ class Raw:
         return f"{self.endpoint}/{self.bucket}/{quote(key, safe='/-_.~')}", params, headers
 
     async def get(self, client: httpx.AsyncClient, key: str, first: int | None = None, last: int | None = None) -> int:
-        url, params, headers = self.sign("GET", key, headers={} if first is None else {"range": f"bytes={first}-{last}"})
+        headers = {} if first is None else {"range": f"bytes={first}-{last}"}
+        url, params, headers = self.sign("GET", key, headers=headers)
         total = 0
         async with client.stream("GET", url, params=params, headers=headers) as reply:
             if reply.status_code not in (200, 206):

@@ -357,7 +357,8 @@ def _from_file(path: Path, bucket: str, *, sts: bool, group_readable: bool = Fal
     if creds.expires_at_s is not None:
         return StsFileCredentials(path, creds)
     if sts:
-        raise CredentialsError(f"cam_role=sts needs {path} in STS form: lines " + ", ".join(f"{f}=" for f in STS_FIELDS))
+        raise CredentialsError(f"cam_role=sts needs {path} in STS form: lines "
+                               + ", ".join(f"{f}=" for f in STS_FIELDS))
     return StaticCredentials(creds)
 
 

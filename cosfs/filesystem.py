@@ -512,7 +512,8 @@ class CosFilesystem:
             return
         if ino == ROOT_INO and name == xattrs.MOUNT_DISCARD:
             self._owner_only(caller_uid, name)
-            await self.writeback.discard_refused(self.config.prefix + value.decode("utf-8", "surrogateescape").strip("/"))
+            key = self.config.prefix + value.decode("utf-8", "surrogateescape").strip("/")
+            await self.writeback.discard_refused(key)
             return
         self._check_writable()
         xattrs.check_settable(name, value)

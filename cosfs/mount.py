@@ -114,10 +114,12 @@ async def _check_bucket(client: CosClient, cos: CosConfig) -> None:
     except AccessDenied as exc:
         code = await _denial_code(client, exc)
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            raise ConfigError(f"COS refused the credentials for bucket {cos.bucket} ({code}): check SecretId and SecretKey") from None
+            raise ConfigError(f"COS refused the credentials for bucket {cos.bucket} ({code}):"
+                              " check SecretId and SecretKey") from None
         if code == "RequestTimeTooSkewed":
             raise ConfigError("COS refused the request because this machine's clock is off: sync it (NTP)") from None
-        raise ConfigError(f"access to bucket {cos.bucket} denied ({code or 'AccessDenied'}): check the keys' permissions") from None
+        raise ConfigError(f"access to bucket {cos.bucket} denied ({code or 'AccessDenied'}):"
+                          " check the keys' permissions") from None
     except TransientError as exc:
         # Not a configuration error: a service manager may retry it.
         raise TransientError(f"cannot reach {cos.endpoint_url}: {exc}") from None

@@ -889,7 +889,8 @@ class Namespace:
                 self._listed_at[rekeyed(prefix)] = started
         for prefix in [p for p in self._markers if p.startswith(old_prefix)]:
             marker = self._markers.pop(prefix)
-            self._markers[rekeyed(prefix)] = None if marker is None else dataclasses.replace(marker, key=rekeyed(prefix))
+            self._markers[rekeyed(prefix)] = (None if marker is None
+                                              else dataclasses.replace(marker, key=rekeyed(prefix)))
 
     async def rewrite_meta(self, inode: Inode, meta: dict[str, str]) -> None:
         """chmod/chown/utimens/xattrs of a committed object: a self-copy with the metadata

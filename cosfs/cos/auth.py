@@ -198,7 +198,8 @@ def verify_cos(
     if start_s < key_start or end_s > key_end:
         raise AuthFailure("AccessDenied", "q-sign-time must lie within q-key-time")
     if start_s > now_s + MAX_CLOCK_SKEW_S:
-        raise AuthFailure("RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.")
+        raise AuthFailure("RequestTimeTooSkewed",
+                          "The difference between the request time and the server's time is too large.")
     if now_s > end_s:
         raise AuthFailure("AccessDenied", "Request has expired")
     wanted_params = [p for p in fields.get("q-url-param-list", "").split(";") if p]
@@ -350,7 +351,8 @@ def verify_sigv4(
         if now_s > signed_at + expires_s:
             raise AuthFailure("AccessDenied", "Request has expired")
     elif abs(now_s - signed_at) > MAX_CLOCK_SKEW_S:
-        raise AuthFailure("RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.")
+        raise AuthFailure("RequestTimeTooSkewed",
+                          "The difference between the request time and the server's time is too large.")
     missing = [n for n in signed_names if n not in headers]
     if missing:
         raise AuthFailure("SignatureDoesNotMatch", f"signed header {missing[0]} is absent")

@@ -18,8 +18,9 @@ Integrity: PUT, APPEND and the XML bodies carry Content-MD5 (unless `config.cont
 "never"), Upload Part too with "always", and with "auto" (the default) until a part's reply
 has shown the server returns CRC64: MD5 costs ~1.4 s of CPU per GiB, and a part whose CRC64
 differs is refused (and sent again) before Complete can make it visible. PUT and Upload Part
-compare the returned CRC64 with the local one; whole-object GETs and streams are checked against `x-cos-hash-crc64ecma`; Complete
-checks the returned CRC64 against the combination of the parts' CRCs when all are known.
+compare the returned CRC64 with the local one; whole-object GETs and streams are checked against
+`x-cos-hash-crc64ecma`; Complete checks the returned CRC64 against the combination of the
+parts' CRCs when all are known.
 A server without CRC64 (S3-compatible, not COS) is never failed for it: an MD5-shaped ETag
 of a PUT or part must then be the MD5 of the bytes sent (unless the object is encrypted),
 and GETs go unchecked.
@@ -557,7 +558,8 @@ class CosClient:
             return await s3_servers.committed_version(self.head_object, call, done, ordered)
         return done
 
-    async def _completed_anyway(self, key: str, parts: Sequence[PartInfo], expected_crc: int | None) -> PutResult | None:
+    async def _completed_anyway(self, key: str, parts: Sequence[PartInfo],
+                                expected_crc: int | None) -> PutResult | None:
         """After an ambiguous Complete: the object, if it is these parts joined (their size,
         and their combined CRC64, or without CRCs an ETag of as many parts), else None."""
         try:

@@ -17,7 +17,7 @@ read it; tests/unit/test_outcomes.py holds its vectors.
 | 409 (PathConflict, AppendPositionErr...) | FAIL | CosConflict (EEXIST) |
 | EntityTooLarge | FAIL | CosTooLarge (EFBIG) |
 | anything else | FAIL | CosError (EIO) |
-"""
+"""  # noqa: E501 (a table row)
 
 from __future__ import annotations
 

@@ -238,7 +238,8 @@ class _Exchange:
         if no_body or (length is not None and b"transfer-encoding" not in headers):
             self.left = 0 if no_body else int(length)  # h11 has checked it is a number
             self.conn.pending = rest
-            self.reusable = (response.http_version == b"1.1" and b"close" not in headers.get(b"connection", b"").lower())
+            self.reusable = (response.http_version == b"1.1"
+                             and b"close" not in headers.get(b"connection", b"").lower())
             if self.left == 0:
                 self._finish()
         else:

@@ -10,11 +10,18 @@ produce the exact documents COS sends or expects.
 
 from __future__ import annotations
 
+import calendar as _calendar
+import dataclasses as _dataclasses
+import datetime as _datetime
 import re
+import re as _re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
+from collections.abc import Sequence as _Sequence
 from typing import Union
+from urllib.parse import unquote as _unquote
 
+from cosfs.cos import store as _store
 from cosfs.errors import ProtocolError
 
 MAX_XML_BYTES = 16 * 1024 * 1024
@@ -97,14 +104,6 @@ def _fill(parent: ET.Element, children: Iterable[tuple[str, Child]]) -> None:
 # name is not checked: COS names are given for reference), and returns the frozen value types
 # of `cosfs.cos.store`.
 
-import calendar as _calendar
-import dataclasses as _dataclasses
-import datetime as _datetime
-import re as _re
-from collections.abc import Sequence as _Sequence
-from urllib.parse import unquote as _unquote
-
-from cosfs.cos import store as _store
 
 _ISO_TIME = _re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
 

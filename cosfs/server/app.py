@@ -186,8 +186,9 @@ class App:
                 return buckets.list_buckets(ctx, self.storage)
             raise CosError("MethodNotAllowed", "The specified method is not allowed against this resource.")
         if not BUCKET_RE.fullmatch(ctx.bucket_name):
-            raise CosError("InvalidBucketName", "The specified bucket is not valid.") if method == "PUT" and not ctx.key \
-                else CosError("NoSuchBucket", "The specified bucket does not exist.")
+            if method == "PUT" and not ctx.key:
+                raise CosError("InvalidBucketName", "The specified bucket is not valid.")
+            raise CosError("NoSuchBucket", "The specified bucket does not exist.")
         bucket = self.storage.get(ctx.bucket_name)
         if not ctx.key:
             if method == "PUT" and not ctx.query:

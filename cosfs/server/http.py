@@ -447,7 +447,8 @@ class Connection:
             code, message = "RequestTimeout", ("Your socket connection to the server was not read from or written "
                                                "to within the timeout period.")
         elif exc.error_status_hint == 431 or "exceeds" in str(exc) or "too long" in str(exc).lower():
-            code, message = "RequestHeaderSectionTooLarge", "Your request header section exceeds the maximum allowed size."
+            code = "RequestHeaderSectionTooLarge"
+            message = "Your request header section exceeds the maximum allowed size."
         else:
             code, message = "InvalidRequest", f"Bad HTTP request: {exc}"
         response = self.error_response(400, code, message)

@@ -184,8 +184,9 @@ def list_uploads_result(bucket: str, prefix: str, delimiter: str, key_marker: st
         children.append(("Delimiter", enc(delimiter)))
     for upload in uploads:
         children.append(
-            ("Upload", [("Key", enc(upload.key)), ("UploadId", upload.upload_id), ("StorageClass", upload.storage_class),
-                        ("Initiator", _owner()), ("Owner", _owner()), ("Initiated", iso_time(upload.initiated))])
+            ("Upload", [("Key", enc(upload.key)), ("UploadId", upload.upload_id),
+                        ("StorageClass", upload.storage_class), ("Initiator", _owner()), ("Owner", _owner()),
+                        ("Initiated", iso_time(upload.initiated))])
         )
     children += [("CommonPrefixes", [("Prefix", enc(p))]) for p in prefixes]
     return build("ListMultipartUploadsResult", children)

@@ -10,7 +10,6 @@ import http.server
 import ssl
 import subprocess
 import threading
-from pathlib import Path
 
 import httpx
 import pytest

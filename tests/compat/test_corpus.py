@@ -99,7 +99,7 @@ def mounted_argv(line: Line, server, tmp_path: Path) -> tuple[list[str], Path]:
 
 @pytest.mark.parametrize("line", [line for line in CORPUS if line.mount],
                          ids=[line.source for line in CORPUS if line.mount])
-def test_lines_mount_a_local_bucket(line: Line, tmp_path, cos_server, server_factory, expect_log):
+def test_lines_mount_a_local_bucket(line: Line, tmp_path, cos_server, server_factory, expect_log):  # noqa: F811 (fixture)
     require_fuse()
     server = server_factory("--security-token", TOKEN) if line.sts else cos_server
     argv, folder = mounted_argv(line, server, tmp_path)

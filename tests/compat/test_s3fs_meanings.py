@@ -112,7 +112,7 @@ def test_an_open_reads_what_another_host_closed(cos_server, mount_factory):
         handle.write(b" and B")
     assert _read(a.path / "f") == b"v4 by A and B"
     os.unlink(a.path / "f")
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         with pytest.raises(FileNotFoundError):
             _read(b.path / "f")
     with pytest.raises(FileNotFoundError):

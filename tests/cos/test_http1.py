@@ -17,7 +17,8 @@ CORPUS = [
     ("chunked with extensions and trailers", "GET",
      b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3;name=value\r\nabc\r\nA\r\n0123456789\r\n"
      b"0;last\r\nx-cos-trailer: 1\r\nother: 2\r\n\r\n", 200, b"abc0123456789", True, b""),
-    ("chunked, upper-case hex", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n",
+    ("chunked, upper-case hex", "GET",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n",
      200, b"0123456789", True, b""),
     ("HEAD with a Content-Length", "HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n", 200, b"", True, b""),
     ("HEAD announcing chunks", "HEAD", b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n", 404, b"",

@@ -98,11 +98,11 @@ async def test_a_crashing_background_task_leaves_the_mount_up_and_the_data_kept(
                 store.fail_next("list_objects", Bug("injected"), times=2)
                 for d in range(4):
                     entries = []
-                    for attempt in range(3):  # a readdir that meets the bug fails once (EIO), not the mount
+                    for _attempt in range(3):  # a readdir that meets the bug fails once (EIO), not the mount
                         try:
                             sub = await fs.lookup(t.ino, f"d{d}")
                             fh = fs.opendir(sub.ino)
-                            await fs.readdir(fh, 0, lambda name, attr, offset: entries.append(name) or True)
+                            await fs.readdir(fh, 0, lambda name, attr, offset: entries.append(name) or True)  # noqa: B023 (called at once)
                             fs.releasedir(fh)
                             break
                         except Bug:

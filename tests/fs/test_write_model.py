@@ -121,7 +121,7 @@ class WriteModel(RuleBasedStateMachine):
             self.create(name, chunk)
             fh = self.handles.pop(name)
 
-            async def step(fs):
+            async def step(fs, fh=fh):  # bound now, though self.run() calls it in this iteration
                 await fs.flush(fh)
                 fs.release(fh)
 

@@ -229,8 +229,8 @@ def test_kernel_options_reach_the_mount(cos_server, mountpoint, tmp_path):
 
 def test_fstab_fake_mount_mounts_nothing(cos_server, mountpoint, tmp_path):
     fstab = tmp_path / "fstab"
-    fstab.write_text(f"{cos_server.bucket} {mountpoint} fuse.cosfs _netdev,{','.join(base_options(cos_server, tmp_path))}"
-                     " 0 0\n")
+    options = ",".join(base_options(cos_server, tmp_path))
+    fstab.write_text(f"{cos_server.bucket} {mountpoint} fuse.cosfs _netdev,{options} 0 0\n")
     result = subprocess.run(["mount", "-f", "-T", str(fstab), str(mountpoint)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr

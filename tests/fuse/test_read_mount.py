@@ -57,7 +57,8 @@ def test_tree_stat_and_checksums(cos_server, sdk, mount_factory):
     found = subprocess.run(["find", ".", "-type", "f"], cwd=m.path, capture_output=True, text=True, check=True)
     assert sorted(found.stdout.split()) == sorted(
         ["./top.txt", "./implicit/deep/leaf.txt"] + [f"./files/{n}" for n in SIZES])
-    du = subprocess.run(["du", "-s", "--apparent-size", "-B1", "files"], cwd=m.path, capture_output=True, text=True, check=True)
+    du = subprocess.run(["du", "-s", "--apparent-size", "-B1", "files"], cwd=m.path, capture_output=True, text=True,
+                        check=True)
     assert int(du.stdout.split()[0]) >= sum(SIZES.values())
     listing = subprocess.run(["ls", "-l", "files"], cwd=m.path, capture_output=True, text=True, check=True)
     sizes = {line.split()[-1]: int(line.split()[4]) for line in listing.stdout.splitlines()[1:]}

@@ -28,7 +28,8 @@ def test_status_sync_and_file_state(cos_server, mount_factory):
     assert "pending.bin" not in keys  # write-back: not uploaded yet
     result = cosfs("sync", str(m.path))
     assert result.returncode == 0, result.stderr
-    body = sdk_client(cos_server).get_object(Bucket=cos_server.bucket, Key="pending.bin")["Body"].get_raw_stream().read()
+    reply = sdk_client(cos_server).get_object(Bucket=cos_server.bucket, Key="pending.bin")
+    body = reply["Body"].get_raw_stream().read()
     assert body == b"x" * 3_000_000
     assert os.getxattr(path, "user.cosfs.state") == b"clean"
     etag = sdk_client(cos_server).head_object(Bucket=cos_server.bucket, Key="pending.bin")["ETag"].strip('"')

@@ -124,8 +124,8 @@ class RcloneServer:
 
     def completed_multipart(self, key: str) -> bool:
         """rclone logged (INFO) the rename of a completed multipart upload's temporary into `key`."""
-        pattern = re.compile(rf"\.rclone_temp_multipart_\S+: Moved \(server-side\) to: {re.escape(self.bucket + '/' + key)}$",
-                             re.MULTILINE)
+        target = re.escape(self.bucket + "/" + key)
+        pattern = re.compile(rf"\.rclone_temp_multipart_\S+: Moved \(server-side\) to: {target}$", re.MULTILINE)
         return pattern.search(self.log()) is not None
 
     def log(self) -> str:
@@ -205,7 +205,7 @@ def rclone_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rc
 
 
 @pytest.fixture
-def s3_mount(rclone_server: RcloneServer, mount_factory, expect_log) -> Iterator:
+def s3_mount(rclone_server: RcloneServer, mount_factory, expect_log) -> Iterator:  # noqa: F811 (fixtures)
     """`s3_mount(*options, name=None)` mounts the rclone bucket with cosfs speaking S3
     (S3_OPTIONS) and returns tests/fuse's Mounted; unmounted (and their logs checked against
     expect_log) before rclone stops."""

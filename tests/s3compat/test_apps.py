@@ -49,7 +49,8 @@ def make_tree(root: Path) -> Path:
 def assert_same_tree(local: Path, mounted: Path) -> int:
     """diff -r, plus the type, mode and mtime (seconds) of every entry and every symlink's
     target, as the mount shows them; returns the number of regular files."""
-    result = subprocess.run(["diff", "-r", "--no-dereference", str(local), str(mounted)], capture_output=True, text=True)
+    result = subprocess.run(["diff", "-r", "--no-dereference", str(local), str(mounted)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, f"diff -r found differences:\n{result.stdout[:3000]}{result.stderr[:1000]}"
     files = 0
     for path in sorted(local.rglob("*")):
@@ -153,7 +154,8 @@ def test_sqlite_database_on_the_mount(rclone_server, s3_mount, tmp_path):
     try:
         assert local.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert local.execute("SELECT count(*) FROM items").fetchone()[0] == 495
-        assert local.execute("SELECT count(*) FROM items WHERE name = 'renamed'").fetchone()[0] == 70  # 71 multiples of 7, less 301 deleted
+        # 71 multiples of 7, less 301 deleted
+        assert local.execute("SELECT count(*) FROM items WHERE name = 'renamed'").fetchone()[0] == 70
     finally:
         local.close()
     assert sorted(rclone_server.served_tree()) == ["app.sqlite"], "journal left behind"

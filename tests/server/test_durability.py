@@ -220,7 +220,8 @@ async def test_directory_entries_are_fsynced(tmp_path: Path, fsyncs: FsyncWatch)
 
         assert (await cos.request("PUT", "", bucket="another-1250000000")).status_code == 200
         assert root in fsyncs.take()
-        assert (await cos.request("PUT", "", params={"acl": ""}, headers={"x-cos-acl": "public-read"})).status_code == 200
+        reply = await cos.request("PUT", "", params={"acl": ""}, headers={"x-cos-acl": "public-read"})
+        assert reply.status_code == 200
         assert bucket_dir in fsyncs.take()
         assert (await cos.request("DELETE", "", bucket="another-1250000000")).status_code == 204
         assert root in fsyncs.take()

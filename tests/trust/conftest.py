@@ -20,7 +20,7 @@ def bucket(cos_server) -> Bucket:
 
 
 @pytest.fixture
-def shared_mount(expect_log) -> Iterator:
+def shared_mount(expect_log) -> Iterator:  # noqa: F811 (fixture)
     """`shared_mount(server, *options)`: a mount under a directory every local user can
     traverse (pytest's own temporary directories are private to root), so that tests can
     act as another user. Unmounted and removed at teardown; its log is checked."""

@@ -22,7 +22,8 @@ def write_passwd(path: Path, text: str, mode: int = 0o600) -> Path:
 
 
 def test_passwd_bucket_line_wins_over_default():
-    text = "# comment\n\nAKIDdefault:defaultkey\nother-1250000000:AKIDother:otherkey\nmybucket-1250000000:AKIDmine:minekey\n"
+    text = ("# comment\n\nAKIDdefault:defaultkey\nother-1250000000:AKIDother:otherkey\n"
+            "mybucket-1250000000:AKIDmine:minekey\n")
     creds = credentials.parse_passwd(text, "mybucket-1250000000", "f")
     assert (creds.secret_id, creds.secret_key) == ("AKIDmine", "minekey")
     creds = credentials.parse_passwd(text, "nobucket-1", "f")
@@ -31,7 +32,8 @@ def test_passwd_bucket_line_wins_over_default():
     assert short.secret_id == "AKIDshort"
 
 
-@pytest.mark.parametrize("text", [f"AKID:{SECRET} \n", f"[default]\nAKID:{SECRET}\n", f"a:b:c:{SECRET}\n", f":{SECRET}\n"])
+@pytest.mark.parametrize("text", [f"AKID:{SECRET} \n", f"[default]\nAKID:{SECRET}\n", f"a:b:c:{SECRET}\n",
+                                  f":{SECRET}\n"])
 def test_passwd_bad_lines_name_the_line_not_the_secret(text):
     with pytest.raises(CredentialsError) as info:
         credentials.parse_passwd(text, "b-1", "passwd")

@@ -7,7 +7,8 @@ from cosfs.errors import ConfigError
 
 
 def test_split_o():
-    assert options.split_o("allow_other,url=http://h:1,uid=5") == [("allow_other", None), ("url", "http://h:1"), ("uid", "5")]
+    assert options.split_o("allow_other,url=http://h:1,uid=5") == [("allow_other", None), ("url", "http://h:1"),
+                                                                 ("uid", "5")]
     assert options.split_o("a=x\\,y,,b") == [("a", "x,y"), ("b", None)]
 
 

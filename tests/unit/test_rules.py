@@ -47,7 +47,8 @@ def code_of(excinfo) -> str:
 def test_status_and_typed_error(code, status, cls):
     assert rules.status_for(code) == status
     exc = rules.error(code, "message", "res")
-    assert isinstance(exc, cls) and (exc.status, exc.code, exc.message, exc.resource) == (status, code, "message", "res")
+    assert isinstance(exc, cls)
+    assert (exc.status, exc.code, exc.message, exc.resource) == (status, code, "message", "res")
 
 
 def test_one_cos_error_hierarchy():
@@ -62,7 +63,8 @@ def test_one_cos_error_hierarchy():
 
 
 @pytest.mark.parametrize("name, ok", [
-    ("examplebucket-1250000000", True), ("a-1", True), ("a-b-c-12", True), ("-a-1", False), ("a--1", False), ("a-b-1", True),
+    ("examplebucket-1250000000", True), ("a-1", True), ("a-b-c-12", True), ("-a-1", False), ("a--1", False),
+    ("a-b-1", True),
     ("Upper-1", False), ("nodash", False), ("a_b-1", False), ("a" * 50 + "-1", True), ("a" * 51 + "-1", False),
 ])
 def test_bucket_names(name, ok):
@@ -185,7 +187,8 @@ def test_part_numbers():
 
 
 @pytest.mark.parametrize("position, size, appendable, code", [
-    (0, None, False, None), (3, None, False, "AppendPositionErr"), (5, 5, True, None), (4, 5, True, "AppendPositionErr"),
+    (0, None, False, None), (3, None, False, "AppendPositionErr"), (5, 5, True, None),
+    (4, 5, True, "AppendPositionErr"),
     (5, 5, False, "ObjectNotAppendable"), (-1, None, False, "InvalidArgument"),
 ])
 def test_check_append(position, size, appendable, code):

@@ -60,7 +60,8 @@ def test_tags_come_out_bare_whatever_namespaces_the_document_declares(document):
 
 
 def test_list_bucket_without_encoding_keeps_percent():
-    body = b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>100%25</Key><Size>1</Size></Contents></ListBucketResult>"
+    body = (b"<ListBucketResult><IsTruncated>false</IsTruncated>"
+            b"<Contents><Key>100%25</Key><Size>1</Size></Contents></ListBucketResult>")
     assert cosxml.parse_list_bucket(body).entries[0].key == "100%25"
 
 
@@ -156,7 +157,8 @@ def test_builders_round_trip():
     assert root.findtext("Quiet") == "false"
     body = cosxml.build_complete([PartInfo(1, "e1"), PartInfo(2, "e2")])
     root = cosxml.parse(body)
-    assert [(p.findtext("PartNumber"), p.findtext("ETag")) for p in root.findall("Part")] == [("1", '"e1"'), ("2", '"e2"')]
+    parts = [(p.findtext("PartNumber"), p.findtext("ETag")) for p in root.findall("Part")]
+    assert parts == [("1", '"e1"'), ("2", '"e2"')]
 
 
 def test_iso_time():
@@ -177,7 +179,8 @@ EXTERNAL = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/
                                     cosxml.parse_delete_result, cosxml.parse_list_parts, cosxml.parse_list_uploads,
                                     cosxml.parse_initiate_result])
 # A DTD in another encoding than UTF-8 is not seen by a scan of the bytes: refused as not UTF-8.
-@pytest.mark.parametrize("body", [BOMB, EXTERNAL, BOMB.decode().replace('"?>', '" encoding="UTF-16"?>').encode("utf-16"),
+@pytest.mark.parametrize("body", [BOMB, EXTERNAL,
+                                  BOMB.decode().replace('"?>', '" encoding="UTF-16"?>').encode("utf-16"),
                                   b"<ListBucketResult><unclosed>", b"", b"\x00\xff"])
 def test_hostile_or_malformed_xml_is_a_protocol_error(parser, body):
     with pytest.raises(ProtocolError):

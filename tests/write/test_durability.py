@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from tests.fuse.conftest import FUSERMOUNT, is_mounted, unmount
-from tests.write.barriers import pending_keys, status, sync, wait_until
+from tests.write.barriers import pending_keys, sync, wait_until
 from tests.write.bucket import Bucket, sha
 
 MiB = 1024 * 1024
@@ -133,8 +133,8 @@ def test_kill_9_while_uploads_are_in_flight(server_factory, mount_factory, expec
     write_file(mounted.path / "last.bin", last)
     expected["last.bin"] = last
     # kill as soon as the daemon reports an upload in progress
-    uploading = wait_until(lambda: [key for key, state in pending_keys(mounted.path).items() if state == "uploading"],
-                           "the daemon reported an upload in progress", timeout_s=10, interval_s=0.01)
+    wait_until(lambda: [key for key, state in pending_keys(mounted.path).items() if state == "uploading"],
+               "the daemon reported an upload in progress", timeout_s=10, interval_s=0.01)
     kill_daemon(mounted)
     incomplete = [key for key, data in expected.items() if not bucket.exists(key) or bucket.get(key) != data]
     assert incomplete, "every upload had finished before the kill: the test proves nothing"
@@ -142,7 +142,7 @@ def test_kill_9_while_uploads_are_in_flight(server_factory, mount_factory, expec
     # if the kill came between their upload and the removal of their journal entry
     expect_recovery(expect_log, incomplete)
     expect_log(RECOVERY.format(".+"), why="uploads finished at the kill may still be journaled")
-    second = mount_factory(server, name="crash")
+    mount_factory(server, name="crash")  # the remount recovers the journal
     for key, data in expected.items():
         bucket.wait_for(key, data, timeout_s=30)
     assert [key for key in GONE if bucket.exists(key)] == []
