@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote, unquote, urlsplit
 
 from cosfs import __version__, optdocs, options
@@ -50,7 +51,7 @@ class Parser(argparse.ArgumentParser):
     """argparse whose errors are raised (main prints one line and picks the exit status)
     instead of printing the usage and exiting 2 from inside the parser."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -380,15 +381,15 @@ def mount_settings(args: argparse.Namespace):
         # who owns everything.
         uid=0 if values["uid"] is None else int(values["uid"]),
         gid=0 if values["gid"] is None else int(values["gid"]),
-        force_uid=values["uid"],  # type: ignore[arg-type]
-        force_gid=values["gid"],  # type: ignore[arg-type]
-        umask=values["umask"],  # type: ignore[arg-type]
-        mp_umask=0o022 if values["mp_umask"] is None else int(values["mp_umask"]),  # type: ignore[arg-type]
+        force_uid=values["uid"],
+        force_gid=values["gid"],
+        umask=values["umask"],
+        mp_umask=0o022 if values["mp_umask"] is None else int(values["mp_umask"]),
         mp_umask_set=values["mp_umask"] is not None,
-        default_permission=default_perm,  # type: ignore[arg-type]
+        default_permission=default_perm,
         # COSFS: an object without x-cos-meta-mode shows default_permission, 0777 by default.
-        default_file_mode=0o777 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
-        default_dir_mode=0o777 if default_perm is None else int(default_perm),  # type: ignore[arg-type]
+        default_file_mode=0o777 if default_perm is None else int(default_perm),
+        default_dir_mode=0o777 if default_perm is None else int(default_perm),
         stat_ttl_s=float(values["stat_cache_expire"]),
         negative_ttl_s=0.0 if values["disable_noobj_cache"] else negative_ttl,
         close_to_open=not values["nocto"],

@@ -99,15 +99,16 @@ class ListingDescriber:
             if index in self._results:
                 continue
             known, meta = self._known(entry)
+            result: ObjectMeta | None | Gone | CosfsError = meta
             if not known:
                 try:
-                    meta = await self._fetch(entry)
+                    result = await self._fetch(entry)
                 except NotFound:
-                    meta = self._gone
+                    result = self._gone
                 except CosfsError as exc:
-                    meta = exc
+                    result = exc
                 except Exception as exc:  # a bug: this entry fails, the mount stays up
                     log.exception("describing %r failed", entry.key)
-                    meta = CosfsError(f"describing {entry.key!r} failed: {exc!r}")
-            self._results[index] = meta
+                    result = CosfsError(f"describing {entry.key!r} failed: {exc!r}")
+            self._results[index] = result
             self._wake()

@@ -123,7 +123,7 @@ def treatment(opt: Option) -> str:
 
 def readme_csi() -> str:
     rows = [f"| `-o{opt.name}` | {treatment(opt)} | {_cell(does(opt, lambda n: f'`{n}`'))} |"
-            for opt in map(options.BY_NAME.get, CSI_OPTIONS)]
+            for opt in (options.BY_NAME[name] for name in CSI_OPTIONS)]
     return "\n".join(["| option | cosfs | what cosfs does |", "|---|---|---|", *rows])
 
 

@@ -28,6 +28,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from cosfs.errors import ConfigError
@@ -110,7 +111,7 @@ class Option:
     minimum: int | float | None = None  # floats: 0 unless given
     group: str = "common"  # one of GROUPS
     shown: str = ""  # the default as documented, when the mount computes it (cli.mount_settings)
-    check: Callable[[object], str] | None = None  # the typed value -> what is wrong with it, or ""
+    check: Callable[[Any], str] | None = None  # the typed value -> what is wrong with it, or ""
 
 
 def _noted(name: str, kind: str, origin: str, note: str, *, level: int = INFO, **kw) -> Option:
@@ -475,7 +476,7 @@ def convert(opt: Option, raw: str | None) -> object:
                     "size": "a size such as 512M", "choice": "one of " + ", ".join(c for c in opt.choices if c)}
         raise ConfigError(f"option {opt.name}: {raw!r} is not {expected.get(opt.kind, 'valid')}") from None
     minimum = 0 if opt.minimum is None and opt.kind == "float" else opt.minimum
-    if minimum is not None and value < minimum:  # type: ignore[operator]
+    if minimum is not None and value < minimum:
         shown = human_size(int(minimum)) if opt.kind == "size" else f"{minimum:g}"
         raise ConfigError(f"option {opt.name}: {raw!r} is too small (at least {shown})")
     problem = opt.check(value) if opt.check else ""
@@ -485,7 +486,7 @@ def convert(opt: Option, raw: str | None) -> object:
     return value
 
 
-def _typed(opt: Option, raw: str) -> object:
+def _typed(opt: Option, raw: str) -> Any:  # int, float, str or bool by opt.kind
     if opt.kind == "str":
         return raw
     if opt.kind == "int":
@@ -527,12 +528,12 @@ class Parsed:
     """The outcome of a set of options: a value for every option in the table, which ones were
     given, the log lines the mount owes for noted options, and the kernel mount options."""
 
-    values: dict[str, object]
+    values: dict[str, Any]  # each option's typed value (int, float, str, bool or None by its kind)
     given: set[str]
     notes: list[tuple[int, str]]
     kernel: list[str]
 
-    def __getitem__(self, name: str) -> object:
+    def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
 

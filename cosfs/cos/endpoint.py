@@ -224,7 +224,8 @@ class Dialect:
     def user_meta(self, items) -> dict[str, str]:
         """User metadata from reply headers `(name, value)`: `x-cos-meta-*` and `x-amz-meta-*`
         alike, suffix lower-cased; where both name one key, this dialect's spelling wins."""
-        own, other = {}, {}
+        own: dict[str, str] = {}
+        other: dict[str, str] = {}
         for name, value in items:
             lowered = name.lower()
             for prefix in ("x-cos-meta-", "x-amz-meta-"):

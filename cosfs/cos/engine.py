@@ -201,7 +201,7 @@ class BodyStream(httpx.AsyncByteStream):
     def release(self) -> None:
         self._body = b""
 
-    def __aiter__(self) -> _OneChunk:  # type: ignore[override]
+    def __aiter__(self) -> _OneChunk:
         return _OneChunk(self._body)
 
     async def aclose(self) -> None:
@@ -231,7 +231,7 @@ class _CountedBody(httpx.AsyncByteStream):
         self._stats = stats
         self._chunks: AsyncIterator[bytes] | None = None
 
-    def __aiter__(self) -> _CountedBody:  # type: ignore[override]
+    def __aiter__(self) -> _CountedBody:
         self._chunks = self._inner.__aiter__()
         return self
 

@@ -73,6 +73,8 @@ class ObjectStream:
         self._delivered = 0
         self._crc = 0
         self._done = False
+        self._first: int
+        self._last: int | None
         self._first, self._last = byte_range if byte_range is not None else (0, None)
         self._check: int | None = None
         key = call.key or ""

@@ -91,7 +91,7 @@ def _fill(parent: ET.Element, children: Iterable[tuple[str, Child]]) -> None:
             continue
         element = ET.SubElement(parent, tag)
         if isinstance(value, list):
-            _fill(element, value)  # type: ignore[arg-type]
+            _fill(element, value)
         elif isinstance(value, bool):
             element.text = "true" if value else "false"
         else:

@@ -50,7 +50,7 @@ class Acl:
     def from_json(cls, doc) -> Acl | None:
         if doc is None:
             return None
-        return cls(doc["canned"], tuple(tuple(g) for g in doc.get("grants", ())))  # type: ignore[misc]
+        return cls(doc["canned"], tuple(tuple(g) for g in doc.get("grants", ())))
 
     def public(self) -> frozenset[str]:
         """The permissions anyone (an unsigned request) has."""

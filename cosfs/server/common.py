@@ -52,7 +52,7 @@ class Query(dict):
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and super().__contains__(name.lower())
 
-    def get(self, name: str, default=None):  # type: ignore[override]
+    def get(self, name: str, default=None):
         return super().get(name.lower(), default)
 
 

@@ -80,7 +80,7 @@ class RenameJournal:
                 copied[key] = etag
 
         for _ in range(MAX_ROUNDS):
-            listed = []
+            listed: list[tuple[str, int, str]] = []
             async for page in self._store.list_all(old_prefix):
                 listed.extend((e.key, e.size_bytes, e.etag) for e in page.entries)
             if not listed:
