@@ -25,11 +25,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import enum
 import itertools
 import logging
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Final
 
 import trio
 from cachetools import LRUCache, TTLCache
@@ -64,7 +66,15 @@ class Gone:
 
 
 GONE = Gone()
-_UNKNOWN = object()
+
+
+class _Unknown(enum.Enum):
+    """Not in the marker cache (where None means an implicit directory)."""
+
+    UNKNOWN = enum.auto()
+
+
+_UNKNOWN: Final = _Unknown.UNKNOWN
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -179,7 +189,7 @@ class Namespace:
         return self._attr_from_user_meta(kind, meta.user_meta, 0 if kind == Kind.DIR else meta.size_bytes,
                                          meta.last_modified_s)
 
-    def _attr_from_user_meta(self, kind: Kind, user: dict[str, str], size: int, default_mtime_s: float) -> Attr:
+    def _attr_from_user_meta(self, kind: Kind, user: Mapping[str, str], size: int, default_mtime_s: float) -> Attr:
         """COSFS's headers (mode, uid, gid, mtime) plus cosfs's atime, ctime and rdev."""
         stored_mode = _int_or_none(user.get("mode")) or _int_or_none(user.get("permissions"))
         uid = _int_or_none(user.get("uid"))
@@ -478,7 +488,7 @@ class Namespace:
         for an implicit directory)."""
         if entry.kind == Kind.DIR:
             marker = self._markers.get(entry.key, _UNKNOWN)
-            return (False, None) if marker is _UNKNOWN else (True, marker)  # type: ignore[return-value]
+            return (False, None) if marker is _UNKNOWN else (True, marker)
         meta = self._metas.get((entry.key, entry.etag))
         return meta is not None, meta
 
@@ -544,7 +554,7 @@ class Namespace:
         there), None for an implicit directory."""
         known = self._markers.get(prefix, _UNKNOWN)
         if known is not _UNKNOWN:
-            return known  # type: ignore[return-value]
+            return known
         try:
             meta: ObjectMeta | None = await self._store.head_object(prefix)
         except NotFound:

@@ -50,7 +50,8 @@ def default_text(opt: Option) -> str:
     if value in (None, ""):
         return "none"
     if opt.kind == "size":
-        return options.human_size(int(value))  # type: ignore[call-overload]
+        assert isinstance(value, int)  # a size's default is a byte count (or None, above)
+        return options.human_size(value)
     if opt.kind == "float":
         return f"{value:g} s"
     if opt.kind == "octal":
@@ -182,6 +183,7 @@ def _commands() -> list[str]:
         sub = action.choices[choice.dest]
         sub.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=10_000)
         first, *more = [_flag(_roff(line.strip())) for line in sub.format_usage().removeprefix("usage: ").splitlines()]
+        assert choice.help is not None  # every command has its help line
         lines += [".TP", f".B {first}"] + [f".B {line}\n.br" for line in more] + [_roff(choice.help)]
     return lines
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import stat
 import time
+from collections.abc import Mapping
 
 from cosfs.cos.store import MAX_PART_BYTES, MAX_PARTS
 from cosfs.errors import TooLarge
@@ -24,7 +25,7 @@ class Caller:
     umask: int = 0o022
 
 
-def posix_meta(mode: int, uid: int, gid: int, mtime_ns: int, extra: dict[str, str] | None = None, *,
+def posix_meta(mode: int, uid: int, gid: int, mtime_ns: int, extra: Mapping[str, str] | None = None, *,
                atime_ns: int | None = None, ctime_ns: int | None = None) -> dict[str, str]:
     """COSFS's metadata headers (x-cos-meta-*: mode, uid, gid, mtime, decimal as COSFS writes
     them), plus atime and ctime, which COSFS does not keep and cosfs does (whole seconds)."""

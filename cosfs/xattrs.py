@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from urllib.parse import quote, unquote
 
 from cosfs.errors import AttributeTooLarge, InvalidName, NoSuchAttribute, NotPermitted
@@ -25,7 +25,7 @@ MOUNT_DISCARD = "user.cosfs.discard"  # a path below the mount: drop its refused
 MAX_XATTR_BYTES = 1024
 
 
-def _load(meta: MutableMapping[str, str] | dict) -> dict[str, str]:
+def _load(meta: Mapping[str, str]) -> dict[str, str]:
     raw = meta.get(META_KEY)
     if not raw:
         return {}
@@ -43,14 +43,14 @@ def _store(meta: MutableMapping[str, str], table: dict[str, str]) -> None:
         meta.pop(META_KEY, None)
 
 
-def get(meta: MutableMapping[str, str] | dict, name: str) -> bytes:
+def get(meta: Mapping[str, str], name: str) -> bytes:
     table = _load(meta)
     if name not in table:
         raise NoSuchAttribute(name)
     return base64.b64decode(table[name])
 
 
-def names(meta: MutableMapping[str, str] | dict) -> list[str]:
+def names(meta: Mapping[str, str]) -> list[str]:
     return sorted(_load(meta))
 
 

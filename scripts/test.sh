@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Lint first (a few seconds): any finding fails the run. (mypy joins once cosfs/ is clean.)
+# Lint and type-check first (seconds): any finding fails the run.
 .venv/bin/ruff check cosfs tests bench scripts
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -n 2 "$@"

@@ -317,15 +317,18 @@ class CosClient:
         self._check_stored(call, reply.response, local_crc, md5, encrypted=bool(sse))
         return PutResult(etag=etag, crc64=local_crc)
 
-    def _check_stored(self, call: Call, response: httpx.Response, local_crc: int, md5: str, *,
+    def _check_stored(self, call: Call, response: httpx.Response, local_crc: int, md5: str | None, *,
                       encrypted: bool) -> None:
         """After a PUT or part: the server's CRC64 must be ours. A server without CRC64 (not
         COS) has checked Content-MD5; if its ETag is an MD5 it must be ours too, except for
-        encrypted objects, whose ETags need not be MD5s of the data."""
+        encrypted objects, whose ETags need not be MD5s of the data. `md5` may be None only
+        when the reply has a CRC64 (the MD5 is not needed then)."""
         server_crc = reply_crc64(response)
         if server_crc is not None:
             self._compare_crc(call, server_crc, local_crc)
-        elif not encrypted and etag_contradicts_md5(etag_of(response), md5):
+            return
+        assert md5 is not None, "callers compute the MD5 when the reply has no CRC64"
+        if not encrypted and etag_contradicts_md5(etag_of(response), md5):
             raise self._engine.final_error(call, IntegrityError(
                 f"{call.what()}: no CRC64 in the reply, and ETag {etag_of(response)} is not the MD5 of the "
                 f"bytes sent"), None, 1, response.status_code)
@@ -566,8 +569,8 @@ class CosClient:
             meta = await self.head_object(key)
         except NotFound:
             return None
-        sizes = [p.size_bytes for p in parts]
-        if None not in sizes and meta.size_bytes != sum(sizes):  # type: ignore[arg-type]
+        sizes = [p.size_bytes for p in parts if p.size_bytes is not None]
+        if len(sizes) == len(parts) and meta.size_bytes != sum(sizes):
             return None
         if expected_crc is not None and meta.crc64 is not None:
             done = meta.crc64 == expected_crc

@@ -174,7 +174,7 @@ def reply_shape(response: httpx.Response, first: int, last: int | None,
 def ignored_if_match(if_match: str | None, etag: str) -> bool:
     """A reply to an If-Match request that names another version: the server ignored the
     condition, so what it sent belongs to a version nobody asked for."""
-    return bool(if_match) and bool(etag) and etag != if_match.strip('"')
+    return bool(if_match and etag and etag != if_match.strip('"'))
 
 
 def etag_contradicts_md5(etag: str, md5: str) -> bool:
@@ -187,11 +187,13 @@ def etag_contradicts_md5(etag: str, md5: str) -> bool:
 def combined_crc(parts: Sequence[PartInfo]) -> int | None:
     """The whole object's CRC64 from its parts' (in part order), without re-reading a byte;
     None unless every part's CRC64 and size are known."""
-    if not parts or any(p.crc64 is None or p.size_bytes is None for p in parts):
+    if not parts:
         return None
     total = 0
     for part in parts:
-        total = crc64.combine(total, part.crc64, part.size_bytes)  # type: ignore[arg-type]
+        if part.crc64 is None or part.size_bytes is None:
+            return None
+        total = crc64.combine(total, part.crc64, part.size_bytes)
     return total
 
 

@@ -43,7 +43,7 @@ import logging
 import random
 import ssl
 import typing
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import httpcore
@@ -249,7 +249,7 @@ class Truncated(Exception):
     """A body shorter than its Content-Length."""
 
 
-async def raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+async def raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """The body as sent (no content decoding). A response built in memory with bytes content
     (httpx.MockTransport) has been read already; its content is those bytes."""
     if response.is_stream_consumed:
@@ -491,15 +491,18 @@ class RequestEngine:
         if response.is_stream_consumed:
             self.stats.bytes_in += len(response.content)
         else:
+            assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport's reply
             response.stream = _CountedBody(response.stream, self.stats)
 
     async def _exchange(self, call: Call, creds: auth.Credentials | None, inline: bool) -> httpx.Response:
         """One attempt: small exchanges whole on the trio thread (`ThreadedTransport.exchange`),
         others as an httpx request through the transport."""
         if inline:
+            transport = self.transport
+            assert isinstance(transport, ThreadedTransport) and self._origin is not None  # as `inline` requires
             target, headers = self._signed(call, creds)
             timeout = call.timeout or self._timeout
-            response = await self.transport.exchange(  # type: ignore[attr-defined]
+            response = await transport.exchange(
                 self._origin, call.method, target, headers, call.body, connect_s=timeout.connect, read_s=timeout.read,
                 write_s=timeout.write)
             if wire_log.isEnabledFor(logging.INFO):

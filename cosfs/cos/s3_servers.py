@@ -93,17 +93,17 @@ async def committed_version(head: HeadObject, call: Call, done: PutResult, parts
     size is the parts'). If not (another writer's object landed in between, or HEAD failed),
     Complete's ETag stays: the mount then sees the other version as another writer's, which
     it is."""
-    sizes = [p.size_bytes for p in parts]
+    sizes = [p.size_bytes for p in parts if p.size_bytes is not None]
     try:
         meta = await head(call.key or "")
     except CosfsError as exc:
         log.warning("%s: could not HEAD the completed object (%s); keeping ETag %s from Complete",
                     call.what(), exc, done.etag)
         return done
-    if None not in sizes and meta.size_bytes != sum(sizes):  # type: ignore[arg-type]
+    if len(sizes) == len(parts) and meta.size_bytes != sum(sizes):
         log.warning("%s: the object after Complete has %d bytes, the parts %d: another writer's; "
                     "keeping ETag %s from Complete", call.what(), meta.size_bytes,
-                    sum(sizes), done.etag)  # type: ignore[arg-type]
+                    sum(sizes), done.etag)
         return done
     if meta.crc64 is not None and done.crc64 is not None and meta.crc64 != done.crc64:
         log.warning("%s: the object after Complete has another CRC64: another writer's; keeping ETag %s "

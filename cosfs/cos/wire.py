@@ -166,7 +166,9 @@ class _Exchange:
                                              headers=list(request.headers.raw)))
             pieces = [head]
             for chunk in filter(None, self.body):
-                pieces.extend(protocol.send_with_data_passthrough(h11.Data(data=chunk)))
+                data = protocol.send_with_data_passthrough(h11.Data(data=chunk))
+                assert data is not None  # None only for ConnectionClosed
+                pieces.extend(data)
             pieces.append(protocol.send(h11.EndOfMessage()))
         except h11.LocalProtocolError as exc:
             raise httpx.LocalProtocolError(str(exc)) from exc
@@ -236,7 +238,11 @@ class _Exchange:
         no_body = self.request.method == "HEAD" or response.status_code in (204, 304)
         length = headers.get(b"content-length")
         if no_body or (length is not None and b"transfer-encoding" not in headers):
-            self.left = 0 if no_body else int(length)  # h11 has checked it is a number
+            if no_body:
+                self.left = 0
+            else:
+                assert length is not None  # the condition above
+                self.left = int(length)  # h11 has checked it is a number
             self.conn.pending = rest
             self.reusable = (response.http_version == b"1.1"
                              and b"close" not in headers.get(b"connection", b"").lower())
@@ -411,7 +417,7 @@ class _ResponseBody(httpx.AsyncByteStream):
                 piece = await self._transport._in_thread(exchange, exchange.read_piece)
             if not piece:
                 return
-            yield piece
+            yield piece  # type: ignore[misc]  # a bytearray piece saves a copy; its readers take any bytes-like
 
     async def aclose(self) -> None:
         if self._closed:
@@ -454,6 +460,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        assert isinstance(request.stream, httpx.AsyncByteStream)  # an async transport's request
         body = [bytes(chunk) if not isinstance(chunk, bytes) else chunk async for chunk in request.stream]
         await self._slots.acquire()
         try:

@@ -28,9 +28,9 @@ MAX_XML_BYTES = 16 * 1024 * 1024
 # The default namespace declared right after the root's name (how COS and S3 write it).
 _ROOT_DEFAULT_NAMESPACE = re.compile(r'^(\s*(?:<\?xml[^>]*\?>\s*)?<[A-Za-z_][^\s>/]*)\s+xmlns="[^"]*"')
 
-# A child value is text, a nested element (tag, children), or a list of repeated elements.
-Child = Union[str, int, bool, None, "Node", list["Node"]]
-Node = tuple[str, list[tuple[str, Child]] | str]
+# A child value is text (str, int or bool; None: no element), or the (tag, value) pairs of
+# the elements inside it.
+Child = Union[str, int, bool, None, list[tuple[str, "Child"]]]
 
 
 def parse(body: bytes) -> ET.Element:
@@ -221,7 +221,7 @@ def parse_list_bucket(body: bytes) -> _store.ListPage:
             key = fields.get("Key")
             if not key:
                 raise ProtocolError("a <Contents> entry has no <Key>")
-            size = fields.get("Size")
+            size = fields.get("Size", "")
             try:
                 size_bytes = int(size) if size else 0
             except ValueError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import xml.etree.ElementTree as ET
+from typing import Any
 from collections.abc import Sequence
 
 from cosfs.cos import xml as cosxml
@@ -36,8 +37,9 @@ class CorsRule:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, doc: dict) -> CorsRule:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
+    def from_json(cls, doc: dict[str, Any]) -> CorsRule:
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+        return cls(**fields)
 
 
 def _texts(element: ET.Element, tag: str) -> tuple[str, ...]:

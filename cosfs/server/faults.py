@@ -8,6 +8,9 @@ SPEC is a comma-separated list of ``name=value``:
 - ``truncate=P`` for GET bodies: send the headers (full Content-Length) but close after
                  half of the body, with probability P
 - ``delay=D``    wait D before every response: ``50ms``, ``0.2s`` or a bare number of ms
+- ``rate=R``     cap each connection's bytes, each way, at R per second: ``50MB`` (10**6),
+                 ``8MiB`` (2**20), ``500KB``, or a bare number of bytes (a WAN link's bandwidth;
+                 with ``delay=``, a network profile)
 - ``frame=M+M``  write every response re-framed (cosfs/server/framing.py): chunked,
                  extensions, split, continue, close, idle-close
 - ``seed=N``     seed of the random generator, for reproducible runs
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+from typing import Any
 
 from cosfs.server import framing
 
@@ -37,12 +41,13 @@ class FaultSpec:
     reset: float = 0.0
     truncate: float = 0.0
     delay_s: float = 0.0
+    rate_bps: float = 0.0  # bytes per second per connection and direction; 0: no cap
     frame: frozenset[str] = frozenset()
     seed: int | None = None
 
     @property
     def active(self) -> bool:
-        return any((self.slowdown, self.internal, self.reset, self.truncate, self.delay_s, self.frame))
+        return any((self.slowdown, self.internal, self.reset, self.truncate, self.delay_s, self.rate_bps, self.frame))
 
 
 def _parse_delay(value: str) -> float:
@@ -53,9 +58,19 @@ def _parse_delay(value: str) -> float:
     return number if match.group(2) == "s" else number / 1000.0
 
 
+_RATE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def _parse_rate(value: str) -> float:
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([kmg]i?b|b)?\s*(?:/s)?\s*", value, re.IGNORECASE)
+    if not match or float(match.group(1)) <= 0:
+        raise FaultSpecError(f"bad rate {value!r} (use e.g. 50MB, 8MiB or 500KB: bytes per second)")
+    return float(match.group(1)) * _RATE_UNITS[(match.group(2) or "").lower()]
+
+
 def parse_fault_spec(text: str) -> FaultSpec:
     """Parse '503=0.1,reset=0.02,delay=50ms,seed=7' into a FaultSpec; raise FaultSpecError."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # FaultSpec's fields: floats, the frame modes, the seed
     for item in text.split(","):
         item = item.strip()
         if not item:
@@ -64,6 +79,7 @@ def parse_fault_spec(text: str) -> FaultSpec:
         name = name.strip().lower()
         if not sep:
             raise FaultSpecError(f"fault {item!r} needs a value (name=value)")
+        probability: float | frozenset[str]  # the field's value: the frame's modes, the seed (an int)
         if name in _PROBABILITIES:
             try:
                 probability = float(value)
@@ -75,13 +91,16 @@ def parse_fault_spec(text: str) -> FaultSpec:
         elif name == "delay":
             probability = _parse_delay(value)
             field = "delay_s"
+        elif name == "rate":
+            probability = _parse_rate(value)
+            field = "rate_bps"
         elif name == "frame":
             modes = frozenset(m.strip().lower() for m in value.split("+") if m.strip())
             unknown = modes - framing.MODES
             if not modes or unknown:
                 raise FaultSpecError(f"fault frame: unknown mode(s) {sorted(unknown) or value!r} "
                                      f"(known: {', '.join(sorted(framing.MODES))})")
-            probability = modes  # type: ignore[assignment]
+            probability = modes
             field = "frame"
         elif name == "seed":
             try:
@@ -90,11 +109,11 @@ def parse_fault_spec(text: str) -> FaultSpec:
                 raise FaultSpecError(f"fault seed: {value!r} is not an integer") from None
             field = "seed"
         else:
-            raise FaultSpecError(f"unknown fault {name!r} (known: 503, 500, reset, truncate, delay, frame, seed)")
+            raise FaultSpecError(f"unknown fault {name!r} (known: 503, 500, reset, truncate, delay, rate, frame, seed)")
         if field in values:
             raise FaultSpecError(f"fault {name} given twice")
         values[field] = probability
-    spec = FaultSpec(**values)  # type: ignore[arg-type]
+    spec = FaultSpec(**values)
     if spec.slowdown + spec.internal + spec.reset > 1.0 + 1e-9:
         raise FaultSpecError("503 + 500 + reset probabilities add up to more than 1")
     return spec
@@ -131,3 +150,17 @@ class FaultInjector:
         """A response as `frame=` writes it (see framing.frame)."""
         return framing.frame(status, reason, headers, body, bodiless=bodiless, modes=self.spec.frame,
                              rng=self._random)
+
+
+class Pacer:
+    """One connection's bandwidth cap (`rate=`): after n bytes went through, the next may go
+    only n / rate seconds after the previous ones could; an idle connection saves no credit."""
+
+    def __init__(self, rate_bps: float) -> None:
+        self.rate_bps = rate_bps
+        self._free_at = 0.0
+
+    def delay_s(self, nbytes: int, now: float) -> float:
+        """Account `nbytes` at `now`; how long to wait before going on."""
+        self._free_at = max(self._free_at, now) + nbytes / self.rate_bps
+        return max(0.0, self._free_at - now)

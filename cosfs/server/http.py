@@ -24,12 +24,12 @@ import os
 import re
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import h11
 import trio
 
-from cosfs.server.faults import FaultInjector
+from cosfs.server.faults import FaultInjector, Pacer
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,14 @@ class Connection:
         # `frame=` fault injection: responses re-framed, and whether to close after this one
         self._reframe = faults if faults is not None and faults.spec.frame else None
         self._close_after = False
+        # `rate=` fault injection: this connection's bytes, each way, at most so many per second
+        self._pacers = ((Pacer(faults.spec.rate_bps), Pacer(faults.spec.rate_bps))
+                        if faults is not None and faults.spec.rate_bps else None)
+
+    async def _paced(self, direction: int, nbytes: int) -> None:
+        """Wait as a link of the `rate=` bandwidth would (0: received, 1: sent)."""
+        if self._pacers is not None and nbytes:
+            await trio.sleep(self._pacers[direction].delay_s(nbytes, trio.current_time()))
 
     async def _receive_more(self, timeout_s: float) -> None:
         with trio.move_on_after(timeout_s):
@@ -181,7 +189,8 @@ class Connection:
                 data = await self.stream.receive_some(RECEIVE_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
                 raise ClientGone(str(exc)) from None
-            self.conn.receive_data(data)
+            self.conn.receive_data(bytes(data))  # bytes already from a socket: no copy
+            await self._paced(0, len(data))
             return
         raise BodyTimeout()
 
@@ -221,6 +230,7 @@ class Connection:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
                 raise ClientGone(str(exc)) from None
+            await self._paced(1, len(data))
             return
         raise ClientGone("the client stopped reading the response")
 
@@ -257,15 +267,19 @@ class Connection:
         if not isinstance(self.stream, trio.SocketStream):
             return await self._send_file_pieces(body)
         # h11 counts the body through a placeholder of the right length (send_with_data_passthrough)
-        self.conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+        self.conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]  # h11 only takes its len()
         sock = self.stream.socket
         fd = sock.fileno()
         offset = body.offset
         remaining = body.length if body.truncate_at is None else min(body.length, body.truncate_at)
         sent = 0
+        # Paced, a chunk is what the link carries in 20 ms (a cap shapes the flow, not bursts).
+        chunk = SENDFILE_CHUNK
+        if self._pacers is not None:
+            chunk = max(1, min(SENDFILE_CHUNK, int(self._pacers[1].rate_bps / 50)))
         while remaining > 0:
             try:
-                n = os.sendfile(fd, body.fd, offset, min(remaining, SENDFILE_CHUNK))
+                n = os.sendfile(fd, body.fd, offset, min(remaining, chunk))
             except BlockingIOError:
                 await self._wait_writable(sock)
                 continue
@@ -276,7 +290,10 @@ class Connection:
             offset += n
             remaining -= n
             sent += n
-            await trio.lowlevel.checkpoint()
+            if self._pacers is None:
+                await trio.lowlevel.checkpoint()
+            else:
+                await self._paced(1, n)
         return sent
 
     async def send_response(self, request: Request | None, response: Response) -> None:
@@ -342,6 +359,7 @@ class Connection:
                     await self.stream.send_all(piece)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
                     raise ClientGone(str(exc)) from None
+                await self._paced(1, len(piece))
                 continue
             raise ClientGone("the client stopped reading the response")
         response.sent_bytes = len(data)
@@ -461,7 +479,7 @@ class Connection:
             self.after_response(request, response, 0.0)
 
 
-def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in raw:
         key = name.decode("latin-1").lower()

@@ -19,7 +19,7 @@ import email.utils
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from cosfs.cos import xml as cosxml
 from cosfs.cos.rules import MAX_PARTS, error, etag_matches, normalize_etag
@@ -70,7 +70,7 @@ def check_conditions(headers: Mapping[str, str], etag: str, last_modified_s: flo
 _RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
 
 
-def parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
+def parse_range(value: str | None, size: int) -> tuple[int, int] | None | Literal["invalid"]:
     """(first, last) inclusive; None for "whole object"; "invalid" for an unsatisfiable range.
 
     Multiple or unparseable ranges are ignored (whole object), as S3 does.

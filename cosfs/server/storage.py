@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import builtins
 import dataclasses
 import hashlib
 import json
@@ -67,6 +68,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Literal
 
 import trio
 
@@ -476,7 +478,7 @@ class Bucket:
         self.cors = tuple(CorsRule.from_json(rule) for rule in cors) if cors else None
 
     async def save_config(self, acl: Acl | None = None,
-                          cors: "tuple[CorsRule, ...] | None | bool" = False) -> None:
+                          cors: tuple[CorsRule, ...] | None | Literal[False] = False) -> None:
         """Change the ACL and/or the CORS rules (cors=None removes them; False keeps them) and
         write bucket.json durably before the change shows."""
         async with self.config_lock:
@@ -487,7 +489,7 @@ class Bucket:
             data = json.dumps(doc, ensure_ascii=True, sort_keys=True).encode()
             await trio.to_thread.run_sync(write_file_durable, self.path / self.CONFIG, data, self.tmp_dir)
             self.acl = new_acl
-            self.cors = new_cors  # type: ignore[assignment]
+            self.cors = new_cors
 
     # --- objects --------------------------------------------------------------------
 
@@ -732,8 +734,8 @@ class Bucket:
 
         await trio.to_thread.run_sync(remove)
 
-    async def complete_upload(self, upload: Upload, wanted: list[tuple[int, str]],
-                              make_record: Callable[[list[ObjectRecord]], ObjectRecord]) -> ObjectRecord:
+    async def complete_upload(self, upload: Upload, wanted: builtins.list[tuple[int, str]],
+                              make_record: Callable[[builtins.list[ObjectRecord]], ObjectRecord]) -> ObjectRecord:
         """Check the chosen parts, concatenate them (kernel copies, CRCs combined) into the
         final object, install it and end the upload, all under the upload's lock: a part
         uploaded meanwhile waits, then finds the upload gone (NoSuchUpload)."""

@@ -93,7 +93,7 @@ class Target(Protocol):
 
 
 T = TypeVar("T")
-ReadBase = Callable[[ObjectRef, int, int], Awaitable[bytes]]  # (object, offset, size)
+ReadBase = Callable[[ObjectRef, int, int], Awaitable[bytes | memoryview]]  # (object, offset, size)
 Committed = Callable[[str, Snapshot, PutResult], None]
 
 
@@ -559,8 +559,12 @@ class WriteBack:
             if dirty.refused_now:
                 failed += 1  # kept for the operator: not retried
                 continue
+
+            def key_of(dirty: DirtyFile = dirty) -> str:  # read under the lock: a rename may move it
+                return dirty.key
+
             try:
-                await self.fsync(lambda dirty=dirty: dirty.key)
+                await self.fsync(key_of)
             except CosfsError:
                 failed += 1
         return failed

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # A key rewritten again and again while the walk runs makes it give up after this many rounds.
 MAX_ROUNDS = 5
 
-CopyKey = Callable[[str, str, int, str], Awaitable[None]]
+CopyKey = Callable[[str, str, int, str], Awaitable[object]]  # (source, destination, size, ETag); result unused
 
 
 class RenameJournal:

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cosfs.blocks import ObjectRef
 from cosfs.cos.store import WriteOptions
@@ -352,7 +352,7 @@ class _disk_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(self, kind, exc, tb) -> Literal[False]:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CacheFull("the cache disk is full: the write was not staged") from exc
         return False
