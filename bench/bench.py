@@ -64,6 +64,11 @@ README_END = "<!-- bench:end -->"
 
 RAW_TOOLS = ("curl", "curl8", "httpx", "httpx8")
 MOUNT_TOOLS = ("s3fs", "rclone", "cosfs")
+# The server's fault injection for each network profile: loopback is the machine's own
+# speed; wan is a COS bucket seen from a machine in another zone (every reply 10 ms late,
+# each connection capped at 50 MB/s each way).
+NETWORK_PROFILES = {"loopback": "", "wan": "delay=10ms,rate=50MB"}
+
 TOOLS = RAW_TOOLS + MOUNT_TOOLS
 PEERS = ("s3fs", "rclone")
 TOOL_TITLES = {"curl": "curl", "curl8": "curl x8", "httpx": "httpx", "httpx8": "httpx x8",
@@ -967,10 +972,10 @@ class Daemon:
                 raise RuntimeError(f"{tool} did not mount; see {log}(.out)")
             time.sleep(0.05)
         self.profiler: subprocess.Popen | None = None
-        if tool == "cosfs" and bench.args.profile:
+        if tool == "cosfs" and bench.args.pyspy:
             # py-spy's collapsed stacks (one line per stack with its sample count), per mount.
-            bench.args.profile.mkdir(parents=True, exist_ok=True)
-            out = bench.args.profile / f"{name}.folded"
+            bench.args.pyspy.mkdir(parents=True, exist_ok=True)
+            out = bench.args.pyspy / f"{name}.folded"
             self.profiler = bench.children.start(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.pid), "--rate", "250",
                  "--format", "raw", "--nonblocking", "-o", str(out)],
@@ -1205,7 +1210,10 @@ def main() -> int:
     parser.add_argument("--readme", action="store_true", help="rewrite the table between the bench markers")
     parser.add_argument("--readme-file", type=Path, default=REPO / "README.md")
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory (default: $TMPDIR)")
-    parser.add_argument("--profile", type=Path, help="record py-spy profiles of the cosfs daemon into this folder")
+    parser.add_argument("--pyspy", type=Path, help="record py-spy profiles of the cosfs daemon into this folder")
+    parser.add_argument("--profile", choices=sorted(NETWORK_PROFILES), default="loopback",
+                        help="the network between the mounts and the server: " + "; ".join(
+                            f"{name}: {spec or 'as fast as the machine'}" for name, spec in NETWORK_PROFILES.items()))
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) afterwards")
     parser.add_argument("--s3fs-opts", default="", help="more -o options for s3fs")
     parser.add_argument("--rclone-args", default="", help="more arguments for rclone mount")
@@ -1215,6 +1223,9 @@ def main() -> int:
     parser.add_argument("--size", action="append", default=[], metavar="NAME=N",
                         help=f"override one size ({', '.join(f.name for f in fields(Sizes))}), e.g. find=1000")
     args = parser.parse_args()
+    if args.fault and args.profile != "loopback":
+        raise SystemExit("--fault and --profile both set the server's faults: give one")
+    args.fault = args.fault or NETWORK_PROFILES[args.profile]
 
     if args.from_json:
         result = json.loads(args.from_json.read_text())
@@ -1244,7 +1255,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cosfs-peers-", dir=args.workdir))
     bench = Bench(args, sizes, workdir)
     result = {"date": datetime.date.today().isoformat(), "runs": runs, "quick": args.quick,
-              "sizes": asdict(sizes), "versions": versions(), "fault": args.fault,
+              "sizes": asdict(sizes), "versions": versions(), "fault": args.fault, "profile": args.profile,
               "machine": f"{os.cpu_count()} cores, Linux {platform.release()}", "samples": bench.samples}
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = False

@@ -186,6 +186,21 @@ async def test_fault_500_and_delay(server_factory):
         assert r.status_code == 500 and error_code(r) == "InternalError"
 
 
+async def test_fault_rate_caps_each_connection_each_way(server_factory):
+    """`rate=1MB`: 1.5 MB up and 1.5 MB down each take at least 1.5 s (a sleep-based cap can
+    only make them slower, so the bound is not a timing guess)."""
+    server = server_factory("--fault", "rate=1MB")
+    data = os.urandom(1_500_000)
+    async with httpx.AsyncClient(timeout=60) as client:
+        cos = CosHttp(server, client)
+        started = time.monotonic()
+        assert (await cos.put("paced", data)).status_code == 200
+        assert time.monotonic() - started >= 1.4
+        started = time.monotonic()
+        r = await cos.get("paced")
+        assert r.content == data and time.monotonic() - started >= 1.4
+
+
 async def test_fault_reset(server_factory):
     server = server_factory("--fault", "reset=1")
     async with httpx.AsyncClient(timeout=30) as client:

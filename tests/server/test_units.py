@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cosfs.cos.rules import list_keys, prefix_end
-from cosfs.server.faults import FaultInjector, FaultSpec, FaultSpecError, parse_fault_spec
+from cosfs.server.faults import FaultInjector, FaultSpec, FaultSpecError, Pacer, parse_fault_spec
 from cosfs.server.objects import check_conditions, parse_copy_source
 from cosfs.server.request_rules import parse_range, select_uploads
 from cosfs.server.storage import ObjectRecord, Upload, object_relpath
@@ -34,8 +34,19 @@ def test_fault_spec_forms():
     assert parse_fault_spec("seed=3").seed == 3 and not parse_fault_spec("seed=3").active
 
 
+def test_fault_spec_rate_and_pacer():
+    assert parse_fault_spec("rate=50MB").rate_bps == 50e6
+    assert parse_fault_spec("rate=8MiB").rate_bps == 8 * 2**20
+    assert parse_fault_spec("rate=500kb/s").rate_bps == 500e3
+    assert parse_fault_spec("rate=1000").rate_bps == 1000 and parse_fault_spec("rate=1000").active
+    pacer = Pacer(1000.0)
+    assert pacer.delay_s(500, now=10.0) == pytest.approx(0.5)
+    assert pacer.delay_s(500, now=10.5) == pytest.approx(0.5)  # back to back: the link is busy
+    assert pacer.delay_s(100, now=20.0) == pytest.approx(0.1)  # after idling: no saved credit
+
+
 @pytest.mark.parametrize("text", ["503", "503=x", "503=1.5", "500=-0.1", "boom=0.1", "delay=fast", "seed=1.5",
-                                  "503=0.1,503=0.2", "503=0.6,500=0.6"])
+                                  "503=0.1,503=0.2", "503=0.6,500=0.6", "rate=0", "rate=fast", "rate=5TB"])
 def test_fault_spec_errors(text):
     with pytest.raises(FaultSpecError):
         parse_fault_spec(text)
