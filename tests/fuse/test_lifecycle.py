@@ -270,6 +270,15 @@ def test_repeated_sigterm_never_aborts_the_drain_of_a_live_mount(stoppable_serve
     assert _staged(m.cache_dir / server.bucket)
 
 
+def _background_mount(server, tmp_path: Path, mountpoint: Path, *options: str) -> list[str]:
+    """`cosfs mount` (in the background, as scripts run it) of the server's bucket."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"{server.bucket}:{server.secret_id}:{server.secret_key}\n")
+    passwd.chmod(0o600)
+    opts = [f"url={server.endpoint}", f"passwd_file={passwd}", f"cache_dir={tmp_path / 'cache'}", *options]
+    return [sys.executable, "-m", "cosfs", "mount", server.bucket, str(mountpoint), "-o", ",".join(opts)]
+
+
 def test_umount_then_mount_at_once_always_works(cos_server, tmp_path, expect_log):
     """A script's `cosfs umount; cosfs mount` on one cache directory, with a change pending
     at each unmount: the daemon is gone (its lock released) by the time the next mount
@@ -278,12 +287,8 @@ def test_umount_then_mount_at_once_always_works(cos_server, tmp_path, expect_log
     expect_log(r"^cosfs: waiting for cosfs pid", required=False, why="a daemon still finishing its upload")
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
-    passwd = tmp_path / "passwd"
-    passwd.write_text(f"{cos_server.bucket}:{cos_server.secret_id}:{cos_server.secret_key}\n")
-    passwd.chmod(0o600)
-    command = [sys.executable, "-m", "cosfs", "mount", cos_server.bucket, str(mountpoint), "-o",
-               f"url={cos_server.endpoint},passwd_file={passwd},cache_dir={tmp_path / 'cache'},"
-               f"log_file={tmp_path / 'cosfs.log'},write_back_delay=30"]
+    command = _background_mount(cos_server, tmp_path, mountpoint, f"log_file={tmp_path / 'cosfs.log'}",
+                                "write_back_delay=30")
     try:
         for round_ in range(3):
             result = subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -320,12 +325,8 @@ def test_a_background_mount_says_where_it_logs_when_there_is_no_syslog(cos_serve
     expect_log(r"^cosfs: logging to ", required=False, why="the line under test")
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
-    passwd = tmp_path / "passwd"
-    passwd.write_text(f"{cos_server.bucket}:{cos_server.secret_id}:{cos_server.secret_key}\n")
-    passwd.chmod(0o600)
-    result = subprocess.run([sys.executable, "-m", "cosfs", "mount", cos_server.bucket, str(mountpoint), "-o",
-                             f"url={cos_server.endpoint},passwd_file={passwd},cache_dir={tmp_path / 'cache'}"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(_background_mount(cos_server, tmp_path, mountpoint), capture_output=True, text=True,
+                            timeout=60)
     try:
         assert result.returncode == 0, result.stderr
         (mountpoint / "f").write_bytes(b"x")
