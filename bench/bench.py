@@ -69,14 +69,19 @@ README_MARKERS = {
 
 RAW_TOOLS = ("curl", "curl8", "httpx", "httpx8")
 MOUNT_TOOLS = ("s3fs", "rclone", "cosfs")
+# A pyfuse3 filesystem that answers reads from memory at once (bench/null_fs.py): the floor
+# under cosfs's per-operation cost, measured in the same run.
+FLOOR_TOOLS = ("nullfs",)
 # The server's fault injection for each network profile: loopback is the machine's own
 # speed; wan is a COS bucket seen from a machine in another zone (every reply 10 ms late,
 # each connection capped at 50 MB/s each way).
 NETWORK_PROFILES = {"loopback": "", "wan": "delay=10ms,rate=50MB"}
+# The sparse random reads stop a tool after this long (its time is then scaled to all reads).
+SPARSE_CAP_S = 300
 
-TOOLS = RAW_TOOLS + MOUNT_TOOLS
+TOOLS = RAW_TOOLS + FLOOR_TOOLS + MOUNT_TOOLS
 PEERS = ("s3fs", "rclone")
-TOOL_TITLES = {"curl": "curl", "curl8": "curl x8", "httpx": "httpx", "httpx8": "httpx x8",
+TOOL_TITLES = {"curl": "curl", "curl8": "curl x8", "httpx": "httpx", "httpx8": "httpx x8", "nullfs": "null pyfuse3",
                "s3fs": "s3fs", "rclone": "rclone mount", "cosfs": "cosfs"}
 
 
@@ -90,11 +95,14 @@ class Sizes:
     ls: int             # objects in the `ls -l` folder
     find: int           # objects under the `find` tree ...
     find_dirs: int      # ... in this many folders
+    sparse: int = 8 * 1024 * MiB  # the object of the sparse random reads (stored sparse by the server)
+    sparse_reads: int = 2000      # ... and how many random 4 KiB reads it gets
 
 
 FULL = Sizes(big=1024 * MiB, write=512 * MiB, par_file=128 * MiB, random_s=15, small=500, ls=1000, find=5000,
              find_dirs=100)
-QUICK = Sizes(big=32 * MiB, write=32 * MiB, par_file=4 * MiB, random_s=2, small=50, ls=200, find=200, find_dirs=10)
+QUICK = Sizes(big=32 * MiB, write=32 * MiB, par_file=4 * MiB, random_s=2, small=50, ls=200, find=200, find_dirs=10,
+              sparse=1024 * MiB, sparse_reads=200)
 
 
 def size_text(n: int) -> str:
@@ -122,6 +130,12 @@ def rows_for(s: Sizes) -> list[Row]:
         Row("write_server", "write", "  the same, until the object is on the server", "MB/s", True, seq),
         Row("rand_qd1", "rand1", f"random 4 KiB reads, QD1, {s.random_s:g} s", "IOPS", True, one),
         Row("rand_qd8", "rand8", f"random 4 KiB reads, QD8 = 8 jobs, {s.random_s:g} s", "IOPS", True, eight),
+        Row("warm_direct", "warm", f"random 4 KiB reads of the cached object, QD1, O_DIRECT, {s.random_s:g} s",
+            "IOPS", True, FLOOR_TOOLS + MOUNT_TOOLS),
+        Row("warm_buffered", "warm", f"  the same, buffered (the page cache), {s.random_s:g} s", "IOPS", True,
+            FLOOR_TOOLS + MOUNT_TOOLS),
+        Row("sparse", "sparse", f"{s.sparse_reads:,} random 4 KiB reads of a sparse {size_text(s.sparse)} object, "
+            "O_DIRECT, QD1", "s", False, ("curl",) + MOUNT_TOOLS),
         Row("par8", "par8", f"8 processes read 8 files of {size_text(s.par_file)} at once", "MB/s", True, eight),
         Row("creates_close", "creates", f"{s.small} small-file creates, 1 KiB, until close", "files/s", True, one),
         Row("creates_server", "creates", "  the same, until all are on the server", "files/s", True, one),
@@ -130,7 +144,7 @@ def rows_for(s: Sizes) -> list[Row]:
     ]
 
 
-GROUPS = ("read", "write", "rand1", "rand8", "par8", "creates", "ls", "find")
+GROUPS = ("read", "write", "rand1", "rand8", "warm", "sparse", "par8", "creates", "ls", "find")
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -291,6 +305,7 @@ class Bench:
         self.data.mkdir()
         self.cold_ok = True
         self.rss_files = 0
+        self.groups: list[str] = []
 
     # -- setup --
 
@@ -379,8 +394,26 @@ class Bench:
                             nursery.start_soon(small, f"tree/d{d:03d}/f{i:04d}")
 
         trio.run(upload)
+        if "sparse" in self.groups:
+            self.populate_sparse()
         if s.ls > 1000 or s.find // s.find_dirs > 1000 or s.find_dirs > 1000:
             raise SystemExit("the curl LISTs read one page (1,000 entries) per folder")
+
+    def populate_sparse(self) -> None:
+        """sparse.bin: 64 KiB of random bytes at the start of every GiB, zeros between (sent as
+        zeros, stored by the server as holes)."""
+        size = self.s.sparse
+        print(f"bench: uploading the sparse {size_text(size)} object...", file=sys.stderr)
+        source = self.data / "sparse.src"
+        with open(source, "wb") as handle:
+            handle.truncate(size)
+            for offset in range(0, size, 1024 * MiB):
+                handle.seek(offset)
+                handle.write(os.urandom(min(64 * 1024, size - offset)))
+        streams = max(1, min(8, -(-size // (512 * MiB))))
+        trio.run(httpx_client.op_put, self.raw(), {"key": "sparse.bin", "file": str(source), "size": size,
+                                                   "streams": streams})
+        source.unlink()
 
     def drop_caches(self) -> None:
         try:
@@ -602,6 +635,18 @@ class Bench:
         count = sum(1 for lane_stamps in stamps for t in lane_stamps if begin <= t <= end)
         return count / seconds, sum(u[0] for u in usage), sum(u[1] for u in usage)
 
+    def curl_sparse(self, reads: int, seed: int) -> tuple[float, float, float]:
+        """`reads` 4 KiB ranged GETs of sparse.bin at random offsets, one after another by one curl."""
+        rng = random.Random(seed)
+        blocks = []
+        for _ in range(reads):
+            offset = rng.randrange(0, self.s.sparse // 4096) * 4096
+            blocks.append(self.curl_block(self.url("sparse.bin"), range=f"{offset}-{offset + 4095}",
+                                          output="/dev/null"))
+        path = self.workdir / "sparse.conf"
+        path.write_text(self.curl_config(blocks))
+        return self.run_curls([["curl", "-sS", "-K", str(path)]], 300 + reads, {"206"})
+
     # -- httpx --
 
     def httpx(self, spec: dict, timeout: float) -> dict:
@@ -622,7 +667,7 @@ class Bench:
     # -- one workload with one tool --
 
     def run(self, group: str, tool: str, rep: int) -> None:
-        if tool in MOUNT_TOOLS:
+        if tool in MOUNT_TOOLS + FLOOR_TOOLS:
             daemon = Daemon(self, tool, f"{group}-{tool}-{rep}")
             try:
                 getattr(self, f"mount_{group}")(daemon, rep)
@@ -758,12 +803,14 @@ class Bench:
 
     # random reads
 
-    def fio(self, d: Daemon, jobs: int) -> tuple[float, str]:
-        """Read IOPS of fio randread 4 KiB, psync, `jobs` jobs; O_DIRECT, or buffered where refused."""
-        for direct in ("1", "0"):
+    def fio(self, d: Daemon, jobs: int, modes: tuple[str, ...] = ("1", "0"),
+            invalidate: str = "1") -> tuple[float, str]:
+        """Read IOPS of fio randread 4 KiB, psync, `jobs` jobs; O_DIRECT, or buffered where refused
+        (`modes`: the --direct values to try, in order)."""
+        for direct in modes:
             command = ["fio", "--name=rand", f"--filename={d.mnt / 'big.bin'}", "--rw=randread", "--bs=4k",
                        f"--direct={direct}", "--ioengine=psync", f"--numjobs={jobs}", "--group_reporting",
-                       f"--runtime={self.s.random_s:g}", "--time_based", "--readonly", "--invalidate=1",
+                       f"--runtime={self.s.random_s:g}", "--time_based", "--readonly", f"--invalidate={invalidate}",
                        "--output-format=terse", "--terse-version=3"]
             process, text = self.capture(command, self.s.random_s + 300)
             lines = [line for line in text.splitlines() if line.startswith("3;")]
@@ -780,11 +827,59 @@ class Bench:
         self.record(row, d.tool, rep, iops, proc_cpu(d.pid) - cpu0, proc_hwm_mib(d.pid), offset, server0,
                     fio_mode=mode)
 
+    def mount_warm(self, d: Daemon, rep: int) -> None:
+        """The per-read cost once the data is local: a first run of random 4 KiB reads (not
+        counted) brings the object in as a random reader does, then random 4 KiB reads with
+        O_DIRECT (every read reaches the daemon), then buffered ones (the page cache answers
+        those it holds, as it does for sqlite and most applications)."""
+        self.drop_caches()
+        self.fio(d, 1, ("1", "0"), invalidate="0")
+        for row, direct in (("warm_direct", "1"), ("warm_buffered", "0")):
+            offset, server0 = self.start_window()
+            cpu0 = proc_cpu(d.pid)
+            iops, mode = self.fio(d, 1, (direct,), invalidate="0")
+            self.record(row, d.tool, rep, iops, proc_cpu(d.pid) - cpu0, proc_hwm_mib(d.pid), offset, server0,
+                        fio_mode=mode)
+
     def mount_rand1(self, d: Daemon, rep: int) -> None:
         self.mount_rand(d, rep, 1, "rand_qd1")
 
     def mount_rand8(self, d: Daemon, rep: int) -> None:
         self.mount_rand(d, rep, 8, "rand_qd8")
+
+    # sparse random reads
+
+    def mount_sparse(self, d: Daemon, rep: int) -> None:
+        """fio: `sparse_reads` random 4 KiB reads (the offsets fixed by the repetition, alike for
+        every tool), O_DIRECT where the mount allows it; the time to finish. A tool still going
+        after SPARSE_CAP_S is stopped there and its time scaled to the reads it did."""
+        self.drop_caches()
+        offset, server0 = self.start_window()
+        cpu0 = proc_cpu(d.pid)
+        reads = self.s.sparse_reads
+        for direct in ("1", "0"):
+            command = ["fio", "--name=sparse", f"--filename={d.mnt / 'sparse.bin'}", "--rw=randread", "--bs=4k",
+                       f"--direct={direct}", "--ioengine=psync", f"--number_ios={reads}", f"--randseed={rep + 1}",
+                       f"--runtime={SPARSE_CAP_S}", "--readonly", "--invalidate=1",
+                       "--output-format=terse", "--terse-version=3"]
+            process, text = self.capture(command, SPARSE_CAP_S + 300)
+            lines = [line for line in text.splitlines() if line.startswith("3;")]
+            if process.returncode == 0 and lines:
+                break
+            print(f"bench: fio --direct={direct} on {d.tool} failed: {text.strip()[-300:]}", file=sys.stderr)
+        else:
+            raise RuntimeError(f"fio failed on {d.tool}")
+        fields = lines[-1].split(";")
+        done, runtime_s = int(fields[5]) // 4, int(fields[8]) / 1000
+        seconds = runtime_s * reads / max(1, done)
+        self.record("sparse", d.tool, rep, seconds, proc_cpu(d.pid) - cpu0, proc_hwm_mib(d.pid), offset, server0,
+                    fio_mode="direct" if direct == "1" else "buffered", reads_done=done, capped=done < reads)
+
+    def raw_sparse(self, tool: str, rep: int) -> None:
+        self.drop_caches()
+        offset, server0 = self.start_window()
+        elapsed, cpu, rss = self.curl_sparse(self.s.sparse_reads, rep + 1)
+        self.record("sparse", tool, rep, elapsed, cpu, rss, offset, server0)
 
     def raw_rand(self, tool: str, rep: int, lanes: int, row: str) -> None:
         self.drop_caches()
@@ -952,8 +1047,11 @@ class Daemon:
         self.cache.mkdir(parents=True)
         log = bench.logs / f"{name}.log"
         passwd = bench.workdir / "passwd"
-        extra = {"s3fs": bench.args.s3fs_opts, "rclone": bench.args.rclone_args, "cosfs": bench.args.cosfs_opts}[tool]
-        if tool == "s3fs":
+        extra = {"s3fs": bench.args.s3fs_opts, "rclone": bench.args.rclone_args, "cosfs": bench.args.cosfs_opts,
+                 "nullfs": ""}[tool]
+        if tool == "nullfs":
+            command = [sys.executable, str(HERE / "null_fs.py"), str(self.mnt), str(bench.s.big)]
+        elif tool == "s3fs":
             opts = f"url={bench.endpoint},use_path_request_style,passwd_file={passwd},endpoint={REGION}"
             command = ["s3fs", BUCKET, str(self.mnt), "-f", "-o", opts + (f",{extra}" if extra else "")]
         elif tool == "rclone":
@@ -1150,6 +1248,18 @@ def goals(result: dict) -> str:
     if value.get(("rand_qd8", "cosfs")) and value.get(("rand_qd1", "cosfs")):
         r = value[("rand_qd8", "cosfs")] / value[("rand_qd1", "cosfs")]
         goal("QD8 (8 jobs) scales with the parallelism", f"{r:.2f} x QD1 on 2 cores", None)
+    if value.get(("warm_direct", "cosfs")) and value.get(("warm_direct", "nullfs")):
+        r = value[("warm_direct", "cosfs")] / value[("warm_direct", "nullfs")]
+        goal("random 4 KiB reads of cached blocks, QD1, O_DIRECT: >= 85% of a null pyfuse3 filesystem",
+             f"{r:.0%}", r >= 0.85)
+    against("... buffered: >= the best peer's IOPS", "warm_buffered", PEERS, 1)
+    against("sparse random reads: less time than the best peer", "sparse", PEERS, 1)
+    if ("sparse", "cosfs") in fetched:
+        others = [fetched[("sparse", p)] for p in PEERS if ("sparse", p) in fetched]
+        if others:
+            r = min(others) / max(1, fetched[("sparse", "cosfs")])
+            goal("... fetching at least 5 x fewer bytes than the peer that fetches least",
+                 f"{fetched[('sparse', 'cosfs')] / MiB:.0f} MiB, {r:.1f} x fewer", r >= 5)
     against("500 small-file creates, durable close, >= 2 x s3fs", "creates_close", ("s3fs",), 2)
     against("find over the tree in at most rclone's time", "find", ("rclone",), 1, "x rclone's speed")
     against("ls -l >= 2 x s3fs (both HEAD each entry)", "ls", ("s3fs",), 2)
@@ -1262,6 +1372,7 @@ def main() -> int:
     runs = args.runs or (1 if args.quick else 3)
     workdir = Path(tempfile.mkdtemp(prefix="cosfs-peers-", dir=args.workdir))
     bench = Bench(args, sizes, workdir)
+    bench.groups = groups
     result = {"date": datetime.date.today().isoformat(), "runs": runs, "quick": args.quick,
               "sizes": asdict(sizes), "versions": versions(), "fault": args.fault, "profile": args.profile,
               "machine": f"{os.cpu_count()} cores, Linux {platform.release()}", "samples": bench.samples}

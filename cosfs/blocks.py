@@ -10,7 +10,7 @@ valid exactly when the object still has that ETag. Block files are written under
 name and renamed, so a crash never leaves a torn block; they are private to the mount's user
 (files 0600, directories 0700, whatever the umask). A block file that vanishes or shrinks
 under a running mount (a cleaner, another process) is dropped from the index and fetched
-again.
+again when next opened or read short (one already open reads on: its bytes never change).
 
 Fetches are single-flight: concurrent readers of a missing block wait for one GET. A run of
 missing blocks is fetched by one ranged GET with If-Match and split into blocks as it streams.
@@ -19,6 +19,13 @@ Admission: a fetch may keep its blocks in memory only (`keep_on_disk=False`): th
 of a long sequential stream, read once, would otherwise cost a disk write per byte and evict
 the blocks random readers come back to. Drop-behind: a sequential reader that has finished a
 block moves it to the cold end of the memory tier, so the blocks read ahead of it stay.
+
+Pieces: a random reader (one that seeks, `sparse=True`) of an absent block gets the aligned
+PIECE_BYTES around its read, not the whole block: 2,000 random 4 KiB reads of an 8 GiB object
+would otherwise fetch 2 GiB. Pieces are kept in memory only, in a pool of their own. A block
+whose pieces were fetched PIECE_FETCHES_BEFORE_BLOCK times is fetched whole at its next miss,
+so a random reader that keeps coming back (a database, a small object read all over) ends
+with whole blocks on disk as before.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import os
 import resource
 from pathlib import Path
 
+import cachetools
 import trio
 
 from cosfs.cos.store import ObjectMeta, ObjectStore
@@ -47,6 +55,11 @@ Ident = tuple[str, int]  # (version hash, block index)
 # more than the read): a quarter of the process's descriptor limit, within these bounds.
 MIN_OPEN_BLOCK_FILES = 64
 MAX_OPEN_BLOCK_FILES = 4096
+
+PIECE_BYTES = 16 * 1024
+PIECE_FETCHES_BEFORE_BLOCK = 2
+# Blocks whose piece fetches are counted (the least recently counted are forgotten).
+COUNTED_BLOCKS = 1 << 16
 
 
 def open_block_files_budget() -> int:
@@ -102,6 +115,10 @@ class BlockCache:
     - A block is readable when it is in `_hot` or `_disk`. `_fetching` maps blocks being
       downloaded to the Event set when they land or the fetch fails (then `_failures` holds
       the error for the waiters).
+    - `_pieces` maps (version hash, piece index) -> bytes of absent-or-present blocks' pieces
+      (PIECE_BYTES each, the last one of an object shorter); `_pieces_bytes` is their sum and
+      stays <= `_pieces_limit`. A piece is never served when its block is present (the block
+      is read first), and is fetched by at most one GET at a time (`_piece_fetching`).
     - Disk and memory are written only from the trio thread; worker threads only write and
       rename the temporary block file they were given.
     """
@@ -126,6 +143,11 @@ class BlockCache:
         self._open_limit = open_block_files_budget()
         self._fetching: dict[Ident, trio.Event] = {}
         self._failures: dict[Ident, BaseException] = {}
+        self._pieces: collections.OrderedDict[Ident, bytes] = collections.OrderedDict()
+        self._pieces_bytes = 0
+        self._pieces_limit = max(self._memory // 8, 4 * PIECE_BYTES)
+        self._piece_fetching: dict[Ident, trio.Event] = {}
+        self._piece_fetches: cachetools.LRUCache[Ident, int] = cachetools.LRUCache(COUNTED_BLOCKS)
         self.limiter = trio.CapacityLimiter(parallel_fetches)
         self.hits = 0
         self.misses = 0
@@ -200,23 +222,24 @@ class BlockCache:
                 if not self._present((version, i)) and (version, i) not in self._fetching]
 
     async def read(self, ref: ObjectRef, offset: int, size: int, *, drop_behind: bool = False,
-                   keep_on_disk: bool = True) -> bytes | memoryview:
+                   keep_on_disk: bool = True, sparse: bool = False) -> bytes | memoryview:
         """Bytes [offset, offset+size) of the object version, fetching missing blocks
         (a read-only view when one cached block holds them all). `drop_behind`: the reader
         is sequential, so a block it has read to its end goes to the cold end of memory;
-        `keep_on_disk`: blocks it fetches go to the disk tier too."""
+        `keep_on_disk`: blocks it fetches go to the disk tier too; `sparse`: the reader
+        seeks, so an absent block is read from pieces (see the module's docstring)."""
+        piece = self.cached(ref, offset, size, drop_behind)
+        if piece is not None:
+            return piece
         end = min(offset + size, ref.size_bytes)
-        if offset >= end:
-            return b""
         first, last = offset // self._block, (end - 1) // self._block
         version = ref.version_hash
-        if first == last and self._present((version, first)):
-            # The common hit, one present block: no bookkeeping (a block file that vanished
-            # returns None and takes the general path below, which fetches it again).
-            piece = self._hit(ref, (version, first), offset, end, drop_behind)
-            if piece is not None:
-                self.hits += 1
-                return piece
+        if (sparse and first == last and not self._present((version, first))
+                and (version, first) not in self._fetching
+                and self._piece_fetches.get((version, first), 0) < PIECE_FETCHES_BEFORE_BLOCK):
+            from_pieces = await self._read_pieces(ref, offset, end)
+            if from_pieces is not None:
+                return from_pieces
         absent = self.missing(ref, first, last)
         if absent:
             self.misses += len(absent)
@@ -233,6 +256,82 @@ class BlockCache:
             pieces.append(piece)
         self.hits += (last - first + 1) - len(missed)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def cached(self, ref: ObjectRef, offset: int, size: int, drop_behind: bool = False) -> bytes | memoryview | None:
+        """The common hit, at once: [offset, offset+size) when one present block holds it
+        (b"" past the end), else None (a block file that vanished is dropped, and `read`
+        fetches it again)."""
+        end = min(offset + size, ref.size_bytes)
+        if offset >= end:
+            return b""
+        index = offset // self._block
+        ident = (ref.version_hash, index)
+        if (end - 1) // self._block != index or not (ident in self._hot or ident in self._disk):
+            return None
+        piece = self._hit(ref, ident, offset, end, drop_behind)
+        if piece is not None:
+            self.hits += 1
+        return piece
+
+    async def _read_pieces(self, ref: ObjectRef, offset: int, end: int) -> bytes | None:
+        """[offset, end) of one absent block from its pieces, fetching the missing ones with one
+        ranged GET; None when they went meanwhile (the caller then reads the block)."""
+        version = ref.version_hash
+        lo, hi = offset // PIECE_BYTES, (end - 1) // PIECE_BYTES
+        idents = [(version, i) for i in range(lo, hi + 1)]
+        while pending := [self._piece_fetching[i] for i in idents if i in self._piece_fetching]:
+            await pending[0].wait()
+        absent = [i for i in idents if i not in self._pieces]
+        if absent:
+            self.misses += 1
+            block = (version, offset // self._block)
+            self._piece_fetches[block] = self._piece_fetches.get(block, 0) + 1
+            await self._fetch_pieces(ref, absent[0][1], absent[-1][1])
+        else:
+            self.hits += 1
+        pieces = []
+        for ident in idents:
+            piece = self._pieces.get(ident)
+            if piece is None:
+                return None
+            self._pieces.move_to_end(ident)
+            pieces.append(piece)
+        start = lo * PIECE_BYTES
+        return b"".join(pieces)[offset - start:end - start]
+
+    async def _fetch_pieces(self, ref: ObjectRef, first: int, last: int) -> None:
+        """Fetch pieces [first, last] with one ranged GET into the pieces pool."""
+        version = ref.version_hash
+        start, end = first * PIECE_BYTES, min((last + 1) * PIECE_BYTES, ref.size_bytes)
+        events = {}
+        for i in range(first, last + 1):
+            events[i] = self._piece_fetching[(version, i)] = trio.Event()
+        try:
+            async with self.limiter:
+                async with self._store.open_object(ref.key, byte_range=(start, end - 1),
+                                                  if_match=ref.etag or None) as (meta, chunks):
+                    problem = version_problem(ref, meta)
+                    if problem:
+                        raise Stale(f"{ref.key!r} changed while open: the server answered {problem}")
+                    body = bytearray()
+                    async for chunk in chunks:
+                        body += chunk
+                        if len(body) > end - start:
+                            raise ProtocolError(f"long body for {ref.key}: more than bytes {start}..{end - 1}")
+            if len(body) != end - start:
+                raise ProtocolError(f"short body for {ref.key}: {len(body)} of bytes {start}..{end - 1}")
+            self.fetched_bytes += len(body)
+            for i in range(first, last + 1):
+                piece = bytes(body[(i - first) * PIECE_BYTES:(i - first + 1) * PIECE_BYTES])
+                old = self._pieces.pop((version, i), None)
+                self._pieces_bytes += len(piece) - (len(old) if old is not None else 0)
+                self._pieces[(version, i)] = piece
+            while self._pieces_bytes > self._pieces_limit:
+                self._pieces_bytes -= len(self._pieces.popitem(last=False)[1])
+        finally:
+            for i in range(first, last + 1):
+                self._piece_fetching.pop((version, i), None)
+                events[i].set()
 
     def _hit(self, ref: ObjectRef, ident: Ident, offset: int, end: int, drop_behind: bool) -> bytes | memoryview | None:
         """The part of [offset, end) in a present block (None: its file vanished)."""
@@ -267,12 +366,10 @@ class BlockCache:
             return memoryview(data).toreadonly()[lo:hi]
         self._disk.move_to_end(ident)
         # Block files are small and usually in the page cache: a pread costs less than a
-        # thread hand-off, so it is done inline, on a descriptor kept open.
+        # thread hand-off, so it is done inline, on a descriptor kept open. A file removed by
+        # someone else while open still reads right (its bytes never change); it is found
+        # gone when next opened.
         fd = self._open.get(ident)
-        if fd is not None and os.fstat(fd).st_nlink == 0:  # removed by someone else since opened
-            del self._open[ident]
-            os.close(fd)
-            fd = None
         if fd is None:
             try:
                 fd = os.open(self._file(ident), os.O_RDONLY | os.O_CLOEXEC)
@@ -453,6 +550,7 @@ class BlockCache:
         assert self._hot_bytes == sum(len(b) for b in self._hot.values())
         assert self._hot_bytes <= self._memory or len(self._hot) <= 1
         assert len(self._open) <= self._open_limit and all(ident in self._disk for ident in self._open)
+        assert self._pieces_bytes == sum(len(b) for b in self._pieces.values()) <= self._pieces_limit
 
 
 def _write_block_file(path: Path, data: bytearray) -> None:

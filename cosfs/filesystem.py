@@ -356,9 +356,10 @@ class CosFilesystem:
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self.files.get(fh)
         inode = self.inodes.get(handle.ino)
-        staged = await self.writeback.read(inode.key, offset, offset + size)
-        if staged is not None:
-            return staged
+        if inode.key in self.writeback.staging:  # (a dict lookup: reads of clean files stay cheap)
+            staged = await self.writeback.read(inode.key, offset, offset + size)
+            if staged is not None:
+                return staged
         ref = handle.ref
         if ref is None or ref.key != inode.key:
             # Opened while dirty (or renamed since): read the committed version now.

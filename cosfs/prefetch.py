@@ -22,7 +22,8 @@ class ReadAhead:
     arrive out of order by up to its read-ahead size (with read_ahead_kb at 16 MiB, a stream
     seen as seeks would restart its window and its admission count every few MiB). The window
     starts at `initial_blocks`, doubles each time the reader moves into a new block, and
-    closes on a seek, so a random reader costs only the blocks it reads."""
+    closes on a seek, so a random reader costs only what it reads (pieces of blocks, see
+    cosfs.blocks)."""
 
     def __init__(self, block_size_bytes: int, max_window_bytes: int, initial_blocks: int = 2) -> None:
         self._block = block_size_bytes
@@ -32,6 +33,7 @@ class ReadAhead:
         self._high = 0
         self._start = 0  # where the current sequential stream began
         self._last_block = -1
+        self.seeking = False  # the last read was a seek: the reader is random, for now
 
     @property
     def window_blocks(self) -> int:
@@ -53,7 +55,8 @@ class ReadAhead:
         behind = self._window * self._block
         forward = self._high <= offset <= self._high + self._block * max(1, self._window)
         inside = self._window > 0 and self._high - behind <= offset < self._high
-        if not (forward or inside):
+        self.seeking = not (forward or inside)
+        if self.seeking:
             self._window = 0
             self._start = offset
             self._high = end
@@ -103,7 +106,10 @@ class Prefetcher:
         (a sequential reader's own fetches follow the same admission rule)."""
         advice = readahead.advise(offset, size, ref.size_bytes)
         if advice is None:
-            return await self._blocks.read(ref, offset, size)
+            piece = self._blocks.cached(ref, offset, size)
+            if piece is not None:
+                return piece
+            return await self._blocks.read(ref, offset, size, sparse=readahead.seeking)
         keep_on_disk = readahead.streamed_bytes < self._stream_disk_bytes
         now = trio.current_time()
         self._streams[ref.version_hash] = now
@@ -121,11 +127,15 @@ class Prefetcher:
             # Blocks in memory only must not push out the unread ones ahead of any reader:
             # the window stays within the stream's share, and its chunks are at most half of
             # it, so that a whole chunk always fits ahead of the reader (8 streams in 64 MiB
-            # fetch 4 MiB chunks, not what is left of 8 MiB ones, block by block).
-            share = max(1, self._blocks.memory_bytes // (
-                2 * self._blocks.block_size_bytes * max(1, len(self._streams))))
+            # fetch 4 MiB chunks, not what is left of 8 MiB ones, block by block). The share
+            # is also cut in as many chunks as the stream's part of the parallel fetches: over
+            # a link that caps each connection (a WAN), a lone stream's window comes in on all
+            # of them (32 MiB in 8 GETs of 4 MiB, not 4 of 8 MiB).
+            streams = max(1, len(self._streams))
+            share = max(1, self._blocks.memory_bytes // (2 * self._blocks.block_size_bytes * streams))
             last = min(last, first + share - 1)
-            per_fetch, capped = max(1, min(per_fetch, share // 2)), True
+            lanes = max(1, int(self._blocks.limiter.total_tokens) // streams)
+            per_fetch, capped = max(1, min(per_fetch, share // 2, -(-share // lanes))), True
         # A window narrower than a chunk (a stream just begun) is fetched as advised.
         whole_chunks = last - first + 1 >= per_fetch
         last_of_object = max(0, (ref.size_bytes - 1) // self._blocks.block_size_bytes)

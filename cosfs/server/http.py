@@ -86,7 +86,7 @@ class Response:
     status: int
     headers: list[tuple[str, str]]
     body: bytes | FileBody = b""
-    # set by the connection after sending: bytes of body actually sent
+    # counted by the connection as the body goes out (a reply cut short logs what went out)
     sent_bytes: int = 0
 
 
@@ -247,11 +247,10 @@ class Connection:
             stream = stream.transport_stream
         return stream.socket if isinstance(stream, trio.SocketStream) else None
 
-    async def _send_file_pieces(self, body: FileBody) -> int:
+    async def _send_file_pieces(self, body: FileBody, response: Response) -> None:
         """Send a file range through a stream that cannot take sendfile (TLS): pread + send."""
         offset = body.offset
         remaining = body.length if body.truncate_at is None else min(body.length, body.truncate_at)
-        sent = 0
         while remaining > 0:
             data = await trio.to_thread.run_sync(os.pread, body.fd, min(remaining, FILE_PIECE_BYTES), offset)
             if not data:
@@ -259,20 +258,20 @@ class Connection:
             await self._send(h11.Data(data=data))
             offset += len(data)
             remaining -= len(data)
-            sent += len(data)
-        return sent
+            response.sent_bytes += len(data)
 
-    async def _sendfile(self, body: FileBody) -> int:
-        """Send the file range directly with os.sendfile; return bytes sent."""
+    async def _sendfile(self, body: FileBody, response: Response) -> None:
+        """Send the file range directly with os.sendfile, counting in `response.sent_bytes`
+        what has gone out so far (so a reply the client cut short is logged with its bytes)."""
         if not isinstance(self.stream, trio.SocketStream):
-            return await self._send_file_pieces(body)
+            await self._send_file_pieces(body, response)
+            return
         # h11 counts the body through a placeholder of the right length (send_with_data_passthrough)
         self.conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]  # h11 only takes its len()
         sock = self.stream.socket
         fd = sock.fileno()
         offset = body.offset
         remaining = body.length if body.truncate_at is None else min(body.length, body.truncate_at)
-        sent = 0
         # Paced, a chunk is what the link carries in 20 ms (a cap shapes the flow, not bursts).
         chunk = SENDFILE_CHUNK
         if self._pacers is not None:
@@ -289,12 +288,11 @@ class Connection:
                 raise ClientGone("file shorter than expected")
             offset += n
             remaining -= n
-            sent += n
+            response.sent_bytes += n
             if self._pacers is None:
                 await trio.lowlevel.checkpoint()
             else:
                 await self._paced(1, n)
-        return sent
 
     async def send_response(self, request: Request | None, response: Response) -> None:
         reason = b""
@@ -318,7 +316,7 @@ class Connection:
             await self._send(head)
             if isinstance(body, FileBody):
                 if not is_head and body.length:
-                    response.sent_bytes = await self._sendfile(body)
+                    await self._sendfile(body, response)
                     if body.truncate_at is not None and body.truncate_at < body.length:
                         raise ClientGone("body truncated on purpose (fault injection)")
             elif body and not is_head:

@@ -263,3 +263,39 @@ async def test_buckets(cos):
     await cos.delete("k", bucket="newbucket-1250000001")
     assert (await cos.request("DELETE", "", bucket="newbucket-1250000001")).status_code == 204
     assert (await cos.request("HEAD", "", bucket="newbucket-1250000001")).status_code == 404
+
+
+def stored_bytes(cos_server, key: str) -> tuple[int, int]:
+    """(apparent size, allocated bytes) of the file the server keeps `key` in."""
+    from cosfs.server.storage import object_relpath
+
+    st = (cos_server.root / cos_server.bucket / "objects" / object_relpath(key)).stat()
+    return st.st_size, st.st_blocks * 512
+
+
+async def test_zeros_are_stored_as_holes_through_put_complete_and_copy(cos, cos_server):
+    """A sparse object (8 MiB of zeros between 4 KiB of data at each end) takes the disk only
+    its data, after a PUT, a multipart Complete and a copy; every read gives the zeros back."""
+    head, tail = bytes(range(256)) * 16, bytes(reversed(range(256))) * 16
+    body = head + bytes(8 * MiB) + tail
+    r = await cos.put("sparse/put", body)
+    assert r.status_code == 200, r.text
+
+    upload_id = await initiate(cos, "sparse/multipart")
+    parts = [head + bytes(3 * MiB), bytes(5 * MiB), tail]
+    etags = [await upload_part(cos, "sparse/multipart", upload_id, n, p) for n, p in enumerate(parts, 1)]
+    r = await cos.request("POST", "sparse/multipart", params={"uploadId": upload_id},
+                          content=complete_body(list(enumerate(etags, 1))))
+    assert r.status_code == 200, r.text
+
+    r = await cos.request("PUT", "sparse/copy", headers={"x-cos-copy-source":
+                                                        f"{cos.bucket}.cos.ap-guangzhou.myqcloud.com/sparse/put"})
+    assert r.status_code == 200, r.text
+
+    for key in ("sparse/put", "sparse/multipart", "sparse/copy"):
+        r = await cos.get(key)
+        assert r.status_code == 200 and r.content == body, key
+        r = await cos.get(key, headers={"Range": f"bytes={4 * MiB}-{4 * MiB + 9}"})
+        assert r.status_code == 206 and r.content == bytes(10), key
+        size, allocated = stored_bytes(cos_server, key)
+        assert size > len(body) and allocated < MiB, (key, size, allocated)

@@ -201,6 +201,27 @@ async def test_fault_rate_caps_each_connection_each_way(server_factory):
         assert r.content == data and time.monotonic() - started >= 1.4
 
 
+async def test_a_reply_cut_short_by_the_client_is_logged_with_the_bytes_that_went_out(server_factory):
+    """A client that reads the start of a GET and hangs up: the access log counts what was
+    sent, neither nothing nor the whole body (benchmarks count a tool's traffic by it)."""
+    server = server_factory("--fault", "rate=2MB")
+    size = 8_000_000
+    async with httpx.AsyncClient(timeout=60) as client:
+        cos = CosHttp(server, client)
+        assert (await cos.put("big", os.urandom(size))).status_code == 200
+        request = cos.build("GET", "big")
+    head = f"GET {request.url.raw_path.decode()} HTTP/1.1\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in request.headers.items()) + "\r\n"
+    with socket.create_connection((request.url.host, request.url.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    deadline = time.monotonic() + 30
+    while not (gets := [line.split(" ") for line in server.access_lines() if " GET " in line]):
+        assert time.monotonic() < deadline, "the cut GET was never logged"
+        await trio.sleep(0.05)
+    assert 0 < int(gets[0][5]) < size, gets
+
+
 async def test_fault_reset(server_factory):
     server = server_factory("--fault", "reset=1")
     async with httpx.AsyncClient(timeout=30) as client:

@@ -134,3 +134,62 @@ async def test_streams_sharing_the_memory_tier_fetch_whole_chunks_half_their_sha
     gets = store.counts["get_object"] + store.counts["open_object"]
     assert gets <= 8 * (64 // 2 + 3), gets  # 32 chunks of 2 blocks, and the window's first steps
     cache.check_invariants()
+
+
+async def test_random_reads_fetch_pieces_until_a_block_proves_dense(tmp_path):
+    """A seeking reader gets the aligned piece around each read, not the block; the block is
+    fetched whole once its pieces were fetched PIECE_FETCHES_BEFORE_BLOCK times."""
+    from cosfs.blocks import PIECE_BYTES, PIECE_FETCHES_BEFORE_BLOCK
+
+    store, cache, ref, data = await setup(tmp_path, blocks=16)
+    prefetcher = Prefetcher(cache, CHUNK, stream_disk_bytes=1 << 40)
+    ahead = ReadAhead(BLOCK, 16 * BLOCK)
+    async with trio.open_nursery() as nursery:
+        prefetcher.start(nursery)
+        # One read per block, far apart (every one a seek): a piece each.
+        for block in (9, 3, 12, 6):
+            offset = block * BLOCK + 5000
+            assert await prefetcher.read(ref, ahead, offset, 4096) == data[offset:offset + 4096]
+        assert cache.fetched_bytes == 4 * PIECE_BYTES and disk_blocks(tmp_path) == 0
+        # A read across two pieces of block 9 fetches both with one GET; again of block 9:
+        # now its pieces were fetched enough times, and the block comes whole.
+        gets = store.counts["open_object"]
+        offset = 9 * BLOCK + 2 * PIECE_BYTES - 100
+        assert await prefetcher.read(ref, ahead, offset, 200) == data[offset:offset + 200]
+        assert store.counts["open_object"] == gets + 1 and PIECE_FETCHES_BEFORE_BLOCK == 2
+        offset = 9 * BLOCK + 100  # behind the last read: a seek
+        assert await prefetcher.read(ref, ahead, offset, 4096) == data[offset:offset + 4096]
+        assert disk_blocks(tmp_path) == 1
+        # Reads of what is cached fetch nothing.
+        fetched = cache.fetched_bytes
+        for offset in (3 * BLOCK + 5000, 9 * BLOCK + 7, 12 * BLOCK + 6000):
+            assert await prefetcher.read(ref, ahead, offset, 100) == data[offset:offset + 100]
+        assert cache.fetched_bytes == fetched
+    cache.check_invariants()
+
+
+async def test_concurrent_random_readers_of_one_piece_share_one_get(tmp_path):
+    store, cache, ref, data = await setup(tmp_path, blocks=4)
+    results = []
+
+    async def reader(offset: int) -> None:
+        results.append(await cache.read(ref, offset, 512, sparse=True) == data[offset:offset + 512])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(8):
+            nursery.start_soon(reader, 2 * BLOCK + 1000 + 512 * i)
+    assert results == [True] * 8 and store.counts["open_object"] == 1
+
+
+async def test_a_changed_object_is_never_served_from_old_pieces(tmp_path):
+    store, cache, ref, data = await setup(tmp_path, blocks=4)
+    assert await cache.read(ref, 100, 10, sparse=True) == data[100:110]
+    await store.put_object("big", b"new" * 1000)
+    from cosfs.errors import Stale
+
+    try:
+        await cache.read(ref, 3 * BLOCK, 10, sparse=True)
+    except Stale:
+        pass
+    else:
+        raise AssertionError("a piece of another version was served")
