@@ -78,9 +78,11 @@ class FsStats:
 
 
 def upload_parallelism(config: FsConfig) -> int:
-    """Parts in flight at once: each holds a part in memory (plus a transient copy), so the
-    count is bounded by half the memory budget as well as by parallel_count."""
-    by_memory = (config.memory_budget_bytes // 2) // (2 * config.part_size_bytes)
+    """Parts in flight at once: each holds its part in memory while it is sent (the body
+    read from staging is the buffer the socket sends: no copy), so the count is bounded by
+    half the memory budget as well as by parallel_count. (Over a link that caps each
+    connection, the parts in flight are the write's throughput: 8 by default, not 4.)"""
+    by_memory = (config.memory_budget_bytes // 2) // config.part_size_bytes
     return max(2, min(config.parallel_fetches, by_memory))
 
 

@@ -223,10 +223,11 @@ class Uploader:
             log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, exc)
 
     async def _finish_stream(self, dirty: DirtyFile, stream: StreamingUpload, state: Snapshot) -> PutResult:
-        """Complete a streamed upload of the live `state`: send the parts missing or changed."""
-        for event in list(stream.in_flight.values()):
-            await event.wait()
+        """Complete a streamed upload of the live `state`: send the parts missing or changed.
+        Those not in flight (the last part, always) go at once, beside the streamed parts still
+        in flight; a streamed part that then failed or went stale is sent after them."""
         count = max(1, -(-state.size // stream.part_bytes))
+        waiting = [event for number, event in stream.in_flight.items() if number <= count]
         dirty.uploaded = sum(stream.part_range(n, state.size)[1] - stream.part_range(n, state.size)[0]
                              for n in range(1, count + 1) if stream.current(n, state.size))
 
@@ -240,6 +241,15 @@ class Uploader:
                 stream.parts[number] = (dataclasses.replace(info, size_bytes=len(body)), version)
             dirty.uploaded += last - first
 
+        with one_error():
+            async with trio.open_nursery() as nursery:
+                for number in range(1, count + 1):
+                    if number not in stream.in_flight and not stream.current(number, state.size):
+                        nursery.start_soon(resend, number)
+                for event in waiting:
+                    await event.wait()
+        for event in list(stream.in_flight.values()):  # (started by writes meanwhile)
+            await event.wait()
         with one_error():
             async with trio.open_nursery() as nursery:
                 for number in range(1, count + 1):
