@@ -1209,7 +1209,7 @@ def tables(result: dict) -> str:
 
 
 def goals(result: dict) -> str:
-    """The speed goals (issues 10 and 18) against this run's medians: one line each, met or not."""
+    """The speed goals (issues 10, 18 and 22) against this run's medians: one line each, met or not."""
     sizes = Sizes(**result["sizes"])
     samples = result["samples"]
     value, cpu, fetched, requests = (medians(samples, f) for f in ("value", "cpu_s", "fetched_bytes", "requests"))
@@ -1260,7 +1260,9 @@ def goals(result: dict) -> str:
             r = min(others) / max(1, fetched[("sparse", "cosfs")])
             goal("... fetching at least 5 x fewer bytes than the peer that fetches least",
                  f"{fetched[('sparse', 'cosfs')] / MiB:.0f} MiB, {r:.1f} x fewer", r >= 5)
-    against("500 small-file creates, durable close, >= 2 x s3fs", "creates_close", ("s3fs",), 2)
+    against(f"{sizes.small} small-file creates, durable close, >= 2 x s3fs", "creates_close", ("s3fs",), 2)
+    against("... until on the server: >= 80% of one PUT per file (raw curl, same server and link)",
+            "creates_server", ("curl",), 0.8)
     against("find over the tree in at most rclone's time", "find", ("rclone",), 1, "x rclone's speed")
     against("ls -l >= 2 x s3fs (both HEAD each entry)", "ls", ("s3fs",), 2)
     if ("ls", "cosfs") in requests:

@@ -250,3 +250,48 @@ async def test_crash_mid_upload_resumes_the_multipart_upload(tmp_path):
     assert (await store.get_object("resume.bin"))[1] == data
     assert store.counts["upload_part"] - sent_before <= 1  # only the tail: the rest was resumed
     assert store.pending_uploads() == 0
+
+
+class PartOneWaitsForTheLast(MemoryStore):
+    """Part 1 is answered only once the last part has started (a barrier, not a delay)."""
+
+    def __init__(self, last: int) -> None:
+        super().__init__()
+        self.last = last
+        self.last_started = trio.Event()
+
+    async def upload_part(self, key: str, upload_id: str, part_number: int, body: bytes):
+        if part_number == self.last:
+            self.last_started.set()
+        elif part_number == 1:
+            await self.last_started.wait()
+        return await super().upload_part(key, upload_id, part_number, body)
+
+
+async def test_at_close_the_last_part_goes_while_streamed_parts_are_still_in_flight(tmp_path):
+    """Over a slow link a streamed part may still be on its way at close: the last part (sent
+    only at close) goes beside it, not after it. Here part 1 cannot finish before the last
+    part starts, so a close that waited for every streamed part first would never end."""
+    data = random.Random(7).randbytes(4 * 8 * MiB + 1000)  # 5 parts of 8 MiB, the last one short
+    store = PartOneWaitsForTheLast(last=5)
+    async with trio.open_nursery() as nursery:
+        fs = await run_fs(store, tmp_path, nursery)
+        opened, _ = await fs.create(ROOT_INO, "big.bin", 0o644, ME)
+        for offset in range(0, len(data), MiB):
+            await fs.write(opened.fh, offset, data[offset:offset + MiB])
+        with trio.fail_after(30):
+            await fs.flush(opened.fh)
+        fs.release(opened.fh)
+        _, body = await store.get_object("big.bin")
+        assert body == data and store.counts["upload_part"] == 5
+        fs.check_invariants()
+        nursery.cancel_scope.cancel()
+
+
+def test_eight_parts_fly_at_once_with_the_default_memory_budget():
+    """Each part in flight holds its own bytes only (no copy is made to send it): the default
+    128 MiB budget's half takes parallel_count (8) parts of 8 MiB, and bigger parts fewer."""
+    from cosfs.filesystem import upload_parallelism
+
+    assert upload_parallelism(FsConfig()) == 8
+    assert upload_parallelism(FsConfig(part_size_bytes=32 * MiB)) == 2
