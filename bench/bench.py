@@ -120,7 +120,7 @@ class Row:
 
 
 def rows_for(s: Sizes) -> list[Row]:
-    seq = TOOLS
+    seq = RAW_TOOLS + MOUNT_TOOLS  # (the null file system only where it is the floor)
     one = ("curl", "httpx") + MOUNT_TOOLS
     eight = ("curl8", "httpx8") + MOUNT_TOOLS
     return [
