@@ -24,8 +24,10 @@ Pieces: a random reader (one that seeks, `sparse=True`) of an absent block gets 
 PIECE_BYTES around its read, not the whole block: 2,000 random 4 KiB reads of an 8 GiB object
 would otherwise fetch 2 GiB. Pieces are kept in memory only, in a pool of their own. A block
 whose pieces were fetched PIECE_FETCHES_BEFORE_BLOCK times is fetched whole at its next miss,
-so a random reader that keeps coming back (a database, a small object read all over) ends
-with whole blocks on disk as before.
+and so is every block of an object once a quarter of its random misses (of DENSE_MIN_MISSES
+or more) came back to a block it had pieces of: a random reader that keeps coming back (a
+database, an object read all over) ends with whole blocks on disk as before, after a few
+hundred pieces at most.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ MAX_OPEN_BLOCK_FILES = 4096
 
 PIECE_BYTES = 16 * 1024
 PIECE_FETCHES_BEFORE_BLOCK = 2
+DENSE_MIN_MISSES = 32
+DENSE_RETURN_SHARE = 0.25
 # Blocks whose piece fetches are counted (the least recently counted are forgotten).
 COUNTED_BLOCKS = 1 << 16
 
@@ -148,6 +152,8 @@ class BlockCache:
         self._pieces_limit = max(self._memory // 8, 4 * PIECE_BYTES)
         self._piece_fetching: dict[Ident, trio.Event] = {}
         self._piece_fetches: cachetools.LRUCache[Ident, int] = cachetools.LRUCache(COUNTED_BLOCKS)
+        # version hash -> [random misses, of them misses of a block with pieces fetched]
+        self._random_misses: cachetools.LRUCache[str, list[int]] = cachetools.LRUCache(1024)
         self.limiter = trio.CapacityLimiter(parallel_fetches)
         self.hits = 0
         self.misses = 0
@@ -235,8 +241,7 @@ class BlockCache:
         first, last = offset // self._block, (end - 1) // self._block
         version = ref.version_hash
         if (sparse and first == last and not self._present((version, first))
-                and (version, first) not in self._fetching
-                and self._piece_fetches.get((version, first), 0) < PIECE_FETCHES_BEFORE_BLOCK):
+                and (version, first) not in self._fetching and self._pieces_for((version, first))):
             from_pieces = await self._read_pieces(ref, offset, end)
             if from_pieces is not None:
                 return from_pieces
@@ -272,6 +277,18 @@ class BlockCache:
         if piece is not None:
             self.hits += 1
         return piece
+
+    def _pieces_for(self, ident: Ident) -> bool:
+        """A seeking reader missed block `ident`: whether to read it from pieces (else whole).
+        Counts the miss for the object's density."""
+        fetched = self._piece_fetches.get(ident, 0)
+        counts = self._random_misses.get(ident[0])
+        if counts is None:
+            counts = self._random_misses[ident[0]] = [0, 0]
+        counts[0] += 1
+        counts[1] += fetched > 0
+        dense = counts[0] >= DENSE_MIN_MISSES and counts[1] >= DENSE_RETURN_SHARE * counts[0]
+        return not dense and fetched < PIECE_FETCHES_BEFORE_BLOCK
 
     async def _read_pieces(self, ref: ObjectRef, offset: int, end: int) -> bytes | None:
         """[offset, end) of one absent block from its pieces, fetching the missing ones with one

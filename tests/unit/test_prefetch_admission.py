@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 
 import trio
 
@@ -193,3 +194,20 @@ async def test_a_changed_object_is_never_served_from_old_pieces(tmp_path):
         pass
     else:
         raise AssertionError("a piece of another version was served")
+
+
+async def test_an_object_read_all_over_at_random_turns_to_whole_blocks(tmp_path):
+    """Once a quarter of an object's random misses come back to blocks it has pieces of, its
+    misses fetch whole blocks: 2,000 random reads of a 64-block object cost a few dozen piece
+    GETs and then one GET per block, not two pieces per block first."""
+    from cosfs.blocks import DENSE_MIN_MISSES
+
+    store, cache, ref, data = await setup(tmp_path, blocks=64, memory_blocks=128)
+    rng = random.Random(9)
+    for _ in range(2000):
+        offset = rng.randrange(0, len(data) - 4096)
+        assert await cache.read(ref, offset, 4096, sparse=True) == data[offset:offset + 4096]
+    gets = store.counts["open_object"]
+    assert cache.missing(ref, 0, 63) == []  # every block came whole in the end
+    assert gets <= 64 + 2 * DENSE_MIN_MISSES, gets
+    cache.check_invariants()
