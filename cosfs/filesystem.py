@@ -114,7 +114,7 @@ class InodeTarget:
 
     async def origin(self) -> Origin:
         inode = self._inode
-        if not inode.meta_complete or (inode.etag is None and inode.attr.size_bytes):
+        if inode.etag is None and inode.attr.size_bytes:
             inode = await self._namespace.refresh(inode)
         size = inode.attr.size_bytes
         base = ObjectRef(inode.key, inode.etag or "", size) if size else None
@@ -333,11 +333,11 @@ class CosFilesystem:
         dirty = self.staging.get(inode.key)
         if dirty is None and self.config.close_to_open and not truncate:
             inode = await self.namespace.revalidate(inode)  # (O_TRUNC replaces whatever is there)
-        elif dirty is None and (not inode.meta_complete or inode.expires_at_s <= self.namespace.now()):
+        elif dirty is None and inode.expires_at_s <= self.namespace.now():
             try:
                 inode = await self.namespace.refresh(inode)
             except NotFound:
-                if not (truncate and inode.meta_complete):
+                if not truncate:
                     raise
                 # Gone from COS: O_TRUNC makes it again, with the metadata it had.
                 inode.etag = None
@@ -427,8 +427,6 @@ class CosFilesystem:
                            xattr_edit: Callable[[dict[str, str]], None] | None = None) -> None:
         """chmod/chown/utimens/xattrs: COSFS's headers rewritten in place, or in the staged
         options of a dirty file (uploaded with it). Every such change sets ctime."""
-        if not inode.meta_complete and inode.ino != ROOT_INO:
-            inode = await self.namespace.refresh(inode)
         attr = inode.attr
         now_ns = time.time_ns()
         changed = dataclasses.replace(
@@ -493,8 +491,6 @@ class CosFilesystem:
         if not name.startswith("user."):
             # security.*, system.posix_acl_* (asked by ls -l for every entry): never stored.
             raise xattrs.NoSuchAttribute(name)
-        if not inode.meta_complete and inode.ino != ROOT_INO:
-            inode = await self.namespace.refresh(inode)
         return xattrs.get(inode.user_meta, name)
 
     def _owner_only(self, caller_uid: int | None, what: str) -> None:
@@ -504,8 +500,6 @@ class CosFilesystem:
 
     async def listxattr(self, ino: int) -> list[str]:
         inode = self.inodes.get(ino)
-        if not inode.meta_complete and inode.ino != ROOT_INO:
-            inode = await self.namespace.refresh(inode)
         return xattrs.names(inode.user_meta) + list(xattrs.STATUS_NAMES)
 
     async def setxattr(self, ino: int, name: str, value: bytes, caller_uid: int | None = None) -> None:
@@ -525,8 +519,6 @@ class CosFilesystem:
     async def removexattr(self, ino: int, name: str) -> None:
         self._check_writable()
         inode = self.inodes.get(ino)
-        if not inode.meta_complete:
-            inode = await self.namespace.refresh(inode)
         xattrs.get(inode.user_meta, name)  # NoSuchAttribute when absent
         await self._change_meta(inode, xattr_edit=lambda meta: xattrs.remove(meta, name))
 

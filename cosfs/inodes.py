@@ -90,8 +90,6 @@ class Inode:
     attr: Attr
     etag: str | None = None
     expires_at_s: float = 0.0
-    # True once a HEAD gave the object's x-cos-meta-* (LIST results do not carry them).
-    meta_complete: bool = False
     lookup_count: int = 0
     open_count: int = 0
     # The ETag whose bytes the kernel may hold in its page cache for this inode.
@@ -126,7 +124,6 @@ class InodeTable:
         self._next_ino = ROOT_INO + 1
         root = Inode(ROOT_INO, ROOT_INO, "", root_key, dataclasses.replace(root_attr, ino=ROOT_INO),
                      expires_at_s=float("inf"))
-        root.meta_complete = True
         self._by_ino: dict[int, Inode] = {ROOT_INO: root}
         self._by_key: dict[str, tuple[int, ...]] = {root_key: (ROOT_INO,)}
         self._by_name: dict[tuple[int, str], int] = {}
@@ -152,7 +149,7 @@ class InodeTable:
         return ino
 
     def upsert(self, parent: int, name: str, key: str, attr_without_ino: Attr, *, etag: str | None,
-               expires_at_s: float, meta_complete: bool) -> Inode:
+               expires_at_s: float) -> Inode:
         """The inode for (parent, name) with fresh attributes, reusing its number while the
         kind and key stay the same (so the kernel's view stays stable), else a new number."""
         existing = self.child(parent, name)
@@ -160,8 +157,6 @@ class InodeTable:
             existing.attr = dataclasses.replace(attr_without_ino, ino=existing.ino)
             existing.etag = etag
             existing.expires_at_s = expires_at_s
-            # Keep metadata learned from HEAD while the object is the same version.
-            existing.meta_complete = meta_complete or (existing.meta_complete and existing.etag == etag)
             return existing
         if existing is not None:
             self.unlink_name(parent, name)
@@ -169,7 +164,7 @@ class InodeTable:
         # same key (tar, rsync and find compare it across calls).
         ino = self._retired.pop((key, attr_without_ino.kind), None) or self.new_ino()
         inode = Inode(ino, parent, name, key, dataclasses.replace(attr_without_ino, ino=ino), etag=etag,
-                      expires_at_s=expires_at_s, meta_complete=meta_complete)
+                      expires_at_s=expires_at_s)
         self._by_ino[ino] = inode
         self._index_key(key, ino)
         self._by_name[(parent, name)] = ino

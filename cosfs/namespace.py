@@ -476,8 +476,7 @@ class Namespace:
     def _dir_inode(self, parent: Inode, name: str, key: str, marker: ObjectMeta | None) -> Inode:
         """A directory's inode from its marker's metadata (None: an implicit directory)."""
         attr = self.implicit_dir_attr() if marker is None else self.attr_from_meta(Kind.DIR, marker)
-        inode = self._inodes.upsert(parent.ino, name, key, attr, etag=None, expires_at_s=self._expiry(),
-                                    meta_complete=True)
+        inode = self._inodes.upsert(parent.ino, name, key, attr, etag=None, expires_at_s=self._expiry())
         if marker is not None:
             inode.user_meta = dict(marker.user_meta)
         return inode
@@ -541,7 +540,7 @@ class Namespace:
         assert meta is not None
         existing = self._inodes.child(parent.ino, entry.name)
         if (existing is not None and existing.key == meta.key and existing.etag == meta.etag
-                and existing.meta_complete and existing.expires_at_s > self._clock()):
+                and existing.expires_at_s > self._clock()):
             return existing
         return self.inode_from_head(parent, entry.name, meta)
 
@@ -676,7 +675,7 @@ class Namespace:
         existing = self._inodes.child(parent.ino, name)
         etag = existing.etag if existing is not None and existing.key == dirty.key else None
         inode = self._inodes.upsert(parent.ino, name, dirty.key, self.attr_for_dirty(dirty), etag=etag,
-                                    expires_at_s=self._expiry(), meta_complete=True)
+                                    expires_at_s=self._expiry())
         inode.user_meta = dict(dirty.options.user_meta)
         inode.content_type = dirty.options.content_type
         return inode
@@ -686,7 +685,7 @@ class Namespace:
         kind = Kind.FILE if mode is None or stat.S_ISDIR(mode) else kind_of_mode(mode)
         self.remember_meta(head)
         inode = self._inodes.upsert(parent.ino, name, head.key, self.attr_from_meta(kind, head),
-                                    etag=head.etag, expires_at_s=self._expiry(), meta_complete=True)
+                                    etag=head.etag, expires_at_s=self._expiry())
         inode.user_meta = dict(head.user_meta)
         inode.content_type = head.content_type
         return inode
@@ -720,7 +719,7 @@ class Namespace:
             self.note_removed(parent.key, inode.name)
             self.vanished(inode.key)
             raise
-        if head.etag == inode.etag and inode.meta_complete:
+        if head.etag == inode.etag:
             inode.expires_at_s = self._expiry()
             return inode
         fresh = self.inode_from_head(parent, inode.name, head)
@@ -734,8 +733,6 @@ class Namespace:
         """A symlink's target (kept per version: a version's bytes never change). Its size
         is checked before any GET and the GET asks for no more than PATH_MAX bytes, so a huge
         object posing as a symlink cannot fill memory."""
-        if not inode.meta_complete:
-            inode = await self.refresh(inode)
         known = self._link_targets.get((inode.key, inode.etag))
         if known is not None:
             return known
@@ -786,8 +783,7 @@ class Namespace:
         marker = self._markers[key] = ObjectMeta(key, 0, etag, time.time(), DIRECTORY_CONTENT_TYPE, None,
                                                  dict(meta))
         attr = self.attr_from_meta(Kind.DIR, marker)
-        inode = self._inodes.upsert(parent.ino, name, key, attr, etag=None, expires_at_s=self._expiry(),
-                                    meta_complete=True)
+        inode = self._inodes.upsert(parent.ino, name, key, attr, etag=None, expires_at_s=self._expiry())
         inode.user_meta = dict(meta)
         inode.content_type = DIRECTORY_CONTENT_TYPE
         return inode

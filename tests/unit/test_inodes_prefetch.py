@@ -13,11 +13,11 @@ def table() -> InodeTable:
 
 def test_upsert_reuses_number_while_kind_and_key_stay():
     t = table()
-    a = t.upsert(ROOT_INO, "a", "a", FILE_ATTR, etag="1", expires_at_s=1, meta_complete=False)
+    a = t.upsert(ROOT_INO, "a", "a", FILE_ATTR, etag="1", expires_at_s=1)
     t.remember(a.ino)
-    again = t.upsert(ROOT_INO, "a", "a", FILE_ATTR, etag="2", expires_at_s=2, meta_complete=True)
+    again = t.upsert(ROOT_INO, "a", "a", FILE_ATTR, etag="2", expires_at_s=2)
     assert again is a and a.etag == "2" and a.attr.ino == a.ino
-    as_dir = t.upsert(ROOT_INO, "a", "a/", DIR_ATTR, etag=None, expires_at_s=2, meta_complete=True)
+    as_dir = t.upsert(ROOT_INO, "a", "a/", DIR_ATTR, etag=None, expires_at_s=2)
     assert as_dir.ino != a.ino
     assert t.get(a.ino) is a  # still known to the kernel until forgotten
     t.remember(as_dir.ino)
@@ -34,7 +34,7 @@ def test_lookup_counts_never_negative_and_free_only_at_zero(ops):
     for op, which, n in ops:
         name = names[which]
         if op == "lookup":
-            inode = t.upsert(ROOT_INO, name, name, FILE_ATTR, etag=None, expires_at_s=0, meta_complete=False)
+            inode = t.upsert(ROOT_INO, name, name, FILE_ATTR, etag=None, expires_at_s=0)
             t.remember(inode.ino)
         elif op == "forget":
             child = t.child(ROOT_INO, name)
@@ -96,18 +96,18 @@ def test_a_forgotten_name_gets_its_number_back():
     """st_ino stays the same for the same key after the kernel forgot the inode (tar checks
     that a directory it made still has its number when it sets its times at the end)."""
     t = table()
-    d = t.upsert(ROOT_INO, "d", "d/", DIR_ATTR, etag=None, expires_at_s=1, meta_complete=True)
+    d = t.upsert(ROOT_INO, "d", "d/", DIR_ATTR, etag=None, expires_at_s=1)
     t.remember(d.ino)
     number = d.ino
     t.forget(number, 1)  # the kernel drops it: freed
-    other = t.upsert(ROOT_INO, "e", "e/", DIR_ATTR, etag=None, expires_at_s=1, meta_complete=True)
-    again = t.upsert(ROOT_INO, "d", "d/", DIR_ATTR, etag=None, expires_at_s=1, meta_complete=True)
+    other = t.upsert(ROOT_INO, "e", "e/", DIR_ATTR, etag=None, expires_at_s=1)
+    again = t.upsert(ROOT_INO, "d", "d/", DIR_ATTR, etag=None, expires_at_s=1)
     assert again.ino == number and other.ino != number
     t.remember(again.ino)
     t.remember(other.ino)
     t.check_invariants()
-    gone = t.upsert(ROOT_INO, "f", "f", FILE_ATTR, etag="1", expires_at_s=1, meta_complete=True)
+    gone = t.upsert(ROOT_INO, "f", "f", FILE_ATTR, etag="1", expires_at_s=1)
     t.remember(gone.ino)
     t.unlink_name(ROOT_INO, "f")
     t.forget(gone.ino, 1)  # unlinked, then forgotten: its number is not kept for the name
-    assert t.upsert(ROOT_INO, "f", "f", FILE_ATTR, etag="2", expires_at_s=1, meta_complete=True).ino != gone.ino
+    assert t.upsert(ROOT_INO, "f", "f", FILE_ATTR, etag="2", expires_at_s=1).ino != gone.ino
