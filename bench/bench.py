@@ -803,21 +803,29 @@ class Bench:
 
     # random reads
 
-    def fio(self, d: Daemon, jobs: int, modes: tuple[str, ...] = ("1", "0"),
-            invalidate: str = "1") -> tuple[float, str]:
-        """Read IOPS of fio randread 4 KiB, psync, `jobs` jobs; O_DIRECT, or buffered where refused
-        (`modes`: the --direct values to try, in order)."""
+    def run_fio(self, d: Daemon, name: str, options: list[str], modes: tuple[str, ...],
+                timeout: float) -> tuple[list[str], str]:
+        """fio randread 4 KiB, psync, on `name` in the mount, with `options`; O_DIRECT, or
+        buffered where refused (`modes`: the --direct values to try, in order). The terse
+        (v3) fields of the run and its mode."""
         for direct in modes:
-            command = ["fio", "--name=rand", f"--filename={d.mnt / 'big.bin'}", "--rw=randread", "--bs=4k",
-                       f"--direct={direct}", "--ioengine=psync", f"--numjobs={jobs}", "--group_reporting",
-                       f"--runtime={self.s.random_s:g}", "--time_based", "--readonly", f"--invalidate={invalidate}",
+            command = ["fio", f"--name={name}", f"--filename={d.mnt / name}", "--rw=randread", "--bs=4k",
+                       f"--direct={direct}", "--ioengine=psync", "--readonly", *options,
                        "--output-format=terse", "--terse-version=3"]
-            process, text = self.capture(command, self.s.random_s + 300)
+            process, text = self.capture(command, timeout)
             lines = [line for line in text.splitlines() if line.startswith("3;")]
             if process.returncode == 0 and lines:
-                return float(lines[-1].split(";")[7]), "direct" if direct == "1" else "buffered"
+                return lines[-1].split(";"), "direct" if direct == "1" else "buffered"
             print(f"bench: fio --direct={direct} on {d.tool} failed: {text.strip()[-300:]}", file=sys.stderr)
         raise RuntimeError(f"fio failed on {d.tool}")
+
+    def fio(self, d: Daemon, jobs: int, modes: tuple[str, ...] = ("1", "0"),
+            invalidate: str = "1") -> tuple[float, str]:
+        """Read IOPS of `jobs` jobs of random 4 KiB reads of big.bin for random_s seconds."""
+        fields, mode = self.run_fio(d, "big.bin", [f"--numjobs={jobs}", "--group_reporting",
+                                                   f"--runtime={self.s.random_s:g}", "--time_based",
+                                                   f"--invalidate={invalidate}"], modes, self.s.random_s + 300)
+        return float(fields[7]), mode
 
     def mount_rand(self, d: Daemon, rep: int, jobs: int, row: str) -> None:
         self.drop_caches()
@@ -857,23 +865,13 @@ class Bench:
         offset, server0 = self.start_window()
         cpu0 = proc_cpu(d.pid)
         reads = self.s.sparse_reads
-        for direct in ("1", "0"):
-            command = ["fio", "--name=sparse", f"--filename={d.mnt / 'sparse.bin'}", "--rw=randread", "--bs=4k",
-                       f"--direct={direct}", "--ioengine=psync", f"--number_ios={reads}", f"--randseed={rep + 1}",
-                       f"--runtime={SPARSE_CAP_S}", "--readonly", "--invalidate=1",
-                       "--output-format=terse", "--terse-version=3"]
-            process, text = self.capture(command, SPARSE_CAP_S + 300)
-            lines = [line for line in text.splitlines() if line.startswith("3;")]
-            if process.returncode == 0 and lines:
-                break
-            print(f"bench: fio --direct={direct} on {d.tool} failed: {text.strip()[-300:]}", file=sys.stderr)
-        else:
-            raise RuntimeError(f"fio failed on {d.tool}")
-        fields = lines[-1].split(";")
+        fields, mode = self.run_fio(d, "sparse.bin", [f"--number_ios={reads}", f"--randseed={rep + 1}",
+                                                      f"--runtime={SPARSE_CAP_S}", "--invalidate=1"],
+                                    ("1", "0"), SPARSE_CAP_S + 300)
         done, runtime_s = int(fields[5]) // 4, int(fields[8]) / 1000
         seconds = runtime_s * reads / max(1, done)
         self.record("sparse", d.tool, rep, seconds, proc_cpu(d.pid) - cpu0, proc_hwm_mib(d.pid), offset, server0,
-                    fio_mode="direct" if direct == "1" else "buffered", reads_done=done, capped=done < reads)
+                    fio_mode=mode, reads_done=done, capped=done < reads)
 
     def raw_sparse(self, tool: str, rep: int) -> None:
         self.drop_caches()

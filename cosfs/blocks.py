@@ -106,6 +106,13 @@ def version_problem(ref: ObjectRef, meta: ObjectMeta) -> str | None:
     return None
 
 
+def check_version(ref: ObjectRef, meta: ObjectMeta) -> None:
+    """Raise Stale when the answer to a read of `ref` is of another version."""
+    problem = version_problem(ref, meta)
+    if problem:
+        raise Stale(f"{ref.key!r} changed while open: the server answered {problem}")
+
+
 class BlockCache:
     """Owner of cached blocks, in memory and on disk, and of their LRU orders.
 
@@ -327,9 +334,7 @@ class BlockCache:
             async with self.limiter:
                 async with self._store.open_object(ref.key, byte_range=(start, end - 1),
                                                   if_match=ref.etag or None) as (meta, chunks):
-                    problem = version_problem(ref, meta)
-                    if problem:
-                        raise Stale(f"{ref.key!r} changed while open: the server answered {problem}")
+                    check_version(ref, meta)
                     body = bytearray()
                     async for chunk in chunks:
                         body += chunk
@@ -470,9 +475,7 @@ class BlockCache:
         filled = 0
         async with self._store.open_object(ref.key, byte_range=(start, end - 1),
                                           if_match=ref.etag or None) as (meta, chunks):
-            problem = version_problem(ref, meta)
-            if problem:
-                raise Stale(f"{ref.key!r} changed while open: the server answered {problem}")
+            check_version(ref, meta)
             async for chunk in chunks:
                 view = memoryview(chunk)
                 while view and index <= run[-1]:
